@@ -1,0 +1,30 @@
+# The two commands of the README:  `make run`  (install + main job)  and  `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install run test lint ui
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# CPU torch first: a bare torch requirement would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	medsec data init
+	dvc add -q data   # (re)caches data/; data.dvc is unchanged when the phantoms match it
+	dvc repro
+
+test: install
+	pytest -q
+
+lint: install
+	ruff check .
+
+ui: install
+	medsec ui

@@ -1,0 +1,142 @@
+"""``medsec`` command line: run the pipeline or one stage, list things, open the MLflow UI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+import flows  # noqa: F401  (sets Prefect/GX environment defaults)
+from medsec.errors import MedSecError
+
+app = typer.Typer(help="MedSec: security and privacy benchmark for medical-imaging models.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Manage the raw data in data/.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+STAGES = ("validate", "train", "evaluate")
+ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config file.")]
+PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="configs/presets/<name>")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override: key.sub=value")]
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def run(preset: PresetOpt = "default", config: ConfigOpt = None, set: SetOpt = None) -> None:
+    """Run the whole benchmark (validate -> train -> evaluate) as a Prefect flow."""
+    from flows.benchmark import benchmark_flow
+    from medsec.config import load_config
+
+    try:
+        load_config(config, preset or "default", set or [])  # fail fast, before Prefect starts
+        result = benchmark_flow(preset=preset or "default", config=config, overrides=set or [])
+    except MedSecError as exc:
+        _fail(exc)
+    typer.echo(f"done: MLflow run {result['run_id']}; test metrics: "
+               + ", ".join(f"{k}={v:.4f}" for k, v in result["test"].items()
+                           if k in ("test_acc", "test_auc", "test_f1")))
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(help=f"one of {', '.join(STAGES)}")],
+    config: ConfigOpt = "params.yaml", preset: PresetOpt = None, set: SetOpt = None,
+) -> None:
+    """Run one pipeline stage (what the DVC stages call)."""
+    if name not in STAGES:
+        _fail(ValueError(f"unknown stage {name!r}; known: {', '.join(STAGES)}"))
+    from flows.evaluate import evaluate_flow
+    from flows.train import train_flow
+    from flows.validate import validate_flow
+
+    flow_fn = {"validate": validate_flow, "train": train_flow, "evaluate": evaluate_flow}[name]
+    from medsec.config import load_config
+
+    kwargs = {"progress": True} if name == "train" else {}
+    try:
+        load_config(config, preset, set or [])  # fail fast, before Prefect starts
+        flow_fn(config=config, preset=preset, overrides=set or [], **kwargs)
+    except MedSecError as exc:
+        _fail(exc)
+
+
+@data_app.command("init")
+def data_init(config: ConfigOpt = "params.yaml", set: SetOpt = None,
+              force: bool = typer.Option(False, help="Regenerate even if present.")) -> None:
+    """Generate the built-in SYNTHETIC phantom dataset into data/ (deterministic, offline)."""
+    from medsec.config import load_config
+    from medsec.data.medmnist import resolve_data_dir
+    from medsec.data.phantoms import PHANTOM_FILE, write_phantoms
+
+    try:
+        cfg = load_config(config if config and Path(config).is_file() else None,
+                          overrides=set or [])
+    except MedSecError as exc:
+        _fail(exc)
+    path = resolve_data_dir(cfg.dataset.data_dir) / PHANTOM_FILE
+    if path.is_file() and not force:
+        typer.echo(f"{path} exists (use --force to regenerate)")
+        return
+    p = cfg.phantoms
+    write_phantoms(path, p.n_train, p.n_val, p.n_test, p.size, p.seed)
+    typer.echo(f"wrote synthetic phantoms to {path}")
+
+
+@app.command()
+def datasets() -> None:
+    """List the dataset names the pipeline can read."""
+    from medsec.data.medmnist import MEDMNIST_2D
+    from medsec.data.phantoms import PHANTOM_NAME
+
+    typer.echo(f"{PHANTOM_NAME:16s} built-in SYNTHETIC phantoms (lesion / no lesion, masks)")
+    for name, info in MEDMNIST_2D.items():
+        note = " (multi-label: not supported)" if info.multi_label else ""
+        typer.echo(f"{name:16s} MedMNIST 2D, {len(info.class_names)} classes, "
+                   f"{info.n_channels} channel(s){note}")
+
+
+@app.command()
+def models() -> None:
+    """List the model names."""
+    from medsec.models.factory import MODELS
+
+    for name, spec in MODELS.items():
+        typer.echo(f"{name:12s} {spec.description}")
+
+
+@app.command()
+def presets() -> None:
+    """List the presets in configs/presets."""
+    from medsec.config import PRESET_DIR
+
+    for path in sorted(PRESET_DIR.glob("*.yaml")):
+        first = path.read_text().splitlines()[0].lstrip("# ") if path.read_text() else ""
+        typer.echo(f"{path.stem:16s} {first}")
+
+
+@app.command()
+def ui(port: int = 5000, host: str = "127.0.0.1") -> None:
+    """Open the MLflow UI on the project's tracking store (127.0.0.1 by default)."""
+    from tasks.tracking import artifact_root, resolve_tracking_uri
+
+    uri = resolve_tracking_uri()
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+           "--host", host, "--port", str(port), "--workers", "1"]
+    root = artifact_root(uri)
+    if root:
+        cmd += ["--default-artifact-root", root]
+    typer.echo(f"MLflow UI on http://{host}:{port}  (store: {uri})")
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,57 @@
+"""Train flow: fit the configured classifier, save the checkpoint, log curves to MLflow."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from prefect import flow
+
+from flows.outputs import CLASSIFIER_CKPT, CLASSIFIER_INFO, TRAIN_HISTORY, TRAIN_METRICS
+from medsec.io import write_json, write_text
+from medsec.training.checkpoint import save_classifier
+from medsec.viz import curves_figure
+from tasks.common import load_config_task, load_dataset_task
+from tasks.tracking import log_artifact, log_figure, log_metrics, tracked_run
+from tasks.train import train_task
+
+
+def _history_csv(history: list[dict[str, float]]) -> str:
+    buffer = io.StringIO()
+    keys = list(history[0]) if history else ["epoch"]
+    writer = csv.DictWriter(buffer, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(history)
+    return buffer.getvalue()
+
+
+@flow(name="train")
+def train_flow(
+    config: str | None = None, preset: str | None = None, overrides: list[str] | None = None,
+    progress: bool = False,
+) -> dict:
+    """Write ``models/classifier.{pt,json}``, ``metrics/train.json``, the history CSV."""
+    cfg = load_config_task(config, preset, overrides)
+    data = load_dataset_task(cfg)
+    tags = {"medsec.verification": data.verification}
+    with tracked_run("train", cfg, data.version, tags=tags) as run:
+        trained = train_task(cfg, data, progress=progress)
+        metrics = {"best_epoch": trained.fit.best_epoch, "fit_seconds": trained.fit.seconds,
+                   **{f"best_{k}": v for k, v in trained.fit.history[trained.fit.best_epoch].items()
+                      if k.startswith("val_")}}
+        log_metrics(metrics)
+        log_figure(curves_figure(trained.fit.history, ("train_loss", "val_loss")),
+                   "curves/loss.png")
+        log_figure(curves_figure(trained.fit.history, ("val_acc", "val_auc")),
+                   "curves/val_metrics.png")
+        save_classifier(CLASSIFIER_CKPT, trained.model, trained.meta)
+        log_artifact(CLASSIFIER_CKPT, "model")
+        info = {"run_id": run.info.run_id, "meta": trained.meta}
+        write_json(CLASSIFIER_INFO, info)
+        write_text(TRAIN_HISTORY, _history_csv(trained.fit.history))
+        write_json(TRAIN_METRICS, metrics)
+    return info
+
+
+if __name__ == "__main__":
+    train_flow()

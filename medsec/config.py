@@ -1,0 +1,212 @@
+"""Pydantic models for every YAML config, and the one loader (file + preset + overrides).
+
+Unknown keys and invalid values raise :class:`medsec.errors.ConfigError` naming the field,
+e.g. ``train.lr: Input should be greater than 0``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from medsec.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PRESET_DIR = REPO_ROOT / "configs" / "presets"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(_Strict):
+    """Where the images come from.
+
+    ``name`` is ``phantoms`` (the built-in synthetic dataset) or a MedMNIST 2D subset name
+    such as ``pneumoniamnist``. ``data_dir`` is searched for ``<name>.npz``; the environment
+    variable ``MEDSEC_DATA_DIR`` overrides it.
+    """
+
+    name: str = "phantoms"
+    data_dir: str = "data"
+    max_train: int | None = Field(default=None, gt=0)
+    max_eval: int | None = Field(default=None, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, value: str) -> str:
+        from medsec.data.registry import known_dataset_names
+
+        if value not in known_dataset_names():
+            raise ValueError(
+                f"unknown dataset {value!r}; known: {', '.join(known_dataset_names())}"
+            )
+        return value
+
+
+class PhantomConfig(_Strict):
+    """Size of the built-in synthetic phantom dataset (generated deterministically)."""
+
+    n_train: int = Field(default=800, gt=0)
+    n_val: int = Field(default=200, gt=0)
+    n_test: int = Field(default=200, gt=0)
+    size: int = Field(default=32, ge=16, le=256)
+    seed: int = 0
+
+
+class ModelConfig(_Strict):
+    """Network by name (see ``medsec models``); ``norm='group'`` gives DP-compatible models."""
+
+    name: str = "small_cnn"
+    norm: Literal["batch", "group", "instance"] = "batch"
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, value: str) -> str:
+        from medsec.models.factory import known_model_names
+
+        if value not in known_model_names():
+            raise ValueError(f"unknown model {value!r}; known: {', '.join(known_model_names())}")
+        return value
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(default=5, gt=0, le=1000)
+    batch_size: int = Field(default=64, gt=0)
+    lr: float = Field(default=1e-3, gt=0.0, le=10.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    augment: bool = False
+    select_best: bool = True
+    num_threads: int | None = Field(default=None, gt=0)
+
+
+class ValidationConfig(_Strict):
+    """Soft thresholds of the data-validation stage (hard ones are not configurable)."""
+
+    min_class_fraction: float = Field(default=0.1, ge=0.0, le=0.5)
+    fail_on_warnings: bool = False
+
+
+class TrackingConfig(_Strict):
+    experiment: str = "medsec"
+    tracking_uri: str | None = None
+
+
+class MedSecConfig(_Strict):
+    """The whole pipeline configuration (the schema of ``params.yaml`` and the presets)."""
+
+    preset: str = "default"
+    seed: int = 0
+    dataset: DatasetConfig = DatasetConfig()
+    phantoms: PhantomConfig = PhantomConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    validation: ValidationConfig = ValidationConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for item in err.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "<root>"
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{field}: {msg}")
+    return f"invalid config ({source}):\n  " + "\n  ".join(lines)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must contain a mapping at the top level")
+    return data
+
+
+def _parse_override(item: str) -> dict[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like 'section.key=value'")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else None
+    node: dict[str, Any] = {}
+    cursor = node
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        cursor[part] = {}
+        cursor = cursor[part]
+    cursor[parts[-1]] = value
+    return node
+
+
+def preset_path(name: str) -> Path:
+    """Path of a named preset in ``configs/presets``; unknown names list the known ones."""
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+        raise ConfigError(f"unknown preset {name!r}; known: {', '.join(known)}")
+    return path
+
+
+def load_config(
+    path: str | Path | None = None,
+    preset: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> MedSecConfig:
+    """Build a validated config: defaults < preset < file < dotted overrides."""
+    data: dict[str, Any] = {}
+    sources = ["defaults"]
+    if preset is not None:
+        data = _deep_merge(data, _read_yaml(preset_path(preset)))
+        data.setdefault("preset", preset)
+        sources.append(f"preset {preset}")
+    if path is not None:
+        data = _deep_merge(data, _read_yaml(Path(path)))
+        sources.append(str(path))
+    for item in overrides:
+        data = _deep_merge(data, _parse_override(item))
+        sources.append(f"override {item}")
+    return config_from_dict(data, source=" < ".join(sources))
+
+
+def config_from_dict(data: dict[str, Any], source: str = "dict") -> MedSecConfig:
+    try:
+        return MedSecConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from None
+
+
+def config_to_dict(cfg: MedSecConfig) -> dict[str, Any]:
+    """Plain-python (JSON/YAML safe) dict of a config."""
+    return cfg.model_dump(mode="json")
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{'a': {'b': 1}} -> {'a.b': 1}`` (for logging params)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, prefix=f"{name}."))
+        else:
+            out[name] = value
+    return out

@@ -1,0 +1,73 @@
+"""In-memory dataset types shared by every data source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """One split: images float32 in [0, 1] of shape (N, C, H, W); labels int64 of shape (N,).
+
+    ``masks`` (optional) are integer segmentation masks of shape (N, H, W).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def head(self, n: int | None) -> ImageDataset:
+        """The first ``n`` examples (all when ``n`` is None)."""
+        if n is None or n >= len(self):
+            return self
+        masks = None if self.masks is None else self.masks[:n]
+        return ImageDataset(self.images[:n], self.labels[:n], masks)
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(self.images), torch.from_numpy(self.labels)
+
+
+@dataclass(frozen=True)
+class LoadedDataset:
+    """All splits of a dataset plus what is known about where it came from."""
+
+    name: str
+    splits: dict[str, ImageDataset]
+    num_classes: int
+    class_names: list[str]
+    source_path: str
+    version: str  # md5 of the source file: the data version logged with every run
+    verification: str  # "verified", "unverified (...)" or "synthetic"
+    synthetic: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.splits["train"].images.shape[1])
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.splits["train"].images.shape[1:])
+
+
+class TensorImageDataset(Dataset):
+    """A torch Dataset view of an :class:`ImageDataset` (image float32 C,H,W; label int64)."""
+
+    def __init__(self, data: ImageDataset) -> None:
+        self.images = torch.from_numpy(np.ascontiguousarray(data.images))
+        self.labels = torch.from_numpy(np.ascontiguousarray(data.labels))
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index], self.labels[index]

@@ -1,0 +1,76 @@
+"""Atomic file writes: outputs appear complete or not at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it into place only on success."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_atomic(path: str | Path, writer: Callable[[Path], Any]) -> Path:
+    """Call ``writer(tmp_path)`` and move the result to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        writer(tmp)
+    return Path(path)
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    text = json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n"
+    return write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def save_npz_deterministic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write an (uncompressed) ``.npz`` whose bytes depend only on ``arrays``.
+
+    ``np.savez`` stamps the current time into the zip entries, so the same data would get a
+    new md5 (and a new DVC version) every time; here entries carry a fixed timestamp.
+    """
+
+    def _write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for key in sorted(arrays):
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_STORED
+                info.external_attr = 0o644 << 16
+                with zf.open(info, "w") as handle:
+                    np.lib.format.write_array(handle, np.ascontiguousarray(arrays[key]))
+
+    return write_atomic(path, _write)

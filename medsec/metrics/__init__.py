@@ -1,0 +1,1 @@
+"""Metrics: classification, robustness, image quality, privacy."""

@@ -1,0 +1,1 @@
+"""The one training loop (Lightning) shared by every model the project trains."""

@@ -1,0 +1,110 @@
+"""LightningModule for classifiers, with hooks that defenses and DP plug into."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medsec.metrics.classification import classification_metrics
+
+# (model, images (N,C,H,W) in [0,1], labels (N,)) -> (images, labels) used for the step.
+Batch = tuple[torch.Tensor, torch.Tensor]
+BatchTransform = Callable[[nn.Module, torch.Tensor, torch.Tensor], Batch]
+
+
+def random_shift(images: torch.Tensor, max_shift: int = 2) -> torch.Tensor:
+    """Augmentation: shift each image by up to ``max_shift`` pixels (edge padding)."""
+    n, _, h, w = images.shape
+    padded = F.pad(images, (max_shift,) * 4, mode="replicate")
+    dy = torch.randint(0, 2 * max_shift + 1, (n,))
+    dx = torch.randint(0, 2 * max_shift + 1, (n,))
+    rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).view(n, 1, h, 1)
+    cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).view(n, 1, 1, w)
+    idx_n = torch.arange(n).view(n, 1, 1, 1)
+    return padded[idx_n, torch.arange(images.shape[1]).view(1, -1, 1, 1), rows, cols]
+
+
+class ClassifierModule(L.LightningModule):
+    """Cross-entropy training of ``net`` (pixel-space images -> logits).
+
+    Hooks: ``batch_transform`` replaces a training batch (adversarial training, noise
+    augmentation); ``external_optimizer`` (set by DP training) replaces the optimizer.
+    ``history`` holds one dict of validation metrics per epoch.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        optimizer: str = "adam",
+        augment: bool = False,
+        batch_transform: BatchTransform | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.num_classes = num_classes
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.optimizer_name = optimizer
+        self.augment = augment
+        self.batch_transform = batch_transform
+        self.external_optimizer: torch.optim.Optimizer | None = None
+        self.history: list[dict[str, float]] = []
+        self._val_logits: list[torch.Tensor] = []
+        self._val_labels: list[torch.Tensor] = []
+        self._train_losses: list[float] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def build_optimizer(self, params=None) -> torch.optim.Optimizer:
+        params = self.net.parameters() if params is None else params
+        if self.optimizer_name == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, momentum=0.9,
+                                   weight_decay=self.weight_decay)
+        cls = torch.optim.AdamW if self.optimizer_name == "adamw" else torch.optim.Adam
+        return cls(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        if self.external_optimizer is not None:
+            return self.external_optimizer
+        return self.build_optimizer()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        images, labels = batch
+        if self.augment:
+            images = random_shift(images)
+        if self.batch_transform is not None:
+            images, labels = self.batch_transform(self.net, images, labels)
+        loss = F.cross_entropy(self.net(images), labels)
+        self._train_losses.append(float(loss.detach()))
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        self._val_logits.append(self.net(images).detach())
+        self._val_labels.append(labels)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or not self._val_logits:
+            self._val_logits.clear()
+            self._val_labels.clear()
+            return
+        logits = torch.cat(self._val_logits)
+        labels = torch.cat(self._val_labels)
+        self._val_logits.clear()
+        self._val_labels.clear()
+        metrics = classification_metrics(logits, labels, self.num_classes, prefix="val_")
+        train_loss = (sum(self._train_losses) / len(self._train_losses)
+                      if self._train_losses else float("nan"))
+        self._train_losses.clear()
+        record = {"epoch": float(self.current_epoch), "train_loss": train_loss, **metrics}
+        self.history.append(record)
+        for key in ("val_acc", "val_auc", "val_loss"):
+            self.log(key, metrics[key], prog_bar=True)

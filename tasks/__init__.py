@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over ``medsec`` (plus the MLflow tracking helpers)."""

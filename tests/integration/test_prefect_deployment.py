@@ -1,0 +1,86 @@
+"""A real Prefect server + worker runs the benchmark deployment; the run lands in MLflow."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+import mlflow
+from tests.integration.helpers import BIN, copy_repo, env_with, free_port, run
+
+pytestmark = pytest.mark.integration
+
+STATE_SCRIPT = """
+import asyncio, sys
+from prefect.client.orchestration import get_client
+async def main():
+    async with get_client() as client:
+        run = await client.read_flow_run(sys.argv[1])
+        print(run.state.type.value)
+asyncio.run(main())
+"""
+
+
+@pytest.fixture()
+def prefect_server(tmp_path):
+    port = free_port()
+    home = tmp_path / "prefect-home"
+    env = env_with(PREFECT_HOME=str(home), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+                   PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2):
+                break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError((tmp_path / "server.log").read_text()) from None
+            time.sleep(1)
+    else:
+        proc.kill()
+        raise RuntimeError("Prefect server did not become healthy in 180 s")
+    yield env
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def test_deployment_run_reaches_mlflow(tmp_path, prefect_server):
+    repo = copy_repo(tmp_path / "repo")
+    uri = f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    env = dict(prefect_server, MEDSEC_TRACKING_URI=uri)
+    prefect = str(BIN / "prefect")
+    assert run([str(BIN / "medsec"), "data", "init"], repo, env).returncode == 0
+    out = run([prefect, "work-pool", "create", "medsec-local", "--type", "process"], repo, env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = run([prefect, "--no-prompt", "deploy", "--all"], repo, env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    out = run([prefect, "deployment", "run", "benchmark/tiny"], repo, env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    match = re.search(r"UUID:\s*([0-9a-f-]{36})", out.stdout)
+    assert match, out.stdout
+    flow_run_id = match.group(1)
+    out = run([prefect, "worker", "start", "--pool", "medsec-local", "--run-once"], repo, env,
+              timeout=900)
+    state = run([str(BIN / "python"), "-c", STATE_SCRIPT, flow_run_id], repo, env)
+    assert state.stdout.strip() == "COMPLETED", out.stdout[-4000:] + out.stderr[-4000:]
+
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    train = [r for r in runs if r.data.tags["medsec.stage"] == "train"]
+    assert len(train) == 1 and train[0].info.status == "FINISHED"
+    assert train[0].data.tags["medsec.preset"] == "tiny"
+    assert "test_auc" in train[0].data.metrics
+    assert (repo / "models" / "classifier.pt").is_file()

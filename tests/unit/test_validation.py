@@ -1,0 +1,304 @@
+"""Data validation (real Great Expectations, no mocks): PneumoniaMNIST, phantoms, bad data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medsec.data.phantoms import write_phantoms
+from medsec.data.registry import load_dataset
+from medsec.data.types import ImageDataset
+from medsec.data.validation import (
+    ValidationReport,
+    image_table,
+    raise_if_failed,
+    validate_dataset,
+    write_report,
+)
+from medsec.errors import DataError, ValidationFailed
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+PNEUMONIA = SHARED_DATASETS / "pneumoniamnist.npz"
+SHAPE = (1, 8, 8)
+
+
+def _split(n: int, seed: int, labels: np.ndarray | None = None) -> ImageDataset:
+    """``n`` distinct random images (multiples of 1/255, like uint8 files), balanced labels."""
+    rng = np.random.RandomState(seed)
+    images = (rng.randint(0, 256, size=(n, *SHAPE)) / 255.0).astype(np.float32)
+    if labels is None:
+        labels = np.arange(n, dtype=np.int64) % 2
+    return ImageDataset(images, labels.astype(np.int64))
+
+
+def _clean_splits() -> dict[str, ImageDataset]:
+    return {"train": _split(40, 1), "val": _split(20, 2), "test": _split(20, 3)}
+
+
+def _json_roundtrip(report: ValidationReport) -> dict:
+    return json.loads(json.dumps(report.to_dict(), allow_nan=False))
+
+
+# --------------------------------------------------------------------------------------------
+# PneumoniaMNIST (real data, shared file)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pneumonia():
+    if not PNEUMONIA.is_file():
+        pytest.skip(f"shared dataset not found: {PNEUMONIA} (see /work/shared/datasets/README.md)")
+    return load_dataset("pneumoniamnist", SHARED_DATASETS)
+
+
+@pytest.fixture(scope="module")
+def pneumonia_report(pneumonia):
+    return validate_dataset(pneumonia, pneumonia.num_classes, pneumonia.image_shape)
+
+
+def test_image_table_pneumonia_is_fast_and_complete(pneumonia):
+    start = time.perf_counter()
+    table = image_table(pneumonia.splits, pneumonia.image_shape)
+    elapsed = time.perf_counter() - start
+    print(f"image_table: {len(table)} rows in {elapsed:.3f} s")
+    assert elapsed < 2.0
+    assert len(table) == 5856
+    assert list(table["split"].unique()) == ["train", "val", "test"]
+    for column in ("label", "channels", "height", "width", "dtype", "min", "max", "mean",
+                   "n_nonfinite", "content_hash"):
+        assert column in table.columns
+    assert set(table["dtype"]) == {"float32"}
+    assert (table["n_nonfinite"] == 0).all() and table["shape_ok"].all()
+    assert table["min"].min() >= 0.0 and table["max"].max() <= 1.0
+    # content_hash = sha1 of the uint8-quantised image bytes
+    image = pneumonia.splits["val"].images[7]
+    expected = hashlib.sha1(np.rint(image * 255).astype(np.uint8).tobytes()).hexdigest()
+    row = table[(table["split"] == "val") & (table["index"] == 7)].iloc[0]
+    assert row["content_hash"] == expected
+    assert row["mean"] == pytest.approx(float(image.mean()), abs=1e-6)
+
+
+def test_pneumonia_passes_and_names_duplicates(pneumonia_report, tmp_path):
+    report = pneumonia_report
+    assert report.success, report.hard_failures
+    assert report.n_images == {"train": 4708, "val": 524, "test": 624}
+    assert report.class_counts["train"] == {0: 1214, 1: 3494}
+    assert report.class_counts["test"] == {0: 234, 1: 390}
+
+    within = report.duplicates_within
+    across = report.duplicates_across
+    assert within and across
+    per_split = {s: [g for g in within if g["split"] == s] for s in report.n_images}
+    print(
+        "PneumoniaMNIST duplicates within: "
+        + ", ".join(f"{s} {len(gs)} group(s) / {sum(len(g['indices']) for g in gs)} image(s)"
+                    for s, gs in per_split.items())
+        + f"; across: {len(across)} group(s) / {sum(len(g['members']) for g in across)} image(s) "
+        f"({sorted({'/'.join(g['splits']) for g in across})})"
+    )
+    for group in within:
+        assert len(group["indices"]) >= 2 and len(group["content_hash"]) == 40
+    for group in across:
+        assert len(group["splits"]) >= 2
+        assert all("[" in m for m in group["members"])
+    assert any("duplicate images within train" in w for w in report.warnings)
+    assert any("shared between splits" in w for w in report.warnings)
+
+    metrics = report.summary_metrics()
+    assert metrics["n_train"] == 4708 and metrics["n_hard_failures"] == 0
+    assert metrics["n_duplicate_groups_within"] == len(within) > 0
+    assert metrics["n_duplicate_groups_across"] == len(across) > 0
+    assert metrics["class_fraction_train_1"] == pytest.approx(3494 / 4708, abs=1e-6)
+    assert all(isinstance(v, int | float) for v in metrics.values())
+
+    markdown = report.to_markdown()
+    assert markdown.index("PASSED") < markdown.index("## Warnings")
+    assert "Duplicate images within splits" in markdown and "shared between splits" in markdown
+    first = within[0]
+    assert f"{first['split']}[{first['indices'][0]}]" in markdown
+    assert across[0]["members"][0] in markdown
+    short = report.to_markdown(max_groups=2)
+    assert f"and {len(within) - 2} more group(s)" in short
+
+    data = _json_roundtrip(report)
+    assert data["success"] is True and data["verification"].startswith("unverified")
+    paths = write_report(report, tmp_path / "validation")
+    assert json.loads(paths["json"].read_text())["n_images"]["val"] == 524
+    assert paths["markdown"].read_text() == markdown
+    raise_if_failed(report)  # no exception
+
+
+def test_pneumonia_duplicates_are_identical_images(pneumonia, pneumonia_report):
+    for group in pneumonia_report.duplicates_within[:5]:
+        images = pneumonia.splits[group["split"]].images[group["indices"]]
+        assert (images == images[0]).all()
+    for group in pneumonia_report.duplicates_across[:5]:
+        members = [m.rstrip("]").split("[") for m in group["members"]]
+        images = [pneumonia.splits[s].images[int(i)] for s, i in members]
+        assert all((im == images[0]).all() for im in images)
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic phantoms
+# --------------------------------------------------------------------------------------------
+
+
+def test_phantoms_are_clean(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDSEC_DATA_DIR", raising=False)
+    write_phantoms(tmp_path / "phantoms.npz", n_train=40, n_val=12, n_test=12, size=28, seed=0)
+    data = load_dataset("phantoms", tmp_path)
+    table = image_table(data.splits, data.image_shape)
+    assert table["has_mask"].all()
+    assert table["mask_foreground_fraction"].between(0, 1).all()
+    assert (table.loc[table["label"] == 0, "mask_foreground_fraction"] == 0).all()
+
+    report = validate_dataset(data, data.num_classes, data.image_shape)
+    assert report.success, report.hard_failures
+    assert report.warnings == []
+    assert report.duplicates_within == [] and report.duplicates_across == []
+    assert report.class_counts == {"train": {0: 20, 1: 20}, "val": {0: 6, 1: 6},
+                                   "test": {0: 6, 1: 6}}
+    assert report.verification.startswith("synthetic")
+    metrics = report.summary_metrics()
+    assert metrics["n_duplicate_groups_within"] == 0 and metrics["n_warnings"] == 0
+    assert "**Verdict: PASSED**" in report.to_markdown()
+
+
+# --------------------------------------------------------------------------------------------
+# Hard failures
+# --------------------------------------------------------------------------------------------
+
+
+def _nan_pixel(splits):
+    images = splits["val"].images.copy()
+    images[3, 0, 2, 5] = np.nan
+    splits["val"] = ImageDataset(images, splits["val"].labels)
+
+
+def _bad_label(splits):
+    labels = splits["train"].labels.copy()
+    labels[12] = 5
+    labels[30] = -1
+    splits["train"] = ImageDataset(splits["train"].images, labels)
+
+
+def _bright_pixel(splits):
+    images = splits["test"].images.copy()
+    images[2, 0, 0, 0] = 1.5
+    splits["test"] = ImageDataset(images, splits["test"].labels)
+
+
+def _wrong_shape(splits):
+    test = _split(20, 3)
+    images = np.zeros((20, 1, 10, 10), np.float32)
+    images[:, :, :8, :8] = test.images
+    splits["test"] = ImageDataset(images, test.labels)
+
+
+def _wrong_dtype(splits):
+    splits["val"] = ImageDataset(splits["val"].images.astype(np.float64), splits["val"].labels)
+
+
+def _empty_split(splits):
+    splits["val"] = ImageDataset(np.zeros((0, *SHAPE), np.float32), np.zeros(0, np.int64))
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "expected"),
+    [
+        (_nan_pixel, ["NaN/inf pixels: 1 image(s) in val (first: val[3]"]),
+        (_bad_label, ["labels outside {0,1}: 2 image(s) in train (first: train[12]=5)"]),
+        (_bright_pixel, ["pixel values above 1: 1 image(s) in test (first: test[2] has max 1.5)"]),
+        (_wrong_shape, ["image shape not 1x8x8 (C x H x W): 20 image(s) in test "
+                        "(first: test[0] has shape 1x10x10)"]),
+        (_wrong_dtype, ["image dtype not float32: 20 image(s) in val (first: val[0] has dtype "
+                        "float64)"]),
+        (_empty_split, ["empty split(s): val"]),
+    ],
+    ids=["nan", "label", "above_one", "shape", "dtype", "empty_split"],
+)
+def test_hard_failures_name_split_and_index(corrupt, expected):
+    splits = _clean_splits()
+    corrupt(splits)
+    report = validate_dataset(splits, num_classes=2, expected_shape=SHAPE)
+    assert report.success is False
+    assert len(report.hard_failures) == len(expected), report.hard_failures
+    for prefix, message in zip(expected, report.hard_failures, strict=True):
+        assert message.startswith(prefix), message
+    with pytest.raises(ValidationFailed) as info:
+        raise_if_failed(report)
+    assert expected[0] in str(info.value)
+    assert "FAILED" in report.to_markdown().split("## Hard failures")[0]
+    assert report.summary_metrics()["n_hard_failures"] == len(expected)
+    _json_roundtrip(report)
+
+
+def test_several_failures_are_all_reported():
+    splits = _clean_splits()
+    _nan_pixel(splits)
+    _bad_label(splits)
+    _bright_pixel(splits)
+    report = validate_dataset(splits, num_classes=2, expected_shape=SHAPE)
+    assert not report.success and len(report.hard_failures) == 3
+    failed = {e["name"] for e in report.expectations if not e["success"]}
+    assert {"labels in range", "no NaN/inf pixels", "pixel max <= 1"} <= failed
+    with pytest.raises(ValidationFailed, match=r"3 hard failure\(s\)"):
+        raise_if_failed(report)
+
+
+def test_mismatched_labels_raise_data_error():
+    splits = _clean_splits()
+    splits["val"] = ImageDataset(splits["val"].images, splits["val"].labels[:-1])
+    with pytest.raises(DataError, match="val"):
+        image_table(splits)
+
+
+# --------------------------------------------------------------------------------------------
+# Soft expectations
+# --------------------------------------------------------------------------------------------
+
+
+def test_imbalance_and_duplicates_are_warnings_only(tmp_path):
+    splits = _clean_splits()
+    labels = np.zeros(40, np.int64)
+    labels[:2] = 1  # 5% class 1 in train
+    images = splits["train"].images.copy()
+    images[7] = images[3]  # duplicate within train
+    splits["train"] = ImageDataset(images, labels)
+    test_images = splits["test"].images.copy()
+    test_images[4] = images[10]  # train[10] leaks into test
+    splits["test"] = ImageDataset(test_images, splits["test"].labels)
+
+    report = validate_dataset(splits, num_classes=2, expected_shape=SHAPE, min_class_fraction=0.1)
+    assert report.success, report.hard_failures
+    assert any(w.startswith("class imbalance in train: class 1 is 5.0%") for w in report.warnings)
+    assert not any("imbalance in val" in w or "imbalance in test" in w for w in report.warnings)
+    assert [(g["split"], g["indices"]) for g in report.duplicates_within] == [("train", [3, 7])]
+    assert [g["members"] for g in report.duplicates_across] == [["train[10]", "test[4]"]]
+    soft = {e["name"]: e for e in report.expectations if e["severity"] == "soft"}
+    assert not any(e["success"] for e in soft.values())
+    raise_if_failed(report)  # warnings never raise
+
+    metrics = report.summary_metrics()
+    assert metrics["class_fraction_train_1"] == pytest.approx(0.05)
+    assert metrics["n_duplicate_images_within"] == 2 and metrics["n_duplicate_images_across"] == 2
+    paths = write_report(report, tmp_path)
+    assert sorted(p.name for p in paths.values()) == ["report.json", "report.md"]
+    assert "train[3], train[7]" in paths["markdown"].read_text()
+
+
+def test_missing_class_is_a_warning():
+    splits = _clean_splits()
+    splits["val"] = ImageDataset(splits["val"].images, np.zeros(20, np.int64))
+    report = validate_dataset(splits, num_classes=3, expected_shape=None)
+    assert report.success
+    assert report.expected_shape == list(SHAPE)
+    assert report.class_counts["val"] == {0: 20, 1: 0, 2: 0}
+    assert any("class 1 is absent" in w and "val" in w for w in report.warnings)
+    assert any("class 2 is absent" in w and "train" in w for w in report.warnings)
