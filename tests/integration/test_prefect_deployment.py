@@ -60,7 +60,8 @@ def prefect_server(tmp_path):
 def test_deployment_run_reaches_mlflow(tmp_path, prefect_server):
     repo = copy_repo(tmp_path / "repo")
     uri = f"sqlite:///{tmp_path}/mlflow/mlflow.db"
-    env = dict(prefect_server, MEDSEC_TRACKING_URI=uri)
+    # prefect.yaml's pull step uses {{ $PWD }}: the directory `prefect deploy` is run from
+    env = dict(prefect_server, MEDSEC_TRACKING_URI=uri, PWD=str(repo))
     prefect = str(BIN / "prefect")
     assert run([str(BIN / "medsec"), "data", "init"], repo, env).returncode == 0
     out = run([prefect, "work-pool", "create", "medsec-local", "--type", "process"], repo, env)
