@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 import zipfile
 from pathlib import Path
@@ -23,7 +24,9 @@ def save_classifier(path: str | Path, model: PixelSpaceClassifier, meta: dict[st
         raise ValueError(f"checkpoint metadata lacks {', '.join(missing)}")
     payload = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                "meta": dict(meta)}
-    return write_atomic(path, lambda tmp: torch.save(payload, tmp))
+    buffer = io.BytesIO()  # not the file name: torch stamps it into the archive
+    torch.save(payload, buffer)
+    return write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
