@@ -1,0 +1,391 @@
+"""DP-SGD training with Opacus, wired into the project's Lightning ``ClassifierModule``.
+
+Per-sample gradients come from Opacus hooks attached *to the network itself*
+(``wrap_model=False``): ``module.net`` stays the same object, its ``state_dict`` keeps its keys
+(no ``_module.`` prefix), and the LightningModule's own ``training_step`` drives training. The
+DP optimizer (clip, add noise, account) is handed to Lightning through
+``module.external_optimizer``; the loader Poisson-samples logical batches and splits them into
+physical batches (as Opacus' ``BatchMemoryManager``; the optimizer steps once per logical batch).
+
+Usage (the lead's training loop)::
+
+    with private_training(module, train_loader, settings, epochs) as (loader, state):
+        fit_classifier(module, loader, val_loader, epochs, seed,
+                       callbacks=[EpsilonLogger(state)])
+    state.epsilon()  # epsilon spent, with state.delta and state.accountant
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import lightning as L
+import torch
+from opacus import PrivacyEngine
+from opacus.grad_sample.utils import prepare_module
+from opacus.optimizers import DPOptimizer
+from opacus.utils.batch_memory_manager import BatchSplittingSampler
+from opacus.validators import ModuleValidator
+from torch import nn
+from torch.utils.data import DataLoader
+
+from medsec.privacy.accounting import (
+    PRV_MIN_NOISE_MULTIPLIER,
+    Accountant,
+    check_accountant,
+    epsilon_for,
+    noise_for_target,
+)
+
+GradSampleMode = Literal["hooks", "functorch", "ghost"]
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def _positive(name: str, value: float | int | None) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"DPSettings.{name} must be > 0, got {value}")
+
+
+@dataclass
+class DPSettings:
+    """What DP-SGD needs; exactly one of ``noise_multiplier`` / ``target_epsilon``.
+
+    ``delta`` None means ``1 / (10 N)``; an explicit delta must be < 1/N (checked against the
+    training set in :meth:`resolve_delta`). ``grad_sample_mode`` "ghost" (ghost clipping) only
+    works with :func:`make_private` in a plain torch loop, not with Lightning. The accountants
+    assume Poisson sampling: with ``poisson_sampling=False`` (shuffled fixed-size batches) the
+    reported epsilon is only an approximation.
+    """
+
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = None
+    delta: float | None = None
+    max_grad_norm: float = 1.0
+    accountant: Accountant = "prv"
+    max_physical_batch_size: int = 128
+    poisson_sampling: bool = True
+    grad_sample_mode: GradSampleMode = "hooks"
+
+    def __post_init__(self) -> None:
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError(
+                "DPSettings needs exactly one of noise_multiplier and target_epsilon, got "
+                f"noise_multiplier={self.noise_multiplier}, target_epsilon={self.target_epsilon}"
+            )
+        for name in ("noise_multiplier", "target_epsilon", "max_grad_norm",
+                     "max_physical_batch_size"):
+            _positive(name, getattr(self, name))
+        if self.delta is not None and not 0 < self.delta < 1:
+            raise ValueError(f"DPSettings.delta must be in (0, 1), got {self.delta}")
+        try:
+            check_accountant(self.accountant)
+        except ValueError as exc:
+            raise ValueError(f"DPSettings.{exc}") from None
+        if (self.accountant == "prv" and self.noise_multiplier is not None
+                and self.noise_multiplier < PRV_MIN_NOISE_MULTIPLIER):
+            raise ValueError(
+                f"DPSettings.noise_multiplier={self.noise_multiplier} is below "
+                f"{PRV_MIN_NOISE_MULTIPLIER}, where the PRV accountant runs out of memory; "
+                "use accountant='rdp'"
+            )
+        if self.grad_sample_mode not in get_args(GradSampleMode):
+            raise ValueError(
+                f"DPSettings.grad_sample_mode must be one of {get_args(GradSampleMode)}, "
+                f"got {self.grad_sample_mode!r}"
+            )
+
+    def resolve_delta(self, num_examples: int) -> float:
+        """Delta for a training set of ``num_examples``: default 1/(10 N); must be < 1/N."""
+        if num_examples < 1:
+            raise ValueError(f"training set is empty (N={num_examples})")
+        if self.delta is None:
+            return 1.0 / (10 * num_examples)
+        if self.delta >= 1.0 / num_examples:
+            raise ValueError(
+                f"DPSettings.delta={self.delta:g} must be < 1/N = {1.0 / num_examples:.3g} "
+                f"(N={num_examples}): a delta that large allows leaking a whole record"
+            )
+        return self.delta
+
+
+# --------------------------------------------------------------------------- compatibility
+
+_HINTS: dict[str, str] = {
+    "BatchNorm": "use norm='group' (GroupNorm); BatchNorm mixes examples within a batch",
+    "InstanceNorm": "set track_running_stats=False",
+    "LSTM": "use opacus.layers.DPLSTM",
+    "GRU": "use opacus.layers.DPGRU",
+    "MultiheadAttention": "use opacus.layers.DPMultiheadAttention",
+}
+
+
+def _hint(module: nn.Module, opacus_message: str) -> str:
+    for key, hint in _HINTS.items():
+        if key in type(module).__name__:
+            return hint
+    return opacus_message.split(". ")[0]
+
+
+_INPLACE = "in-place operation breaks Opacus' backward hooks; construct it with inplace=False"
+
+
+def _layer_problems(net: nn.Module) -> dict[str, list[str]]:
+    """``{fix hint: ["'name' (Type)", ...]}`` for every layer DP-SGD cannot train."""
+    problems: dict[str, list[str]] = {}
+    for name, sub in net.named_modules():
+        label = f"'{name or '<root>'}' ({type(sub).__name__})"
+        validator = ModuleValidator.VALIDATORS.get(type(sub))
+        has_params = any(p.requires_grad for p in sub.parameters(recurse=False))
+        errors = [str(e) for e in validator(sub)] if validator and has_params else []
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm) and not errors:
+            errors = ["BatchNorm"]  # affine=False: Opacus skips it, yet it mixes examples
+        if errors:
+            problems.setdefault(_hint(sub, errors[0]), []).append(label)
+        if getattr(sub, "inplace", False) is True:
+            problems.setdefault(_INPLACE, []).append(label)
+    return problems
+
+
+def _describe(problems: dict[str, list[str]]) -> str:
+    parts = []
+    for hint, labels in problems.items():
+        if len(labels) == 1:
+            parts.append(f"layer {labels[0]} is not DP-compatible: {hint}")
+        else:
+            parts.append(f"layers {', '.join(labels)} are not DP-compatible: {hint}")
+    return "; ".join(parts)
+
+
+def _dry_run(net: nn.Module, example_input: torch.Tensor) -> None:
+    """One forward/backward with per-sample-gradient hooks on a copy of ``net``."""
+    probe = copy.deepcopy(net).train()
+    hooks = prepare_module(probe, grad_sample_mode="hooks", wrap_model=False)
+    try:
+        probe(example_input).sum().backward()
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ValueError(
+            "net is not DP-compatible: a forward/backward with per-sample-gradient hooks "
+            f"failed (often an in-place op such as `out += residual`): {first}"
+        ) from None
+    finally:
+        hooks.cleanup()
+
+
+def check_dp_compatible(net: nn.Module, example_input: torch.Tensor | None = None) -> None:
+    """Raise ValueError naming every layer DP-SGD cannot train (BatchNorm, in-place ops, ...).
+
+    Static checks use Opacus' ``ModuleValidator`` per named layer plus an ``inplace`` scan. With
+    ``example_input`` (N>=2,C,H,W in [0,1]) a dry run with Opacus hooks also catches in-place
+    tensor ops in ``forward`` code (e.g. MONAI ResNet's ``out += residual``).
+    """
+    problems = _layer_problems(net)
+    if problems:
+        raise ValueError(_describe(problems))
+    if example_input is not None:
+        _dry_run(net, example_input)
+
+
+def _example_batch(loader: DataLoader) -> torch.Tensor | None:
+    """Two training images (2,C,H,W) for a dry run; None unless items are (image, label)."""
+    dataset = loader.dataset
+    try:
+        items = [dataset[i] for i in range(min(2, len(dataset)))]  # type: ignore[arg-type]
+        return torch.stack([torch.as_tensor(item[0]) for item in items])
+    except (TypeError, IndexError, KeyError, RuntimeError):
+        return None
+
+
+# --------------------------------------------------------------------------- private training
+
+
+@dataclass
+class DPState:
+    """A running DP-SGD setup: what was chosen and how much privacy it has spent.
+
+    ``sample_rate`` = 1 / logical batches per epoch (Opacus' convention); ``steps_per_epoch``
+    logical batches (optimizer steps) per epoch; ``planned_epochs`` as calibrated.
+    ``criterion`` is Opacus' two-pass loss (ghost clipping only, else None).
+    """
+
+    engine: PrivacyEngine
+    accountant: str
+    sample_rate: float
+    steps_per_epoch: int
+    planned_epochs: int
+    noise_multiplier: float
+    max_grad_norm: float
+    delta: float
+    optimizer: DPOptimizer
+    hooks: Any
+    criterion: Any = None
+    target_epsilon: float | None = None
+    poisson_sampling: bool = True
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps accounted so far (one per logical batch)."""
+        return int(sum(n for _, _, n in self.engine.accountant.history))
+
+    @property
+    def planned_steps(self) -> int:
+        return self.steps_per_epoch * self.planned_epochs
+
+    def epsilon(self) -> float:
+        """Epsilon spent so far at ``delta`` (0.0 before the first step)."""
+        if self.steps == 0:
+            return 0.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return float(self.engine.get_epsilon(self.delta))
+
+    def planned_epsilon(self) -> float:
+        """Epsilon after all ``planned_steps``."""
+        return epsilon_for(self.noise_multiplier, self.sample_rate, self.planned_steps,
+                           self.delta, self.accountant)  # type: ignore[arg-type]
+
+    def params(self) -> dict[str, float | int | str | bool]:
+        """Flat parameters for MLflow (``dp_*``)."""
+        return {
+            "dp_accountant": self.accountant, "dp_noise_multiplier": self.noise_multiplier,
+            "dp_max_grad_norm": self.max_grad_norm, "dp_delta": self.delta,
+            "dp_sample_rate": self.sample_rate, "dp_steps_per_epoch": self.steps_per_epoch,
+            "dp_epochs": self.planned_epochs, "dp_poisson_sampling": self.poisson_sampling,
+            "dp_target_epsilon": (self.target_epsilon if self.target_epsilon is not None
+                                  else "none"),
+        }
+
+
+def make_private(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_loader: DataLoader,
+    settings: DPSettings,
+    epochs: int,
+    criterion: nn.Module | None = None,
+) -> tuple[DPOptimizer, DataLoader, DPState]:
+    """Attach per-sample-gradient hooks to ``net`` (in place) and make a DP optimizer/loader.
+
+    ``net`` is checked first (:func:`check_dp_compatible`, with a dry run on two training images).
+
+    Returns the DP optimizer, the (Poisson) logical-batch loader and the :class:`DPState`;
+    ``state.hooks.cleanup()`` detaches the hooks. For ``target_epsilon`` the noise is
+    calibrated with :func:`~medsec.privacy.accounting.noise_for_target` (ValueError when the
+    target is unreachable in ``epochs``). With "ghost" use ``state.criterion`` for the loss.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    check_dp_compatible(net, _example_batch(train_loader))
+    n = len(train_loader.dataset)  # type: ignore[arg-type]
+    delta = settings.resolve_delta(n)
+    steps_per_epoch = len(train_loader)
+    sample_rate = 1.0 / steps_per_epoch
+    sigma = settings.noise_multiplier
+    if sigma is None:
+        assert settings.target_epsilon is not None
+        sigma = noise_for_target(settings.target_epsilon, sample_rate, steps_per_epoch * epochs,
+                                 delta, settings.accountant)
+    engine = PrivacyEngine(accountant=settings.accountant)
+    net.train()
+    out = engine.make_private(
+        module=net, optimizer=optimizer, data_loader=train_loader,
+        criterion=criterion if criterion is not None else nn.CrossEntropyLoss(),
+        noise_multiplier=sigma, max_grad_norm=settings.max_grad_norm,
+        poisson_sampling=settings.poisson_sampling, grad_sample_mode=settings.grad_sample_mode,
+        wrap_model=False,
+    )
+    hooks, dp_optimizer, dp_criterion, loader = out if len(out) == 4 else (*out[:2], None, out[2])
+    state = DPState(
+        engine=engine, accountant=settings.accountant, sample_rate=sample_rate,
+        steps_per_epoch=steps_per_epoch, planned_epochs=epochs, noise_multiplier=float(sigma),
+        max_grad_norm=settings.max_grad_norm, delta=delta, optimizer=dp_optimizer, hooks=hooks,
+        criterion=dp_criterion, target_epsilon=settings.target_epsilon,
+        poisson_sampling=settings.poisson_sampling,
+    )
+    return dp_optimizer, loader, state
+
+
+class _UnsizedBatchSplittingSampler(BatchSplittingSampler):
+    """Opacus' splitter without ``__len__``: Poisson batches make the count random, and
+    Lightning would cut an epoch after ``len(loader)`` batches (dropping the end of a logical
+    batch and leaving stale skip flags); unsized, Lightning runs until the sampler ends."""
+
+    def __len__(self) -> int:
+        raise TypeError("the number of physical batches is random under Poisson sampling")
+
+
+def physical_batches(loader: DataLoader, max_physical_batch_size: int,
+                     optimizer: DPOptimizer) -> DataLoader:
+    """Split ``loader``'s logical batches into physical batches of at most the given size.
+
+    Same mechanism as Opacus' ``BatchMemoryManager``: per physical batch the sampler queues a
+    skip/step flag in the optimizer, which steps once per logical batch. The flags form a FIFO
+    in sampling order, so Lightning's one-batch prefetch keeps them in sync.
+    """
+    sampler = _UnsizedBatchSplittingSampler(sampler=loader.batch_sampler,
+                                            max_batch_size=max_physical_batch_size,
+                                            optimizer=optimizer)
+    return DataLoader(loader.dataset, batch_sampler=sampler, num_workers=loader.num_workers,
+                      collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+                      generator=loader.generator)
+
+
+@contextmanager
+def private_training(
+    module: L.LightningModule,
+    train_loader: DataLoader,
+    settings: DPSettings,
+    epochs: int,
+) -> Iterator[tuple[DataLoader, DPState]]:
+    """Make ``module`` (a ``ClassifierModule``) train with DP-SGD inside the ``with`` block.
+
+    Builds the module's own optimizer (``module.build_optimizer``), makes it private, sets
+    ``module.external_optimizer`` and yields ``(physical_batch_loader, state)``: train with
+    that loader for ``epochs`` epochs. On exit the hooks are removed and the optimizer hook
+    unset; ``state.epsilon()`` keeps working. ``module.net`` keeps its identity and keys.
+    """
+    if settings.grad_sample_mode == "ghost":
+        raise ValueError(
+            "DPSettings.grad_sample_mode='ghost' needs Opacus' two-pass criterion and cannot "
+            "drive a LightningModule's training_step; use 'hooks' (or make_private directly)"
+        )
+    if getattr(module, "batch_transform", None) is not None:
+        raise ValueError(
+            "DP training with a batch_transform (e.g. adversarial training) is not supported: "
+            "its extra forward/backward passes would corrupt the per-sample gradients"
+        )
+    if getattr(module, "external_optimizer", None) is not None:
+        raise ValueError("module already has an external_optimizer (nested private_training?)")
+    if not hasattr(module, "build_optimizer"):
+        raise TypeError(f"{type(module).__name__} has no build_optimizer(params) method")
+    net: nn.Module = module.net  # type: ignore[assignment]
+    base_optimizer = module.build_optimizer(net.parameters())
+    optimizer, loader, state = make_private(net, base_optimizer, train_loader, settings, epochs)
+    module.external_optimizer = optimizer
+    try:
+        yield physical_batches(loader, settings.max_physical_batch_size, optimizer), state
+    finally:
+        module.external_optimizer = None
+        state.hooks.cleanup()
+
+
+class EpsilonLogger(L.Callback):
+    """Record epsilon spent after every training epoch (``epsilons``; also ``log("epsilon")``)."""
+
+    def __init__(self, state: DPState, log: bool = True) -> None:
+        self.state = state
+        self.log = log
+        self.epsilons: list[float] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        eps = self.state.epsilon()
+        self.epsilons.append(eps)
+        if self.log:
+            pl_module.log("epsilon", eps)
