@@ -1,0 +1,488 @@
+"""The shared core of every evasion attack.
+
+One implementation each of: input/output validation, projection onto the Linf/L2 ball and
+the pixel box [0, 1], the model-state guard, seeded randomness, query counting and per-call
+statistics. Attacks subclass :class:`Attack` and implement :meth:`Attack._perturb`.
+
+Conventions: images are float tensors in [0, 1], shape (N, C, H, W) or (N, C, D, H, W); the
+model maps pixel-space images to logits (N, num_classes); epsilons are in pixel units.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+"""``loss_fn(logits, labels) -> (N,)`` per-example loss that an untargeted attack maximises."""
+
+Work = Callable[[Tensor, Tensor, Tensor | None], Tensor]
+"""``work(images, labels, clean_logits) -> adversarial images``, run by ``Attack._guarded``;
+``clean_logits`` is None for attacks with ``needs_clean_logits = False``."""
+
+NORMS = ("linf", "l2")
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def cross_entropy_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Per-example cross-entropy, shape (N,)."""
+    return F.cross_entropy(logits, labels, reduction="none")
+
+
+def margin_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Per-example CW margin ``max_{j != y} z_j - z_y`` (N,): positive iff misclassified."""
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.scatter(1, labels[:, None], float("-inf"))
+    return others.amax(dim=1) - true
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def check_norm(norm: str, allowed: tuple[str, ...] = NORMS) -> str:
+    """Return ``norm`` if it is one of ``allowed``, else raise ValueError."""
+    if norm not in allowed:
+        raise ValueError(f"norm must be one of {list(allowed)}, got {norm!r}")
+    return norm
+
+
+def check_epsilon(name: str, value: float, norm: str = "linf") -> float:
+    """Validate a budget in pixel units: finite, >= 0, and <= 1 for Linf."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0 (pixel units, e.g. 8/255), got {value}")
+    if norm == "linf" and value > 1:
+        raise ValueError(
+            f"{name}={value} exceeds 1 for the linf norm: epsilons are in pixel units of [0, 1] "
+            "images (8/255, not 8)"
+        )
+    return float(value)
+
+
+def check_positive(
+    name: str, value: float, *, integer: bool = False, allow_zero: bool = False
+) -> Any:
+    """Validate a positive (or non-negative) number; ``integer`` also requires an int."""
+    ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok_type or not math.isfinite(value):
+        kind = "an integer" if integer else "a finite number"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+    return value
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def _flat(t: Tensor) -> Tensor:
+    return t.reshape(t.shape[0], -1)
+
+
+def _per_example(v: Tensor, like: Tensor) -> Tensor:
+    """Reshape a (N,) tensor to broadcast against ``like`` (N, ...)."""
+    return v.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def lp_norm(t: Tensor, norm: str) -> Tensor:
+    """Per-example norm (N,) of ``t`` (N, ...); ``norm`` in linf, l2, l1, l0."""
+    flat = _flat(t)
+    if norm == "linf":
+        return flat.abs().amax(dim=1)
+    if norm == "l2":
+        return flat.norm(dim=1)
+    if norm == "l1":
+        return flat.abs().sum(dim=1)
+    if norm == "l0":
+        return (flat != 0).sum(dim=1).to(t.dtype)
+    raise ValueError(f"unknown norm {norm!r}")
+
+
+def normalize(grad: Tensor, norm: str) -> Tensor:
+    """Steepest-ascent direction of unit ``norm``: sign for linf, grad/||grad||_2 for l2."""
+    if norm == "linf":
+        return grad.sign()
+    scale = lp_norm(grad, "l2").clamp_min(1e-12)
+    return grad / _per_example(scale, grad)
+
+
+def project(delta: Tensor, eps: float, norm: str) -> Tensor:
+    """Project perturbations ``delta`` (N, ...) onto the ``norm`` ball of radius ``eps``."""
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    norms = lp_norm(delta, "l2")
+    factor = (eps / norms.clamp_min(1e-12)).clamp_max(1.0)
+    return delta * _per_example(factor, delta)
+
+
+def clip_to_ball(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
+    """Return the point ``x + project(x_adv - x)`` clipped to [0, 1].
+
+    For linf this is the exact projection onto the intersection of the ball and the box; for l2
+    clipping after the ball projection can only shrink the norm, so the result stays feasible.
+    """
+    return (x + project(x_adv - x, eps, norm)).clamp_(0.0, 1.0)
+
+
+def random_init(x: Tensor, eps: float, norm: str, generator: torch.Generator) -> Tensor:
+    """A random start inside the ball: uniform in the linf cube, uniform in the l2 ball."""
+    if norm == "linf":
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return (x + (2 * u - 1) * eps).clamp_(0.0, 1.0)
+    g = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    d = g[0].numel()
+    r = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / d)
+    return (x + normalize(g, "l2") * _per_example(r * eps, x)).clamp_(0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- model state
+
+
+@contextmanager
+def model_guard(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode with frozen parameters; restore every flag afterwards.
+
+    Restores each submodule's ``training`` flag individually and each parameter's
+    ``requires_grad``; freezing also spares the backward pass the weight gradients.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.training = mode
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
+    """Logits (N, K) of ``model`` on ``images`` in eval mode, in batches, state restored."""
+    with model_guard(model), torch.inference_mode():
+        outs = [model(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(outs).clone()
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+@dataclass
+class AttackStats:
+    """What one call of an attack cost.
+
+    ``queries`` (N,) counts model forward passes per example (a forward+backward pass is one
+    query; the separate clean evaluation, where the attack makes one, is included).
+    ``iterations`` is the number of outer iterations the attack ran; ``details`` holds
+    attack-specific numbers (e.g. ``fooling_rate`` of a UAP fit).
+    """
+
+    queries: Tensor
+    seconds: float
+    iterations: int
+    details: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_examples(self) -> int:
+        return int(self.queries.numel())
+
+    def as_dict(self) -> dict[str, float]:
+        """Flat lower_snake_case summary for logging."""
+        n = max(self.n_examples, 1)
+        out = {
+            "mean_queries": float(self.queries.float().mean()) if self.n_examples else 0.0,
+            "max_queries": float(self.queries.max()) if self.n_examples else 0.0,
+            "total_queries": float(self.queries.sum()),
+            "seconds": self.seconds,
+            "seconds_per_image": self.seconds / n,
+            "iterations": float(self.iterations),
+        }
+        out.update(self.details)
+        return out
+
+
+# --------------------------------------------------------------------------- base class
+
+
+class Attack:
+    """Base class: ``adv = attack(images, labels)``.
+
+    Subclasses set the class attributes below and implement :meth:`_perturb`. To reuse an
+    attack on another task (e.g. segmentation), override :meth:`check_label_shape`,
+    :meth:`check_output`, :meth:`check_labels`, :meth:`is_adversarial` and
+    :meth:`adversarial_margin`, and pass a ``loss_fn`` returning one loss per example.
+
+    Args:
+        model: maps images in [0, 1] to logits (N, K); used in eval mode, never modified.
+        eps: perturbation budget in pixel units (``None`` for unbounded minimal-norm attacks).
+        norm: ``"linf"`` or ``"l2"`` (what the class supports: ``norms``).
+        targeted: labels passed to ``__call__`` are targets to reach instead of true labels.
+        seed: seed of the per-call ``torch.Generator``; the same seed gives the same output.
+        loss_fn: per-example loss ``(logits, labels) -> (N,)`` maximised by untargeted
+            attacks and minimised by targeted ones; defaults to cross-entropy.
+    """
+
+    name: ClassVar[str] = "attack"
+    norms: ClassVar[tuple[str, ...]] = NORMS
+    supports_targeted: ClassVar[bool] = False
+    spatial_dims: ClassVar[tuple[int, ...]] = (2, 3)
+    needs_clean_logits: ClassVar[bool] = True
+    """False: skip the separate clean forward pass; the model output is then validated on the
+    attack's first :meth:`_gradient` call, which must come before any other model call."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        eps: float | None = 8 / 255,
+        norm: str = "linf",
+        targeted: bool = False,
+        seed: int = 0,
+        loss_fn: LossFn | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.norm = check_norm(norm, self.norms)
+        self.eps = None if eps is None else check_epsilon("eps", eps, self.norm)
+        if targeted and not self.supports_targeted:
+            raise ValueError(f"{type(self).__name__} has no targeted mode")
+        self.targeted = bool(targeted)
+        self.seed = int(check_positive("seed", seed, integer=True, allow_zero=True))
+        self.loss_fn: LossFn = loss_fn or cross_entropy_loss
+        self.last_stats: AttackStats | None = None
+        # per-call state, set by __call__
+        self.generator = torch.Generator()
+        self.num_classes = 0
+        self._queries = torch.zeros(0, dtype=torch.int64)
+        self._iterations = 0
+        self._details: dict[str, float] = {}
+        self._validated = False
+
+    def __repr__(self) -> str:
+        keys = ("eps", "norm", "targeted", "seed")
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in keys if hasattr(self, k))
+        return f"{type(self).__name__}({args})"
+
+    # ------------------------------------------------------------------ the call
+
+    def __call__(self, images: Tensor, labels: Tensor) -> Tensor:
+        """Return adversarial images (same shape and dtype as ``images``, in [0, 1]).
+
+        ``labels`` (N,) int64 are the true labels, or the targets when ``targeted=True``.
+        """
+        return self._guarded(images, labels, self._perturb)
+
+    def _guarded(self, images: Tensor, labels: Tensor, work: Work) -> Tensor:
+        """Validate, then run ``work(images, labels, clean_logits)`` under the model guard
+        with a fresh seeded generator and query counter; records :attr:`last_stats`."""
+        labels = self.check_inputs(images, labels)
+        start = time.perf_counter()
+        with model_guard(self.model), torch.inference_mode(False), torch.enable_grad():
+            if images.is_inference():
+                images = images.clone()
+            self._begin(images)
+            clean_logits = self._clean_logits(images, labels) if self.needs_clean_logits else None
+            adv = work(images, labels, clean_logits).detach()
+        self.last_stats = AttackStats(
+            queries=self._queries.clone(),
+            seconds=time.perf_counter() - start,
+            iterations=self._iterations,
+            details=dict(self._details),
+        )
+        return adv
+
+    def _perturb(self, images: Tensor, labels: Tensor, clean_logits: Tensor | None) -> Tensor:
+        """Attack-specific work: images (N, ...) in [0,1] -> adversarial images in [0,1]."""
+        raise NotImplementedError
+
+    def _begin(self, images: Tensor) -> None:
+        self.generator = torch.Generator(device=images.device).manual_seed(self.seed)
+        self._queries = torch.zeros(images.shape[0], dtype=torch.int64, device=images.device)
+        self._iterations = 0
+        self._details = {}
+        self._validated = False
+
+    # ------------------------------------------------------------------ validation
+
+    def check_inputs(self, images: Tensor, labels: Tensor) -> Tensor:
+        """Validate images (float, N,C,H,W or N,C,D,H,W, finite, in [0,1]) and labels.
+
+        Returns the labels as int64 on the images' device.
+        """
+        if not isinstance(images, Tensor):
+            raise ValueError(f"images must be a torch.Tensor, got {type(images).__name__}")
+        if not images.is_floating_point():
+            raise ValueError(f"images must be a float tensor in [0, 1], got dtype {images.dtype}")
+        if images.dim() - 2 not in self.spatial_dims:
+            shapes = " or ".join("N,C," + ",".join("DHW"[3 - d :]) for d in self.spatial_dims)
+            raise ValueError(
+                f"{type(self).__name__} expects images shaped {shapes}; got {tuple(images.shape)}"
+            )
+        if images.shape[0] == 0:
+            raise ValueError("images is empty (N = 0)")
+        if not torch.isfinite(images).all():
+            raise ValueError("images contain NaN or infinite values")
+        lo, hi = float(images.min()), float(images.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                f"images must lie in [0, 1] (pixel space; normalisation belongs inside the "
+                f"model), got min={lo:.4g} max={hi:.4g}"
+            )
+        if not isinstance(labels, Tensor):
+            raise ValueError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+        if labels.is_floating_point() or labels.dtype == torch.bool or labels.is_complex():
+            raise ValueError(f"labels must be an integer (int64) tensor, got dtype {labels.dtype}")
+        self.check_label_shape(labels, images)
+        return labels.to(device=images.device, dtype=torch.int64)
+
+    def check_label_shape(self, labels: Tensor, images: Tensor) -> None:
+        """Classification: one label per image, shape (N,). Override for dense labels."""
+        if labels.shape != (images.shape[0],):
+            raise ValueError(
+                f"labels must have shape ({images.shape[0]},) to match images, "
+                f"got {tuple(labels.shape)}"
+            )
+
+    def check_output(self, logits: Tensor, images: Tensor) -> int:
+        """Check the clean model output; return the number of classes.
+
+        Classification contract: 2-D finite logits (N, K), K >= 2, not probabilities.
+        """
+        n = images.shape[0]
+        if not isinstance(logits, Tensor):
+            raise ValueError(f"model must return a tensor of logits, got {type(logits).__name__}")
+        if logits.dim() != 2 or logits.shape[0] != n:
+            hint = (
+                " (this looks like a dense/segmentation output: use a segmentation attack or a "
+                "per-example loss_fn with an Attack subclass that overrides check_output)"
+                if logits.dim() > 2
+                else ""
+            )
+            raise ValueError(
+                f"model output must be 2-D logits of shape (N={n}, num_classes), "
+                f"got {tuple(logits.shape)}{hint}"
+            )
+        if logits.shape[1] < 2:
+            raise ValueError(
+                f"model must return at least 2 class logits, got {logits.shape[1]} "
+                "(for a single-logit binary model, return [-z, z] or [0, z])"
+            )
+        if not torch.isfinite(logits).all():
+            raise ValueError("model output contains NaN or infinite values")
+        in_unit = bool(((logits >= 0) & (logits <= 1)).all())
+        sums_to_one = bool(
+            torch.allclose(
+                logits.sum(dim=1),
+                torch.ones(n, dtype=logits.dtype, device=logits.device),
+                atol=1e-4,
+            )
+        )
+        if in_unit and sums_to_one:
+            raise ValueError(
+                "model output looks like probabilities (every row in [0, 1] summing to 1); "
+                "attacks need logits: remove the final softmax from the model"
+            )
+        return int(logits.shape[1])
+
+    def check_labels(self, labels: Tensor, num_classes: int) -> None:
+        """Check that labels (N,) lie in [0, num_classes)."""
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            raise ValueError(
+                f"labels must lie in [0, {num_classes}) for a model with {num_classes} classes, "
+                f"got min={int(labels.min())} max={int(labels.max())}"
+            )
+
+    def _validate(self, logits: Tensor, images: Tensor, labels: Tensor) -> None:
+        """Check the model output, the label range and the loss shape once per call."""
+        self.num_classes = self.check_output(logits, images)
+        self.check_labels(labels, self.num_classes)
+        loss = self.loss_fn(logits.detach(), labels)
+        if not isinstance(loss, Tensor) or loss.shape != (images.shape[0],):
+            shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+            raise ValueError(
+                f"loss_fn must return one loss per example, shape ({images.shape[0]},), got {shape}"
+            )
+        self._validated = True
+
+    def _clean_logits(self, images: Tensor, labels: Tensor) -> Tensor:
+        with torch.inference_mode():
+            logits = self.model(images)
+        self._queries += 1
+        self._validate(logits, images, labels)
+        return logits
+
+    # ------------------------------------------------------------------ success criteria
+
+    def is_adversarial(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """(N,) bool: misclassified (untargeted) or classified as the target (targeted)."""
+        pred = logits.argmax(dim=1)
+        return pred == labels if self.targeted else pred != labels
+
+    def adversarial_margin(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """(N,) margin that is negative when the example is adversarial (lower = stronger)."""
+        m = margin_loss(logits, labels)
+        return m if self.targeted else -m
+
+    # ------------------------------------------------------------------ model access
+
+    def _count(self, index: Tensor | None) -> None:
+        if index is None:
+            self._queries += 1
+        else:
+            self._queries.index_add_(0, index, torch.ones_like(index))
+
+    def _forward(self, x: Tensor, index: Tensor | None = None) -> Tensor:
+        """Forward-only logits (inference mode); counts one query per example of ``index``."""
+        with torch.inference_mode():
+            logits = self.model(x)
+        self._count(index)
+        return logits
+
+    def _objective(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Per-example objective to *maximise*: +loss untargeted, -loss targeted."""
+        loss = self.loss_fn(logits, labels)
+        return -loss if self.targeted else loss
+
+    def _gradient(
+        self,
+        x: Tensor,
+        labels: Tensor,
+        index: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Gradient of the objective at ``x``: returns (grad, objective (N,), logits)."""
+        x = x.detach().requires_grad_(True)
+        logits = self.model(x)
+        if not self._validated:
+            self._validate(logits, x, labels)
+        objective = self._objective(logits, labels)
+        (grad,) = torch.autograd.grad(objective.sum(), x)
+        self._count(index)
+        return grad, objective.detach(), logits.detach()
+
+    def _ascent_step(self, x_adv: Tensor, x: Tensor, grad: Tensor, step: float | Tensor) -> Tensor:
+        """One projected steepest-ascent step of size ``step`` inside the eps ball and box."""
+        assert self.eps is not None
+        if isinstance(step, Tensor):
+            step = _per_example(step, x_adv)
+        return clip_to_ball(x_adv + step * normalize(grad, self.norm), x, self.eps, self.norm)
+
+    def _project_budget(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """Project onto the eps ball (no-op when eps is None) and the box."""
+        if self.eps is None:
+            return x_adv.clamp(0.0, 1.0)
+        return clip_to_ball(x_adv, x, self.eps, self.norm)

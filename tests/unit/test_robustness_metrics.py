@@ -1,0 +1,129 @@
+"""Robustness and image-quality metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from medsec.attacks import FGSM, PGD, OnePixel, Square
+from medsec.metrics.image_quality import (
+    PSNR_MAX_DB,
+    default_window,
+    perturbation_norms,
+    psnr,
+    ssim,
+)
+from medsec.metrics.robustness import evaluate_attack, robustness_curve
+from tests.unit.attack_fixtures import accuracy, single_thread, trained_model  # noqa: F401
+
+EPS = 8 / 255
+KEYS = {
+    "n_examples",
+    "clean_acc",
+    "robust_acc",
+    "attack_success_rate",
+    "mean_l0",
+    "max_l0",
+    "mean_l2",
+    "max_l2",
+    "mean_linf",
+    "max_linf",
+    "mean_ssim",
+    "mean_psnr",
+    "n_perturbed",
+    "mean_queries",
+    "seconds_per_image",
+}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return trained_model(3)
+
+
+def test_ssim_and_psnr_match_skimage() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 2, 28, 28, generator=g)
+    y = (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    ours_ssim, ours_psnr = ssim(x, y), psnr(x, y)
+    for i in range(3):
+        ref = structural_similarity(x[i].numpy(), y[i].numpy(), data_range=1.0, channel_axis=0)
+        assert ours_ssim[i].item() == pytest.approx(float(ref), abs=1e-5)
+        ref_psnr = peak_signal_noise_ratio(x[i].numpy(), y[i].numpy(), data_range=1.0)
+        assert ours_psnr[i].item() == pytest.approx(float(ref_psnr), abs=1e-4)
+
+
+def test_ssim_small_images_and_volumes() -> None:
+    assert default_window((28, 28)) == 7 and default_window((6, 9)) == 5
+    g = torch.Generator().manual_seed(1)
+    vol = torch.rand(2, 1, 6, 10, 10, generator=g)
+    noisy = (vol + 0.1 * torch.randn(vol.shape, generator=g)).clamp(0, 1)
+    ref = structural_similarity(vol[0, 0].numpy(), noisy[0, 0].numpy(), data_range=1.0, win_size=5)
+    assert ssim(vol, noisy)[0].item() == pytest.approx(float(ref), abs=1e-5)
+    assert torch.allclose(ssim(vol, vol), torch.ones(2))
+    assert torch.equal(psnr(vol, vol), torch.full((2,), PSNR_MAX_DB))
+
+
+def test_perturbation_norms_count_pixel_locations() -> None:
+    delta = torch.zeros(2, 3, 4, 4)
+    delta[0, :, 1, 1] = 0.5  # one location, three channels
+    delta[1, 0, 0, 0], delta[1, 2, 3, 3] = -0.25, 0.25
+    norms = perturbation_norms(delta)
+    assert norms["l0"].tolist() == [1.0, 2.0]
+    assert norms["linf"].tolist() == [0.5, 0.25]
+    assert norms["l2"][0].item() == pytest.approx(np.sqrt(3 * 0.25))
+
+
+def test_evaluate_attack_consistent(setup) -> None:
+    model, x, y = setup
+    out = evaluate_attack(model, FGSM(model, eps=EPS), x, y, batch_size=24)
+    assert set(out) == KEYS
+    adv = FGSM(model, eps=EPS)(x, y)
+    assert out["clean_acc"] == pytest.approx(accuracy(model, x, y))
+    assert out["robust_acc"] == pytest.approx(accuracy(model, adv, y))
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+        fooled = correct & (model(adv).argmax(1) != y)
+    assert out["attack_success_rate"] == pytest.approx(float(fooled.sum() / correct.sum()))
+    assert out["max_linf"] <= EPS + 1e-6 and out["mean_linf"] == pytest.approx(EPS, rel=1e-5)
+    assert 0 < out["mean_ssim"] < 1 and 20 < out["mean_psnr"] < PSNR_MAX_DB
+    assert out["mean_queries"] == 1.0  # one gradient pass (it also validates the output)
+    assert out["n_examples"] == 64 and out["seconds_per_image"] > 0
+
+
+def test_evaluate_black_box_and_l0(setup) -> None:
+    model, x, y = setup
+    sq = evaluate_attack(model, Square(model, eps=EPS, n_queries=30), x, y)
+    assert 1 < sq["mean_queries"] <= 30
+    op = evaluate_attack(model, OnePixel(model, pixels=2, population=8, steps=2), x[:8], y[:8])
+    assert op["max_l0"] <= 2
+
+
+def test_evaluate_targeted(setup) -> None:
+    model, x, y = setup
+    attack = PGD(model, eps=16 / 255, alpha=4 / 255, targeted=True)
+    with pytest.raises(ValueError, match="needs `targets`"):
+        evaluate_attack(model, attack, x, y)
+    out = evaluate_attack(model, attack, x, y, targets=(y + 1) % 3)
+    assert out["target_success_rate"] > 0.5
+
+
+def test_robustness_curve_is_tidy(setup) -> None:
+    model, x, y = setup
+    eps_grid = [0.0, 4 / 255, 8 / 255, 16 / 255]
+    rows = robustness_curve(
+        model,
+        x[:32],
+        y[:32],
+        attacks={"fgsm": {}, "pgd": {"alpha": lambda e: max(e, 1e-3) / 4, "steps": 5}},
+        epsilons=eps_grid,
+    )
+    assert len(rows) == 8
+    assert all({"attack", "epsilon"} | KEYS <= set(r) for r in rows)
+    pgd = [r["robust_acc"] for r in rows if r["attack"] == "pgd"]
+    assert all(a >= b for a, b in zip(pgd, pgd[1:], strict=False))
+    assert [r["epsilon"] for r in rows if r["attack"] == "fgsm"] == eps_grid
+    zero = rows[0]
+    assert zero["robust_acc"] == zero["clean_acc"] and zero["n_perturbed"] == 0
