@@ -11,6 +11,10 @@ $(VENV)/.installed: pyproject.toml
 	# CPU torch first: a bare torch requirement would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test]"
+	# Federated extra without its over-tight pins (see pyproject.toml).
+	$(PY) -m pip install -q --no-deps flwr==1.42.0 ray==2.55.1 tenseal==0.3.18
+	$(PY) -m pip install -q grpcio grpcio-health-checking iterators pycryptodome tomli tomli-w \
+		msgpack jsonschema
 	touch $@
 
 install: $(VENV)/.installed

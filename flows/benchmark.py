@@ -1,9 +1,10 @@
-"""Benchmark flow: the whole pipeline (validate -> train -> evaluate) for one config."""
+"""Benchmark flow: the whole pipeline (validate -> train -> evaluate -> attack) for one config."""
 
 from __future__ import annotations
 
 from prefect import flow
 
+from flows.attack import attack_flow
 from flows.evaluate import evaluate_flow
 from flows.train import train_flow
 from flows.validate import validate_flow
@@ -27,7 +28,9 @@ def benchmark_flow(
     validation = validate_flow(**args)
     trained = train_flow(**args)
     evaluation = evaluate_flow(**args)
-    return {"validation": validation, "run_id": trained["run_id"], "test": evaluation}
+    attacked = attack_flow(**args)
+    return {"validation": validation, "run_id": trained["run_id"], "test": evaluation,
+            "attack_run_id": attacked["run_id"], "attack": attacked["metrics"]}
 
 
 if __name__ == "__main__":

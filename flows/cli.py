@@ -18,7 +18,8 @@ app = typer.Typer(help="MedSec: security and privacy benchmark for medical-imagi
 data_app = typer.Typer(help="Manage the raw data in data/.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-STAGES = ("validate", "train", "evaluate")
+STAGES = ("validate", "train", "evaluate", "federated", "deepfake", "privacy", "audit",
+          "attack", "defense", "segmentation")
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config file.")]
 PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="configs/presets/<name>")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override: key.sub=value")]
@@ -31,7 +32,7 @@ def _fail(exc: Exception) -> None:
 
 @app.command()
 def run(preset: PresetOpt = "default", config: ConfigOpt = None, set: SetOpt = None) -> None:
-    """Run the whole benchmark (validate -> train -> evaluate) as a Prefect flow."""
+    """Run the whole benchmark (validate -> train -> evaluate -> attack) as a Prefect flow."""
     from flows.benchmark import benchmark_flow
     from medsec.config import load_config
 
@@ -53,11 +54,20 @@ def stage(
     """Run one pipeline stage (what the DVC stages call)."""
     if name not in STAGES:
         _fail(ValueError(f"unknown stage {name!r}; known: {', '.join(STAGES)}"))
+    from flows.attack import attack_flow
+    from flows.deepfake import deepfake_flow
+    from flows.defense import defense_flow
     from flows.evaluate import evaluate_flow
+    from flows.federated import federated_flow
+    from flows.privacy import audit_flow, privacy_flow
+    from flows.segmentation import segmentation_flow
     from flows.train import train_flow
     from flows.validate import validate_flow
 
-    flow_fn = {"validate": validate_flow, "train": train_flow, "evaluate": evaluate_flow}[name]
+    flow_fn = {"validate": validate_flow, "train": train_flow, "evaluate": evaluate_flow,
+               "federated": federated_flow, "deepfake": deepfake_flow,
+               "privacy": privacy_flow, "audit": audit_flow, "attack": attack_flow,
+               "defense": defense_flow, "segmentation": segmentation_flow}[name]
     from medsec.config import load_config
 
     kwargs = {"progress": True} if name == "train" else {}

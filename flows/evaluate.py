@@ -14,9 +14,8 @@ from flows.outputs import (
     EVALUATE_METRICS,
     SAMPLES_PNG,
 )
-from medsec.errors import DataError
 from medsec.io import write_atomic, write_json
-from medsec.training.checkpoint import load_classifier
+from medsec.training.checkpoint import load_classifier, require_data_version
 from medsec.training.job import split_for
 from medsec.viz import confusion_figure, sample_grid
 from tasks.common import load_config_task, load_dataset_task
@@ -37,12 +36,7 @@ def evaluate_flow(
     cfg = load_config_task(config, preset, overrides)
     data = load_dataset_task(cfg)
     model, meta = load_classifier(checkpoint)
-    if meta.get("data_version") != data.version:
-        raise DataError(
-            f"checkpoint {checkpoint} was trained on {meta.get('dataset')} version "
-            f"{meta.get('data_version')}, but the configured data is {data.name} version "
-            f"{data.version}: retrain first"
-        )
+    require_data_version(meta, data.name, data.version, checkpoint)
     run_id = None
     if Path(info).is_file():
         run_id = json.loads(Path(info).read_text()).get("run_id")

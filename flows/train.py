@@ -12,6 +12,7 @@ from medsec.io import write_json, write_text
 from medsec.training.checkpoint import save_classifier
 from medsec.viz import curves_figure
 from tasks.common import load_config_task, load_dataset_task
+from tasks.privacy import log_dp_record
 from tasks.tracking import log_artifact, log_figure, log_metrics, tracked_run
 from tasks.train import train_task
 
@@ -30,15 +31,21 @@ def train_flow(
     config: str | None = None, preset: str | None = None, overrides: list[str] | None = None,
     progress: bool = False,
 ) -> dict:
-    """Write ``models/classifier.{pt,json}``, ``metrics/train.json``, the history CSV."""
+    """Write ``models/classifier.{pt,json}``, ``metrics/train.json``, the history CSV.
+
+    With ``privacy.dp.enabled``: epsilon per epoch (``step`` = epoch), the final ``epsilon`` and
+    ``dp_*`` metrics, ``privacy/dp.json``; the same record is in the checkpoint's metadata.
+    """
     cfg = load_config_task(config, preset, overrides)
     data = load_dataset_task(cfg)
-    tags = {"medsec.verification": data.verification}
+    tags = {"medsec.verification": data.verification,
+            "medsec.privacy": "dp-sgd" if cfg.privacy.dp.enabled else "none"}
     with tracked_run("train", cfg, data.version, tags=tags) as run:
         trained = train_task(cfg, data, progress=progress)
         best = trained.fit.history[trained.fit.best_epoch]
         metrics = {"best_epoch": trained.fit.best_epoch,
                    **{f"best_{k}": v for k, v in best.items() if k.startswith("val_")}}
+        dp = log_dp_record(trained.meta["privacy"])  # epsilon, dp_* (empty if non-private)
         log_metrics(metrics | {"fit_seconds": trained.fit.seconds})  # timing: MLflow only
         log_figure(curves_figure(trained.fit.history, ("train_loss", "val_loss")),
                    "curves/loss.png")
@@ -49,7 +56,7 @@ def train_flow(
         info = {"run_id": run.info.run_id, "meta": trained.meta}
         write_json(CLASSIFIER_INFO, info)
         write_text(TRAIN_HISTORY, _history_csv(trained.fit.history))
-        write_json(TRAIN_METRICS, metrics)
+        write_json(TRAIN_METRICS, metrics | dp)
     return info
 
 

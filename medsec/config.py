@@ -22,6 +22,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+from medsec.attacks.config import AttackConfig  # noqa: E402  (it subclasses _Strict)
+from medsec.deepfakes.config import DeepfakeConfig  # noqa: E402  (it subclasses _Strict)
+from medsec.defenses.config import DefenseConfig  # noqa: E402  (it subclasses _Strict)
+from medsec.federated.config import FederatedConfig  # noqa: E402  (it subclasses _Strict)
+from medsec.privacy.config import PrivacyConfig  # noqa: E402  (it subclasses _Strict)
+from medsec.segmentation.config import SegmentationConfig  # noqa: E402  (subclasses _Strict)
+
+
 class DatasetConfig(_Strict):
     """Where the images come from.
 
@@ -108,6 +116,12 @@ class MedSecConfig(_Strict):
     train: TrainConfig = TrainConfig()
     validation: ValidationConfig = ValidationConfig()
     tracking: TrackingConfig = TrackingConfig()
+    federated: FederatedConfig = FederatedConfig()
+    deepfake: DeepfakeConfig = DeepfakeConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    attack: AttackConfig = AttackConfig()
+    defense: DefenseConfig = DefenseConfig()
+    segmentation: SegmentationConfig = SegmentationConfig()
 
 
 def _format_error(err: ValidationError, source: str) -> str:

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 
 
 def confusion_figure(cm: np.ndarray, class_names: list[str], title: str = "") -> Figure:
@@ -66,5 +67,106 @@ def curves_figure(history: list[dict[str, float]], keys: tuple[str, ...]) -> Fig
     ax.set_xlabel("epoch")
     ax.legend()
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _imshow(ax, image: np.ndarray, **kwargs) -> None:
+    """Show one (C, H, W) image in [0, 1] (grey for one channel) without axes."""
+    img = np.transpose(image, (1, 2, 0))
+    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap=kwargs.pop("cmap", "gray"),
+              vmin=0, vmax=1, **kwargs)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def robustness_curve_figure(rows: list[dict], title: str = "") -> Figure:
+    """Accuracy against epsilon, one line per attack, from rows ``{attack, eps, robust_acc,
+    norm}`` (eps in pixel units, plotted in grey levels x/255); one panel per norm;
+    ``worst_case`` is drawn dashed black."""
+    norms = list(dict.fromkeys(r.get("norm", "linf") for r in rows)) or ["linf"]
+    fig, axes = plt.subplots(1, len(norms), figsize=(6 * len(norms), 4), squeeze=False)
+    for ax, norm in zip(axes[0], norms, strict=True):
+        part = [r for r in rows if r.get("norm", "linf") == norm]
+        for name in dict.fromkeys(r["attack"] for r in part):
+            pts = sorted((r["eps"] * 255, r["robust_acc"]) for r in part if r["attack"] == name)
+            style = ({"color": "black", "linestyle": "--", "linewidth": 2, "zorder": 1}
+                     if name == "worst_case" else {})
+            ax.plot(*zip(*pts, strict=True), marker="o", label=name, **style)
+        ax.set_xlabel(f"{norm} epsilon (grey levels, x/255)")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(title or "robustness curve")
+    fig.tight_layout()
+    return fig
+
+
+def adversarial_grid(
+    clean: np.ndarray, labels: np.ndarray, clean_pred: np.ndarray,
+    attacks: list[tuple[str, np.ndarray, np.ndarray]], class_names: list[str], title: str = "",
+) -> Figure:
+    """Rows: the clean images (N, C, H, W) with labels and predictions, then per attack
+    ``(name, adversarial (N, C, H, W), predictions (N,))`` the adversarial images (fooled
+    predictions in red) and their perturbation amplified to the full grey range (mid-grey =
+    unchanged). Drawn as one mosaic image, so dozens of tiles stay cheap."""
+    n, c, h, w = clean.shape
+    rows: list[tuple[str, np.ndarray, list[str], list[str]]] = [(
+        "clean", clean,
+        [f"y={class_names[int(y)]}\np={class_names[int(p)]}" for y, p in zip(labels, clean_pred,
+                                                                            strict=True)],
+        ["black"] * n)]
+    for name, adv, pred in attacks:
+        delta = adv - clean
+        scale = np.abs(delta).reshape(n, -1).max(axis=1)
+        amplified = 0.5 + 0.5 * delta / np.maximum(scale, 1e-12).reshape(n, 1, 1, 1)
+        rows.append((name, adv, [f"p={class_names[int(p)]}" for p in pred],
+                     ["red" if int(p) != int(y) else "black" for p, y in zip(pred, labels,
+                                                                            strict=True)]))
+        rows.append(("perturbation", amplified, [f"max {v * 255:.1f}/255" for v in scale],
+                     ["dimgray"] * n))
+    gap, top = max(2, w // 8), max(8, h // 2)
+    canvas = np.ones((len(rows) * (h + top), n * (w + gap) - gap, c), dtype=np.float32)
+    inch = 1.0 / h  # one tile is about one inch
+    fig, ax = plt.subplots(figsize=(canvas.shape[1] * inch + 0.4, canvas.shape[0] * inch + 0.3))
+    for r, (name, images, texts, colors) in enumerate(rows):
+        y0 = r * (h + top) + top
+        for j in range(n):
+            x0 = j * (w + gap)
+            canvas[y0 : y0 + h, x0 : x0 + w] = np.transpose(images[j], (1, 2, 0))
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), w, h, fill=False, linewidth=0.4,
+                                   edgecolor="silver"))
+            ax.text(x0 + w / 2, y0 - 1, texts[j], ha="center", va="bottom", fontsize=6,
+                    color=colors[j])
+        ax.text(-gap, y0 + h / 2, name, rotation=90, ha="right", va="center", fontsize=7)
+    ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray", vmin=0, vmax=1,
+              interpolation="nearest")
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.subplots_adjust(left=0.3 / fig.get_figwidth(), right=0.99, bottom=0.01,
+                        top=1 - 0.3 / fig.get_figheight())
+    return fig
+
+
+def scaling_attack_figure(
+    source: np.ndarray, adversarial: np.ndarray, downscaled: np.ndarray, target: np.ndarray,
+    source_labels: np.ndarray, target_labels: np.ndarray, pred: np.ndarray,
+    class_names: list[str], n: int = 4,
+) -> Figure:
+    """Image-scaling attack, one row per example: the large source, the attack image (looks
+    like the source), what the model sees after downscaling, and the intended target."""
+    n = min(n, len(source))
+    fig, axes = plt.subplots(n, 4, figsize=(8, 2.2 * n), squeeze=False)
+    titles = ("source y={}", "attack image", "after resize: p={}", "target y={}")
+    for i in range(n):
+        images = (source[i], adversarial[i], downscaled[i], target[i])
+        names = (class_names[int(source_labels[i])], "", class_names[int(pred[i])],
+                 class_names[int(target_labels[i])])
+        for j in range(4):
+            _imshow(axes[i, j], images[j])
+            axes[i, j].set_title(titles[j].format(names[j]), fontsize=8)
+    fig.suptitle("image-scaling attack on resize -> classifier")
     fig.tight_layout()
     return fig

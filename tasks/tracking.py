@@ -102,17 +102,19 @@ def tracked_run(
     tags: dict[str, str] | None = None,
     run_id: str | None = None,
     run_name: str | None = None,
+    nested: bool = False,
 ) -> Iterator[Any]:
     """Start (or resume, with ``run_id``) an MLflow run tagged per the contract.
 
-    The run ends FAILED if the body raises, so a crash never looks like a success.
+    ``nested=True`` starts a child of the active run. The run ends FAILED if the body raises,
+    so a crash never looks like a success.
     """
     mlflow, _ = _mlflow(cfg)
     experiment_id = ensure_experiment(cfg.tracking.experiment, cfg)
     if run_id is not None:
-        run = mlflow.start_run(run_id=run_id)
+        run = mlflow.start_run(run_id=run_id, nested=nested)
     else:
-        run = mlflow.start_run(experiment_id=experiment_id,
+        run = mlflow.start_run(experiment_id=experiment_id, nested=nested,
                                run_name=run_name or f"{stage}-{cfg.dataset.name}-{cfg.model.name}")
         mlflow.set_tags(contract_tags(stage, cfg, data_version, tags))
         mlflow.log_params(flatten(config_to_dict(cfg)))
@@ -132,6 +134,13 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
              if isinstance(v, int | float) and math.isfinite(float(v))}
     if clean:
         mlflow.log_metrics(clean, step=step)
+
+
+def log_params(params: dict[str, Any]) -> None:
+    """Log parameters of the active run (values as strings, as MLflow stores them)."""
+    import mlflow
+
+    mlflow.log_params({k: str(v) for k, v in params.items()})
 
 
 def log_figure(figure: Any, artifact_file: str) -> None:

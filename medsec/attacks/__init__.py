@@ -1,56 +1,43 @@
 """Evasion attacks with one call shape: ``adv = attack(images, labels)``.
 
 Images are float tensors in [0, 1] (N, C, H, W); models return logits; epsilons are in
-pixel units. See :mod:`medsec.attacks.base` for the shared machinery and
-:mod:`medsec.attacks.registry` for the name -> class factory.
+pixel units. See :mod:`medsec.attacks.base` for the shared machinery,
+:mod:`medsec.attacks.registry` for the name -> class factory, :mod:`medsec.attacks.config`
+for the ``attack:`` config section, :mod:`medsec.attacks.suite` for the whole evaluation and
+:mod:`medsec.attacks.dataset` for the adversarial datasets it writes.
+
+Names are imported on first use (PEP 562): ``medsec.config`` imports
+``medsec.attacks.config`` on every run and must not pay for importing torch.
 """
 
-from medsec.attacks.apgd import APGD
-from medsec.attacks.autoattack import AutoAttackLite
-from medsec.attacks.base import (
-    Attack,
-    AttackStats,
-    cross_entropy_loss,
-    margin_loss,
-    model_guard,
-    predict_logits,
-)
-from medsec.attacks.bim import BIM
-from medsec.attacks.cw import CWL2
-from medsec.attacks.deepfool import DeepFool
-from medsec.attacks.fgsm import FGSM
-from medsec.attacks.image_scaling import ImageScalingAttack, ResizeThenClassify, ScalingResult
-from medsec.attacks.mim import MIM
-from medsec.attacks.one_pixel import OnePixel
-from medsec.attacks.pgd import PGD
-from medsec.attacks.registry import ATTACKS, attack_params, build_attack
-from medsec.attacks.square import Square
-from medsec.attacks.transfer import transfer_evaluate
-from medsec.attacks.uap import UAP
+import importlib
+from typing import Any
 
-__all__ = [
-    "APGD",
-    "ATTACKS",
-    "BIM",
-    "CWL2",
-    "FGSM",
-    "MIM",
-    "PGD",
-    "UAP",
-    "Attack",
-    "AttackStats",
-    "AutoAttackLite",
-    "DeepFool",
-    "ImageScalingAttack",
-    "OnePixel",
-    "ResizeThenClassify",
-    "ScalingResult",
-    "Square",
-    "attack_params",
-    "build_attack",
-    "cross_entropy_loss",
-    "margin_loss",
-    "model_guard",
-    "predict_logits",
-    "transfer_evaluate",
-]
+import medsec.config  # noqa: F401  (defines _Strict before attacks.config needs it)
+
+_EXPORTS: dict[str, str] = {
+    "APGD": "apgd", "AutoAttackLite": "autoattack", "BIM": "bim", "CWL2": "cw",
+    "DeepFool": "deepfool", "FGSM": "fgsm", "MIM": "mim", "OnePixel": "one_pixel",
+    "PGD": "pgd", "Square": "square", "UAP": "uap",
+    "Attack": "base", "AttackStats": "base", "cross_entropy_loss": "base",
+    "margin_loss": "base", "model_guard": "base", "predict_logits": "base",
+    "ImageScalingAttack": "image_scaling", "ResizeThenClassify": "image_scaling",
+    "ScalingResult": "image_scaling",
+    "ATTACKS": "registry", "attack_params": "registry", "build_attack": "registry",
+    "transfer_evaluate": "transfer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medsec.attacks' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"medsec.attacks.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,6 +24,18 @@ def _max(t: Tensor, default: float) -> float:
     return float(t.max()) if t.numel() else default
 
 
+@dataclass
+class AttackOutcome:
+    """One attack over a data set: adversarial images (N, C, ...) in [0, 1], the clean and
+    adversarial predictions (N,) of the scoring model, and the metrics of
+    :func:`evaluate_attack`."""
+
+    adversarial: Tensor
+    clean_pred: Tensor
+    adv_pred: Tensor
+    metrics: dict[str, float]
+
+
 def evaluate_attack(
     model: nn.Module,
     attack: Attack,
@@ -32,6 +45,8 @@ def evaluate_attack(
     targets: Tensor | None = None,
 ) -> dict[str, float]:
     """Attack ``images`` (N, C, ...) in [0, 1] batch by batch and score the result on ``model``.
+
+    The metrics of :func:`run_attack` (which also returns the adversarial images).
 
     ``labels`` (N,) are the true labels; a targeted attack also needs ``targets`` (N,).
     Returns:
@@ -43,6 +58,19 @@ def evaluate_attack(
         PSNR 100 dB when it changed none) - ``mean_queries`` (model queries per example, for
         black-box attacks) and ``seconds_per_image``.
     """
+    return run_attack(model, attack, images, labels, batch_size, targets).metrics
+
+
+def run_attack(
+    model: nn.Module,
+    attack: Attack,
+    images: Tensor,
+    labels: Tensor,
+    batch_size: int = 256,
+    targets: Tensor | None = None,
+) -> AttackOutcome:
+    """Attack ``images`` batch by batch; the adversarial images, predictions and metrics
+    (see :func:`evaluate_attack`)."""
     if attack.targeted and targets is None:
         raise ValueError("a targeted attack needs `targets` (N,) in evaluate_attack")
     if labels.shape != (images.shape[0],):
@@ -85,7 +113,7 @@ def evaluate_attack(
     if attack.targeted:
         assert targets is not None
         out["target_success_rate"] = float((adv_pred == targets.to(adv_pred.device)).float().mean())
-    return out
+    return AttackOutcome(adv, clean_pred, adv_pred, out)
 
 
 def robustness_curve(

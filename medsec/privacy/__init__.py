@@ -1,46 +1,55 @@
 """Privacy: DP-SGD training and accounting, membership/extraction/inversion attacks.
 
+- :mod:`~medsec.privacy.config`: ``PrivacyConfig`` (the ``privacy:`` config section).
 - :mod:`~medsec.privacy.accounting`: epsilon for a DP-SGD run, noise for a target epsilon.
 - :mod:`~medsec.privacy.dp`: ``DPSettings``, ``check_dp_compatible``, ``private_training``
   (Opacus wired into the Lightning ``ClassifierModule``), ``EpsilonLogger``.
+- :mod:`~medsec.privacy.training`: DP-SGD in the project's one training path (from the config).
 - :mod:`~medsec.privacy.membership`: loss-threshold and shadow-model membership inference.
 - :mod:`~medsec.privacy.lira`: LiRA (online/offline) and RMIA with reference models.
 - :mod:`~medsec.privacy.extraction`: model extraction through a prediction API.
 - :mod:`~medsec.privacy.inversion`: class-representative model inversion.
 - :mod:`~medsec.privacy.plain_train`: the default tiny trainer (``TrainFn``) for the attacks.
+- :mod:`~medsec.privacy.audit_sets`, :mod:`~medsec.privacy.audit`: the audit's data sets and
+  the audit of one model; :mod:`~medsec.privacy.sweep`, :mod:`~medsec.privacy.report`: the
+  privacy-utility sweep and its table/figures.
 
 Metrics over attack scores live in :mod:`medsec.metrics.privacy`.
+
+Names are imported on first use (PEP 562): Opacus, sklearn and Lightning take seconds to
+import, and ``medsec.config`` imports ``medsec.privacy.config`` on every run.
 """
 
-from medsec.privacy.accounting import (
-    UnreachableEpsilonError,
-    epsilon_for,
-    epsilon_reference,
-    noise_for_target,
-)
-from medsec.privacy.dp import (
-    DPSettings,
-    DPState,
-    EpsilonLogger,
-    check_dp_compatible,
-    make_private,
-    private_training,
-)
-from medsec.privacy.extraction import ExtractionResult, extract_model, victim_api
-from medsec.privacy.inversion import (
-    InversionResult,
-    class_representative_inversion,
-    inversion_metrics,
-)
-from medsec.privacy.lira import ReferenceModels, lira_scores, rmia_scores, train_reference_models
-from medsec.privacy.membership import ShadowModelAttack, loss_threshold_scores
-from medsec.privacy.plain_train import TrainFn, make_train_fn, train_plain
+import importlib
+from typing import Any
 
-__all__ = [
-    "DPSettings", "DPState", "EpsilonLogger", "ExtractionResult", "InversionResult",
-    "ReferenceModels", "ShadowModelAttack", "TrainFn", "UnreachableEpsilonError",
-    "check_dp_compatible", "class_representative_inversion", "epsilon_for", "epsilon_reference",
-    "extract_model", "inversion_metrics", "lira_scores", "loss_threshold_scores", "make_private",
-    "make_train_fn", "noise_for_target", "private_training", "rmia_scores",
-    "train_plain", "train_reference_models", "victim_api",
-]
+import medsec.config  # noqa: F401  (defines _Strict before privacy.config needs it)
+
+_EXPORTS: dict[str, str] = {
+    "UnreachableEpsilonError": "accounting", "epsilon_for": "accounting",
+    "epsilon_reference": "accounting", "noise_for_target": "accounting",
+    "DPSettings": "dp", "DPState": "dp", "EpsilonLogger": "dp",
+    "check_dp_compatible": "dp", "make_private": "dp", "private_training": "dp",
+    "ExtractionResult": "extraction", "extract_model": "extraction", "victim_api": "extraction",
+    "InversionResult": "inversion", "class_representative_inversion": "inversion",
+    "inversion_metrics": "inversion",
+    "ReferenceModels": "lira", "lira_scores": "lira", "rmia_scores": "lira",
+    "train_reference_models": "lira",
+    "ShadowModelAttack": "membership", "loss_threshold_scores": "membership",
+    "TrainFn": "plain_train", "make_train_fn": "plain_train", "train_plain": "plain_train",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medsec.privacy' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"medsec.privacy.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -54,3 +54,14 @@ def load_classifier(path: str | Path) -> tuple[PixelSpaceClassifier, dict[str, A
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return model, meta
+
+
+def require_data_version(meta: dict[str, Any], name: str, version: str, path: str | Path) -> None:
+    """DataError unless the checkpoint ``path`` (its ``meta``) was trained on data ``name`` at
+    ``version`` (the md5 of the configured data file)."""
+    if meta.get("data_version") != version:
+        raise DataError(
+            f"checkpoint {path} was trained on {meta.get('dataset')} version "
+            f"{meta.get('data_version')}, but the configured data is {name} version "
+            f"{version}: retrain first"
+        )

@@ -57,6 +57,17 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def make_trainer(
+    epochs: int, callbacks: Sequence[Callback] = (), progress: bool = False
+) -> L.Trainer:
+    """The project's Trainer: CPU, deterministic, no logger/checkpoints/sanity validation."""
+    return L.Trainer(
+        accelerator="cpu", devices=1, max_epochs=epochs, deterministic=True, logger=False,
+        enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
+        num_sanity_val_steps=0, callbacks=list(callbacks),
+    )
+
+
 def fit_classifier(
     module: ClassifierModule,
     train_loader: DataLoader,
@@ -72,11 +83,7 @@ def fit_classifier(
 
     seed_everything(seed)
     keeper = KeepBestState()
-    trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_epochs=epochs, deterministic=True, logger=False,
-        enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
-        num_sanity_val_steps=0, callbacks=[keeper, *callbacks],
-    )
+    trainer = make_trainer(epochs, [keeper, *callbacks], progress)
     start = time.perf_counter()
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
     seconds = time.perf_counter() - start

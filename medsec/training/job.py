@@ -77,15 +77,26 @@ def train_classifier(
     progress: bool = False,
     module: ClassifierModule | None = None,
 ) -> TrainedClassifier:
-    """Fit the configured classifier on ``train``, selecting on ``val`` (best val AUC)."""
+    """Fit the configured classifier on ``train``, selecting on ``val`` (best val AUC).
+
+    With ``privacy.dp.enabled`` it trains with DP-SGD (:func:`medsec.privacy.training.
+    fit_private`); ``meta["privacy"]`` records the mechanism (epsilon, delta, accountant, ...).
+    """
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     module = module if module is not None else build_module(cfg, data)
     train = make_loader(split_for(cfg, data, "train"), cfg.train.batch_size, True, cfg.seed)
     val = make_loader(split_for(cfg, data, "val"), 512, False, cfg.seed)
-    fit = fit_classifier(module, train, val, cfg.train.epochs, cfg.seed, callbacks,
-                         select_best=cfg.train.select_best, progress=progress)
-    meta = model_meta(cfg, data) | {"best_epoch": fit.best_epoch}
+    if cfg.privacy.dp.enabled:
+        from medsec.privacy.training import fit_private  # Opacus: imported only when used
+
+        fit, privacy = fit_private(cfg, module, train, val, callbacks, progress)
+    else:
+        fit = fit_classifier(module, train, val, cfg.train.epochs, cfg.seed, callbacks,
+                             select_best=cfg.train.select_best, progress=progress)
+        privacy = {"mechanism": "none"}
+    meta = model_meta(cfg, data) | {"best_epoch": fit.best_epoch,
+                                    "num_train": len(train.dataset), "privacy": privacy}
     return TrainedClassifier(model=module.net, meta=meta, fit=fit)
 
 

@@ -14,6 +14,8 @@ from medsec.metrics.classification import classification_metrics
 # (model, images (N,C,H,W) in [0,1], labels (N,)) -> (images, labels) used for the step.
 Batch = tuple[torch.Tensor, torch.Tensor]
 BatchTransform = Callable[[nn.Module, torch.Tensor, torch.Tensor], Batch]
+# (model, images, labels) -> scalar training loss (replaces the cross-entropy, e.g. TRADES).
+LossHook = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def random_shift(images: torch.Tensor, max_shift: int = 2) -> torch.Tensor:
@@ -32,7 +34,8 @@ class ClassifierModule(L.LightningModule):
     """Cross-entropy training of ``net`` (pixel-space images -> logits).
 
     Hooks: ``batch_transform`` replaces a training batch (adversarial training, noise
-    augmentation); ``external_optimizer`` (set by DP training) replaces the optimizer.
+    augmentation); ``loss_fn`` replaces the cross-entropy (TRADES, distillation);
+    ``external_optimizer`` (set by DP training) replaces the optimizer.
     ``history`` holds one dict of validation metrics per epoch.
     """
 
@@ -45,6 +48,7 @@ class ClassifierModule(L.LightningModule):
         optimizer: str = "adam",
         augment: bool = False,
         batch_transform: BatchTransform | None = None,
+        loss_fn: LossHook | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -54,6 +58,7 @@ class ClassifierModule(L.LightningModule):
         self.optimizer_name = optimizer
         self.augment = augment
         self.batch_transform = batch_transform
+        self.loss_fn = loss_fn
         self.external_optimizer: torch.optim.Optimizer | None = None
         self.history: list[dict[str, float]] = []
         self._val_logits: list[torch.Tensor] = []
@@ -78,11 +83,14 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         images, labels = batch
+        if len(labels) == 0:  # DP-SGD's Poisson sampling can draw an empty batch: its noise-only
+            return self.net(images).sum()  # step must still run; zero loss, no train_loss entry
         if self.augment:
             images = random_shift(images)
         if self.batch_transform is not None:
             images, labels = self.batch_transform(self.net, images, labels)
-        loss = F.cross_entropy(self.net(images), labels)
+        loss = (self.loss_fn(self.net, images, labels) if self.loss_fn is not None
+                else F.cross_entropy(self.net(images), labels))
         self._train_losses.append(float(loss.detach()))
         return loss
 

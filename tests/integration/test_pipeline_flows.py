@@ -25,7 +25,7 @@ def test_benchmark_flow_tracks_everything(tmp_path, monkeypatch, phantom_dir, tr
     result = benchmark_flow(preset="tiny", overrides=[f"dataset.data_dir={phantom_dir}"])
     assert 0.0 <= result["test"]["test_acc"] <= 1.0
     runs = {r.data.tags["medsec.stage"]: r for r in _runs(tracking_uri)}
-    assert set(runs) == {"validate", "train"}
+    assert set(runs) == {"validate", "train", "attack"}
     train = runs["train"]
     assert train.info.status == "FINISHED" and train.info.run_id == result["run_id"]
     tags = train.data.tags

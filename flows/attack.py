@@ -1,0 +1,136 @@
+"""Attack flow: evasion attacks on the trained classifier; robustness scorecard, adversarial
+datasets (``outputs/adversarial``), MLflow parent run + one child run per attack."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from prefect import flow
+
+from flows.outputs import CLASSIFIER_CKPT, CLASSIFIER_INFO, METRICS, PLOTS
+from medsec.attacks.dataset import write_suite
+from medsec.attacks.suite import SuiteResult, check_surrogate
+from medsec.io import write_atomic, write_json, write_text
+from medsec.viz import robustness_curve_figure, scaling_attack_figure
+from tasks.attack import (
+    check_victim_task,
+    examples_figure,
+    load_victim_task,
+    log_attack_runs,
+    strongest_points,
+    suite_task,
+    surrogate_task,
+)
+from tasks.common import load_config_task, load_dataset_task
+from tasks.tracking import (
+    log_artifact,
+    log_dict,
+    log_figure,
+    log_metrics,
+    set_tags,
+    tracked_run,
+)
+
+ADVERSARIAL_DIR = Path("outputs") / "adversarial"
+ATTACK_METRICS = METRICS / "attack.json"
+ROBUSTNESS_CSV = PLOTS / "robustness_curve.csv"
+ROBUSTNESS_PNG = PLOTS / "robustness_curve.png"
+
+
+def _curve_csv(result: SuiteResult) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(
+        buffer, fieldnames=["attack", "eps", "robust_acc", "norm"], lineterminator="\n"
+    )
+    writer.writeheader()
+    for row in result.curve_rows():
+        writer.writerow(
+            row | {"eps": f"{row['eps']:.6f}", "robust_acc": f"{row['robust_acc']:.6f}"}
+        )
+    return buffer.getvalue()
+
+
+@flow(name="attack")
+def attack_flow(
+    config: str | None = None,
+    preset: str | None = None,
+    overrides: list[str] | None = None,
+    checkpoint: str = str(CLASSIFIER_CKPT),
+    info: str = str(CLASSIFIER_INFO),
+) -> dict:
+    """Write ``outputs/adversarial/``, ``metrics/attack.json`` and the robustness curve
+    (``plots/robustness_curve.{csv,png}``); log them to MLflow (stage ``attack``)."""
+    cfg = load_config_task(config, preset, overrides)
+    check_surrogate(cfg)
+    data = load_dataset_task(cfg)
+    model, source = load_victim_task(checkpoint, info, data)
+    check_victim_task(cfg, data, model, checkpoint)  # before any run or file: clear errors
+    tags = {
+        "medsec.attack": "suite",
+        "medsec.verification": data.verification,
+        "medsec.source_run_id": str(source["mlflow_run_id"]),
+        "medsec.checkpoint_md5": source["checkpoint_md5"],
+    }
+    with tracked_run(
+        "attack",
+        cfg,
+        data.version,
+        tags=tags,
+        run_name=f"attack-{data.name}-{source['model_name']}",
+    ) as run:
+        surrogate = surrogate_task(cfg, data) if cfg.attack.transfer is not None else None
+        result = suite_task(cfg, data, model, surrogate)
+        child_runs = log_attack_runs(cfg, data, result, source)
+        index = write_suite(ADVERSARIAL_DIR, result, source, data, cfg.attack.save_adversarial)
+        metrics = result.metrics()
+        write_json(ATTACK_METRICS, metrics)
+        write_text(ROBUSTNESS_CSV, _curve_csv(result))
+        curve = robustness_curve_figure(
+            result.curve_rows(), f"{data.name} / {source['model_name']}"
+        )
+        write_atomic(ROBUSTNESS_PNG, lambda tmp: curve.savefig(tmp, format="png", dpi=100))
+        log_figure(curve, "robustness/robustness_curve.png")
+        log_figure(
+            examples_figure(
+                result,
+                strongest_points(result),
+                list(data.class_names),
+                f"{data.name}: each attack at its largest budget",
+            ),
+            "robustness/examples.png",
+        )
+        demo = result.image_scaling
+        if demo is not None:
+            log_figure(
+                scaling_attack_figure(
+                    demo.source,
+                    demo.adversarial,
+                    demo.downscaled,
+                    demo.target,
+                    demo.source_labels,
+                    demo.target_labels,
+                    demo.pred,
+                    list(data.class_names),
+                ),
+                "robustness/image_scaling.png",
+            )
+        log_metrics(result.metrics(timings=True))
+        set_tags({"medsec.gradient_masking": "; ".join(result.masking_flags)[:4000] or "none"})
+        log_artifact(ATTACK_METRICS, "robustness")
+        log_artifact(ROBUSTNESS_CSV, "robustness")
+        log_dict(
+            {
+                "datasets": index,
+                "worst_case": result.worst_case,
+                "transfer": result.transfer,
+                "gradient_masking_flags": result.masking_flags,
+            },
+            "robustness/summary.json",
+        )
+    return {"run_id": run.info.run_id, "child_run_ids": child_runs, "metrics": metrics}
+
+
+if __name__ == "__main__":
+    attack_flow()

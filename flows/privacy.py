@@ -1,0 +1,173 @@
+"""Privacy flows: the privacy-utility sweep, and the audit of any trained checkpoint.
+
+``privacy`` (DVC stage): for the non-private baseline and every target epsilon of
+``privacy.sweep``, train the same GroupNorm network (same seed and data) through the project's
+train path, evaluate it on the test split and audit it (``privacy.audit``). One MLflow run per
+model (``medsec.stage=privacy``, ``medsec.privacy=none|dp-eps1|...``), then a summary run
+(``medsec.privacy=sweep``) with the privacy-utility table and curve; the same table goes to
+``metrics/privacy.json`` and ``reports/privacy/``.
+
+``privacy-audit`` (``medsec stage audit``): the same audit of an existing checkpoint
+(``privacy.audit.checkpoint``, default ``models/classifier.pt``), e.g. a defended model.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from flows.outputs import METRICS, REPORTS
+from medsec.config import MedSecConfig
+from medsec.data.types import LoadedDataset
+from medsec.errors import DataError
+from medsec.io import write_atomic, write_json, write_text
+from medsec.training.checkpoint import load_classifier, require_data_version, save_classifier
+from tasks.common import load_config_task, load_dataset_task
+from tasks.privacy import audit_data_task, audit_task, log_audit, log_dp_record
+from tasks.tracking import log_artifact, log_dict, log_metrics, temp_artifact_dir, tracked_run
+from tasks.train import evaluate_task, train_task
+
+PRIVACY_REPORT_DIR = REPORTS / "privacy"
+PRIVACY_METRICS = METRICS / "privacy.json"
+AUDIT_REPORT_DIR = REPORTS / "privacy_audit"
+
+
+def _save_png(figure: Any, path: Path) -> None:
+    write_atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+
+
+def _log_checkpoint(model: Any, meta: dict[str, Any]) -> None:
+    with temp_artifact_dir() as tmp:
+        path = save_classifier(Path(tmp) / "classifier.pt", model, meta)
+        log_artifact(path, "model")
+
+
+def _evaluate_and_audit(cfg: MedSecConfig, data: LoadedDataset, model: Any,
+                        meta: dict[str, Any], sets: Any, title: str,
+                        roc_png: Path) -> tuple[dict, Any]:
+    """Test metrics and the audit of ``model``, logged to the active run (ROC also to
+    ``roc_png``)."""
+    test = evaluate_task(cfg, data, model, "test").metrics
+    log_metrics(test)
+    result = audit_task(model, meta, cfg, data, sets)
+    log_audit(result, list(data.class_names), f"MIA ROC: {title}", roc_png)
+    return test, result
+
+
+def _sweep_point(point: Any, data: LoadedDataset, sets: Any, tags: dict[str, str]
+                 ) -> tuple[dict[str, Any], str]:
+    """Train, evaluate and audit one sweep point in a child run; returns (table row, run id)."""
+    from medsec.privacy.report import summary_row
+
+    cfg = point.cfg
+    name = f"privacy-{point.label}-{cfg.dataset.name}-{cfg.model.name}"
+    with tracked_run("privacy", cfg, data.version, tags=tags | {"medsec.privacy": point.label},
+                     run_name=name, nested=True) as run:
+        trained = train_task(cfg, data)  # streams per-epoch val metrics and epsilon
+        record = trained.meta["privacy"]
+        log_dp_record(record)
+        log_metrics({"best_epoch": trained.fit.best_epoch, "fit_seconds": trained.fit.seconds})
+        _log_checkpoint(trained.model, trained.meta)
+        test, result = _evaluate_and_audit(
+            cfg, data, trained.model, trained.meta, sets, f"{data.name}, {point.label}",
+            PRIVACY_REPORT_DIR / f"mia_roc_{point.label}.png")
+    row = summary_row(point.label, point.target_epsilon, record, test, result.metrics,
+                      result.strongest)
+    return row, run.info.run_id
+
+
+@flow(name="privacy")
+def privacy_flow(
+    config: str | None = None, preset: str | None = None, overrides: list[str] | None = None,
+) -> dict:
+    """Write ``metrics/privacy.json`` and ``reports/privacy/`` (table .md/.csv, curve, ROCs).
+
+    MLflow: a parent run (``medsec.privacy=sweep``: the table, the curve) with one child run
+    per model (``medsec.privacy=none|dp-eps<target>``).
+    """
+    from medsec.privacy.report import privacy_utility_figure, table_csv, table_markdown
+    from medsec.privacy.sweep import sweep_points
+
+    cfg = load_config_task(config, preset, overrides)
+    data = load_dataset_task(cfg)
+    points = sweep_points(cfg)
+    sets = audit_data_task(cfg, data)
+    shutil.rmtree(PRIVACY_REPORT_DIR, ignore_errors=True)
+    tags = {"medsec.verification": data.verification,
+            "medsec.privacy.sweep": uuid.uuid4().hex[:12]}
+    name = f"privacy-sweep-{cfg.dataset.name}-{cfg.model.name}"
+    with tracked_run("privacy", cfg, data.version, tags=tags | {"medsec.privacy": "sweep"},
+                     run_name=name) as parent:
+        rows, runs = [], {}
+        for point in points:
+            row, runs[point.label] = _sweep_point(point, data, sets, tags)
+            rows.append(row)
+        title = f"Privacy-utility table: {data.name}, {cfg.model.name} (GroupNorm)"
+        write_text(PRIVACY_REPORT_DIR / "privacy_utility.md", table_markdown(rows, title))
+        write_text(PRIVACY_REPORT_DIR / "privacy_utility.csv", table_csv(rows))
+        _save_png(privacy_utility_figure(rows), PRIVACY_REPORT_DIR / "privacy_utility.png")
+        table = {row["privacy"]: {k: v for k, v in row.items() if k != "privacy"}
+                 for row in rows}
+        write_json(PRIVACY_METRICS, table)
+        for path in sorted(PRIVACY_REPORT_DIR.iterdir()):
+            log_artifact(path, "privacy")
+        log_dict({"table": table, "runs": runs}, "privacy/privacy.json")
+    return {"summary_run_id": parent.info.run_id, "runs": runs, "table": table}
+
+
+def _check_members(path: str, meta: dict[str, Any], cfg: MedSecConfig,
+                   data: LoadedDataset) -> None:
+    """The audit's members are the configured training split: it must be the model's."""
+    require_data_version(meta, data.name, data.version, path)
+    n_train = len(data.splits["train"].head(cfg.dataset.max_train))
+    if meta.get("num_train") not in (None, n_train):
+        raise DataError(
+            f"checkpoint {path} was trained on {meta['num_train']} images, but the configured "
+            f"training split has {n_train} (dataset.max_train): the audit's members would be "
+            "wrong; audit it with the config it was trained with"
+        )
+
+
+@flow(name="privacy-audit")
+def audit_flow(
+    config: str | None = None, preset: str | None = None, overrides: list[str] | None = None,
+    checkpoint: str | None = None,
+) -> dict:
+    """Audit ``checkpoint`` (default ``privacy.audit.checkpoint``) with ``privacy.audit``;
+    one MLflow run (``medsec.stage=privacy``) and ``reports/privacy_audit/<name>.json``."""
+    from medsec.data.medmnist import file_md5
+    from medsec.privacy.sweep import record_label
+
+    cfg = load_config_task(config, preset, overrides)
+    data = load_dataset_task(cfg)
+    path = checkpoint or cfg.privacy.audit.checkpoint
+    model, meta = load_classifier(path)
+    _check_members(path, meta, cfg, data)
+    label = record_label(meta.get("privacy"))
+    tags = {"medsec.verification": data.verification, "medsec.privacy": label,
+            "medsec.privacy.checkpoint": str(path),
+            "medsec.privacy.checkpoint_md5": file_md5(path)}
+    if meta.get("defense"):
+        tags["medsec.defense"] = str(meta["defense"])
+    audited = cfg.model_copy(update={"model": cfg.model.model_copy(
+        update={"name": meta["model_name"], "norm": meta["norm"], "dropout": meta["dropout"]})})
+    stem = Path(path).stem
+    with tracked_run("privacy", audited, data.version, tags=tags,
+                     run_name=f"privacy-audit-{stem}-{label}") as run:
+        record = meta.get("privacy") or {"mechanism": "none"}
+        dp = log_dp_record(record)
+        sets = audit_data_task(cfg, data)
+        test, result = _evaluate_and_audit(cfg, data, model, meta, sets, f"{stem} ({label})",
+                                           AUDIT_REPORT_DIR / f"{stem}_mia_roc.png")
+    out = {"run_id": run.info.run_id, "checkpoint": str(path), "privacy": label,
+           "strongest": result.strongest, "metrics": test | dp | result.metrics}
+    write_json(AUDIT_REPORT_DIR / f"{stem}.json", out)
+    return out
+
+
+if __name__ == "__main__":
+    privacy_flow()

@@ -1,0 +1,159 @@
+"""The steps of the DeepFake stage, each composing the core modules (the flow's tasks call
+these; nothing here imports Prefect or MLflow).
+
+Seeds: every step derives its sampling seeds from ``deepfake.dataset.sample_seed`` (fakes)
+and ``cfg.seed`` (classifiers), so the same config and data give the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from medsec.config import MedSecConfig
+from medsec.data.types import ImageDataset, LoadedDataset
+from medsec.deepfakes.classify import fit_on
+from medsec.deepfakes.dataset import fake_splits
+from medsec.deepfakes.detector import detection_auc, detection_split, train_detector
+from medsec.deepfakes.evaluate import (
+    RealReference,
+    fakes_like,
+    quality_metrics,
+    real_baseline,
+    tstr_metrics,
+)
+from medsec.deepfakes.gan import TrainedGan, train_gan
+from medsec.deepfakes.networks import ConditionalGenerator
+from medsec.deepfakes.tamper import (
+    TamperResult,
+    TrainedInpainter,
+    tamper_metrics,
+    tamper_split,
+    train_inpainter,
+)
+from medsec.privacy.dp import DPSettings
+from medsec.training.predict import predict_logits
+
+# Offsets from deepfake.dataset.sample_seed for the fakes of each purpose (disjoint latents).
+SEED_QUALITY, SEED_DET_TRAIN, SEED_DET_VAL, SEED_DET_TEST, SEED_UNSEEN = 100, 200, 300, 400, 500
+
+
+def real_reference(cfg: MedSecConfig, data: LoadedDataset, feature_net: nn.Module
+                   ) -> RealReference:
+    """Generators train on ``train`` (first ``deepfake.max_train``); the ``val`` split (first
+    ``deepfake.max_eval``) is the held-out reference; ``test`` is the TSTR test split."""
+    dcfg = cfg.deepfake
+    return RealReference(
+        train=data.splits["train"].head(dcfg.max_train),
+        holdout=data.splits["val"].head(dcfg.max_eval),
+        test=data.splits["test"], class_names=list(data.class_names), feature_net=feature_net,
+    )
+
+
+def eps_tag(epsilon: float) -> str:
+    """Metric-name form of an epsilon: 8.0 -> ``8``, 0.5 -> ``0p5``."""
+    return f"{epsilon:g}".replace(".", "p").replace("-", "m")
+
+
+def generator_report(
+    cfg: MedSecConfig, generator: ConditionalGenerator, ref: RealReference,
+    splits: dict[str, ImageDataset] | None = None, prefix: str = "",
+) -> dict[str, float]:
+    """Quality, memorisation, membership and TSTR metrics of one generator (see
+    :mod:`medsec.deepfakes.evaluate`); ``splits`` is its synthetic dataset (sampled when None)."""
+    dcfg = cfg.deepfake
+    seed = dcfg.dataset.sample_seed
+    fakes = fakes_like(generator, ref.holdout, seed + SEED_QUALITY)
+    metrics = quality_metrics(fakes, ref, k=dcfg.knn_k)
+    splits = splits or fake_splits(generator, dcfg.dataset.n_per_class, seed)
+    metrics |= tstr_metrics(cfg, splits["train"], splits["val"], ref, dcfg.tstr_epochs, cfg.seed)
+    return {f"{prefix}{key}": value for key, value in metrics.items()}
+
+
+def reference_metrics(victim: nn.Module, ref: RealReference) -> dict[str, float]:
+    """Real-data references: ``real_test_acc`` (the real-trained victim on the test split: what
+    TSTR is compared with) and ``fd_real_baseline`` (real train vs real holdout: the floor of
+    the Frechet distance at this sample size)."""
+    images, labels = ref.test.tensors()
+    preds = predict_logits(victim, images).argmax(1)
+    return {"real_test_acc": float((preds == labels).float().mean())} | real_baseline(ref)
+
+
+def detector_report(
+    cfg: MedSecConfig, ref: RealReference, seen: ConditionalGenerator,
+    unseen: ConditionalGenerator,
+) -> dict[str, float]:
+    """Real-vs-fake detector trained on fakes of ``seen``; AUROC on held-out fakes of ``seen``
+    (``detector_auc_seen``) and of ``unseen`` (``detector_auc_unseen``), vs real test images."""
+    dcfg = cfg.deepfake
+    seed = dcfg.dataset.sample_seed
+    real_train = ref.train.head(dcfg.detector.n_train)
+    train = detection_split(real_train.images,
+                            fakes_like(seen, real_train, seed + SEED_DET_TRAIN), cfg.seed)
+    val = detection_split(ref.holdout.images,
+                          fakes_like(seen, ref.holdout, seed + SEED_DET_VAL), cfg.seed)
+    detector = train_detector(cfg, train, val, dcfg.detector.epochs, cfg.seed)
+    real_test = ref.test.images
+    return {
+        "detector_auc_seen": detection_auc(
+            detector, real_test, fakes_like(seen, ref.test, seed + SEED_DET_TEST)),
+        "detector_auc_unseen": detection_auc(
+            detector, real_test, fakes_like(unseen, ref.test, seed + SEED_UNSEEN)),
+    }
+
+
+@dataclass
+class TamperReport:
+    metrics: dict[str, float]
+    result: TamperResult  # the tampered test images
+    before: torch.Tensor  # victim's predictions (N,) on the originals
+    after: torch.Tensor  # ... and on the tampered images
+    inpainter: TrainedInpainter
+
+
+def tamper_report(cfg: MedSecConfig, ref: RealReference, victim: nn.Module) -> TamperReport:
+    """Train the attacker's surrogate and inpainter on ``ref.train``, tamper the first
+    ``tamper.n_images`` test images towards the other diagnosis, measure the victim's flips,
+    and train/evaluate a real-vs-tampered detector (``tamper_detector_auc``)."""
+    tcfg = cfg.deepfake.tamper
+    k = len(ref.class_names)
+    surrogate = None
+    if tcfg.evidence_weight > 0:
+        surrogate = fit_on(cfg, ref.train, ref.holdout, ref.class_names, "surrogate",
+                           seed=tcfg.surrogate_seed)
+    trained = train_inpainter(ref.train, k, tcfg, surrogate, tcfg.surrogate_seed)
+    seed = cfg.deepfake.dataset.sample_seed
+    result = tamper_split(trained, ref.test, tcfg.dilate, tcfg.n_images, seed)
+    metrics = tamper_metrics(victim, result, k)
+    if surrogate is not None:
+        metrics["tamper_surrogate_flip_rate"] = tamper_metrics(surrogate, result, k)[
+            "tamper_flip_rate"]
+    # Real vs tampered: pairs of originals and their tampered copies.
+    n_train = cfg.deepfake.detector.n_train
+    tr = tamper_split(trained, ref.train, tcfg.dilate, n_train or len(ref.train), seed + 1)
+    va = tamper_split(trained, ref.holdout, tcfg.dilate, len(ref.holdout), seed + 2)
+    detector = train_detector(cfg, detection_split(tr.originals, tr.tampered, cfg.seed),
+                              detection_split(va.originals, va.tampered, cfg.seed),
+                              cfg.deepfake.detector.epochs, cfg.seed, "tamper-detection")
+    metrics["tamper_detector_auc"] = detection_auc(detector, result.originals, result.tampered)
+    before = predict_logits(victim, result.originals).argmax(1)
+    after = predict_logits(victim, result.tampered).argmax(1)
+    return TamperReport(metrics, result, before, after, trained)
+
+
+def private_report(cfg: MedSecConfig, ref: RealReference, epsilon: float
+                   ) -> tuple[dict[str, float], TrainedGan]:
+    """A GAN whose discriminator is trained with DP-SGD at ``epsilon``; its metrics (see
+    :func:`generator_report`) prefixed ``dp_eps{tag}_`` plus the epsilon actually spent."""
+    dp = cfg.deepfake.dp
+    settings = DPSettings(target_epsilon=epsilon, delta=dp.delta,
+                          max_grad_norm=dp.max_grad_norm, accountant=dp.accountant)
+    gan_cfg = cfg.deepfake.gan.model_copy(update={"batch_size": dp.batch_size})
+    gan = train_gan(ref.train, len(ref.class_names), gan_cfg, dp=settings, epochs=dp.epochs)
+    prefix = f"dp_eps{eps_tag(epsilon)}_"
+    metrics = generator_report(cfg, gan.generator, ref, prefix=prefix)
+    metrics |= {f"{prefix}epsilon": float(gan.epsilon or 0.0), f"{prefix}delta": gan.delta,
+                f"{prefix}noise_multiplier": (gan.dp_params or {}).get("dp_noise_multiplier")}
+    return metrics, gan

@@ -1,0 +1,203 @@
+"""Score a built :class:`~medsec.defenses.base.Defense` on test images.
+
+Accuracy of a defense on images x: its prediction is correct; behind a detector, a clean image
+counts only if it is correct *and* not rejected, an adversarial one if it is correct *or*
+rejected. ``robust_acc`` = min over the standard attacks (PGD, Square) and the adaptive one;
+``robust_acc_standard`` and ``robust_acc_adaptive`` are both reported. Gradient-masking flags:
+``flag_blackbox_stronger`` (Square beats white-box PGD), ``flag_acc_rises_with_eps``,
+``flag_acc_rises_with_steps`` (PGD at eps/2, eps, 2 eps; and ``steps_factor`` x steps), and
+``flag_zero_gradients`` (most input gradients numerically zero). The white-box attack of the
+flags is the standard PGD, except behind a detector where it is the detector-aware one (the
+only white-box attack on the whole defense). Timings go to ``costs``, never to ``metrics``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from medsec.attacks.base import Attack, model_guard, predict_logits
+from medsec.attacks.fgsm import FGSM
+from medsec.defenses.adaptive import adaptive_pgd, square, standard_pgd
+from medsec.defenses.base import Defense
+from medsec.defenses.config import DefenseEvalConfig
+from medsec.defenses.detectors import detection_metrics
+from medsec.defenses.smoothing import certified_accuracy
+from medsec.metrics.robustness import run_attack
+
+
+@dataclass
+class DefenseResult:
+    """``metrics``: reproducible numbers (flat, lower_snake_case); ``attacks``: one row per
+    attack; ``flags``: gradient-masking flags; ``costs``: timings (seconds, ratios)."""
+
+    name: str
+    kind: str
+    metrics: dict[str, float]
+    attacks: list[dict[str, Any]] = field(default_factory=list)
+    flags: dict[str, bool] = field(default_factory=dict)
+    costs: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def flagged(self) -> bool:
+        return any(self.flags.values())
+
+
+class _Scorer:
+    """Accuracy of one defense on image sets, seeded so randomised defenses repeat."""
+
+    def __init__(self, defense: Defense, labels: Tensor, seed: int, batch_size: int) -> None:
+        self.defense, self.labels, self.seed, self.batch = defense, labels, seed, batch_size
+
+    def predict(self, x: Tensor) -> Tensor:
+        torch.manual_seed(self.seed)
+        return predict_logits(self.defense.model, x, self.batch).argmax(1)
+
+    def rejected(self, x: Tensor) -> Tensor:
+        det = self.defense.detector
+        return det.flag(x, self.batch) if det is not None else torch.zeros(len(x), dtype=bool)
+
+    def correct(self, x: Tensor, adversarial: bool) -> Tensor:
+        ok = self.predict(x) == self.labels
+        if self.defense.detector is None:
+            return ok
+        rejected = self.rejected(x)
+        return ok | rejected if adversarial else ok & ~rejected
+
+    def acc(self, x: Tensor, adversarial: bool = True) -> float:
+        return float(self.correct(x, adversarial).double().mean())
+
+
+def _attack(attack: Attack, images: Tensor, labels: Tensor, seed: int, batch: int) -> Tensor:
+    """Adversarial images (N, C, H, W), batch by batch (noise of randomised models seeded)."""
+    torch.manual_seed(seed)
+    return run_attack(attack.model, attack, images, labels, batch).adversarial
+
+
+def input_gradient_norms(model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
+    """L1 norm (N,) of the input gradient of the cross-entropy of ``model`` (eval mode)."""
+    with model_guard(model), torch.enable_grad():
+        x = images.detach().clone().requires_grad_(True)
+        loss = F.cross_entropy(model(x), labels, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
+    return grad.abs().flatten(1).sum(1)
+
+
+def inference_overhead(scorer: _Scorer, baseline: nn.Module, images: Tensor, rounds: int = 5
+                       ) -> float:
+    """Wall time of the defense's inference (prediction, plus the detector's score) over that
+    of ``baseline`` on ``images``: the minimum of ``rounds`` interleaved timings of each."""
+    best = [float("inf"), float("inf")]
+    for _ in range(rounds):
+        for i, fn in enumerate((lambda: predict_logits(baseline, images, scorer.batch),
+                                lambda: (scorer.predict(images), scorer.rejected(images)))):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best[1] / max(best[0], 1e-9)
+
+
+def evaluate_defense(
+    defense: Defense,
+    images: Tensor,
+    labels: Tensor,
+    ev: DefenseEvalConfig,
+    seed: int = 0,
+    baseline: nn.Module | None = None,
+) -> DefenseResult:
+    """Clean and robust accuracy, detection, certification and flags of ``defense``.
+
+    Args:
+        images: test images (N, C, H, W) in [0, 1]; labels: (N,) int64.
+        ev: threat model and checks. seed: seed of attacks and noise.
+        baseline: the undefended model, for ``inference_overhead`` (costs only).
+    """
+    scorer, b = _Scorer(defense, labels, seed, ev.batch_size), ev.batch_size
+    clean_acc = scorer.acc(images, adversarial=False)
+    metrics: dict[str, float] = {"n_examples": float(len(labels)), "epsilon": ev.eps,
+                                 "clean_acc": clean_acc}
+    if defense.detector is not None:
+        metrics["clean_reject_rate"] = float(scorer.rejected(images).double().mean())
+    advs = {
+        "pgd": _attack(standard_pgd(defense, ev, seed), images, labels, seed, b),
+        "square": _attack(square(defense, ev, seed), images, labels, seed, b),
+        defense.adaptive_attack: _attack(adaptive_pgd(defense, ev, seed), images, labels, seed, b),
+    }
+    rows = [{"attack": name, "family": "standard" if name in ("pgd", "square") else "adaptive",
+             "robust_acc": scorer.acc(adv)} for name, adv in advs.items()]
+    standard = min(r["robust_acc"] for r in rows if r["family"] == "standard")
+    adaptive = min(r["robust_acc"] for r in rows if r["family"] == "adaptive")
+    metrics |= {f"robust_acc_{r['attack']}": r["robust_acc"] for r in rows}
+    metrics |= {"robust_acc_standard": standard, "robust_acc_adaptive": adaptive,
+                "robust_acc": min(standard, adaptive)}
+    if defense.detector is not None:
+        metrics |= _detection(defense, scorer, images, labels, advs, ev, seed)
+    if defense.smoother is not None:
+        cert = defense.smoother.certify(images)
+        metrics |= certified_accuracy(cert, labels, ev.radii)
+    flags, details = _masking_flags(defense, scorer, images, labels, advs, ev, seed)
+    metrics |= details | {f"flag_{k}": float(v) for k, v in flags.items()}
+    metrics["gradient_masking_flagged"] = float(any(flags.values()))
+    costs = {"train_seconds": defense.train_seconds}
+    if baseline is not None:
+        costs["inference_overhead"] = inference_overhead(scorer, baseline, images)
+    return DefenseResult(defense.name, defense.kind, metrics, rows, flags, costs)
+
+
+def _detection(defense: Defense, scorer: _Scorer, images: Tensor, labels: Tensor,
+               advs: dict[str, Tensor], ev: DefenseEvalConfig, seed: int) -> dict[str, float]:
+    """AUROC / TPR at the detector's FPR, per attack, over the adversarial examples that fool
+    the classifier (positives) vs all clean test images (negatives)."""
+    det = defense.detector
+    assert det is not None
+    fpr = det.fpr or 0.05
+    clean_scores = det.scores(images, ev.batch_size)
+    out: dict[str, float] = {}
+    wanted = dict.fromkeys([*ev.detection_attacks, defense.adaptive_attack])
+    for name in wanted:
+        adv = advs.get(name)
+        if adv is None:  # e.g. fgsm: generated only for detection
+            attack = FGSM(defense.attack_model, eps=ev.eps)
+            adv = _attack(attack, images, labels, seed, ev.batch_size)
+        fooled = scorer.predict(adv) != labels
+        m = detection_metrics(clean_scores, det.scores(adv[fooled], ev.batch_size), fpr)
+        out |= {f"detection_{k}_{name}": v for k, v in m.items()}
+        out[f"detection_n_adv_{name}"] = float(fooled.sum())
+    return out
+
+
+def _masking_flags(defense: Defense, scorer: _Scorer, images: Tensor, labels: Tensor,
+                   advs: dict[str, Tensor], ev: DefenseEvalConfig, seed: int
+                   ) -> tuple[dict[str, bool], dict[str, float]]:
+    tol, b = ev.flag_tolerance, ev.batch_size
+    detector_aware = defense.detector is not None
+    make = adaptive_pgd if detector_aware else standard_pgd
+    white = scorer.acc(advs[defense.adaptive_attack if detector_aware else "pgd"])
+
+    def pgd_acc(eps: float, steps: int, alpha: float) -> float:
+        attack = make(defense, ev, seed, eps=eps, steps=steps, alpha=alpha)
+        return scorer.acc(_attack(attack, images, labels, seed, b))
+
+    half, double = ev.eps / 2, min(2 * ev.eps, 1.0)
+    by_eps = [pgd_acc(half, ev.steps, ev.step_size / 2), white,
+              pgd_acc(double, ev.steps, min(2 * ev.step_size, 1.0))]
+    long = pgd_acc(ev.eps, ev.steps * ev.steps_factor, ev.step_size)
+    norms = input_gradient_norms(defense.attack_model, images, labels)
+    zero_frac = float((norms <= ev.grad_tol).double().mean())
+    square_acc = scorer.acc(advs["square"])
+    flags = {
+        "blackbox_stronger": square_acc < white - tol,
+        "acc_rises_with_eps": any(hi > lo + tol for lo, hi in pairwise(by_eps)),
+        "acc_rises_with_steps": long > white + tol,
+        "zero_gradients": zero_frac > 0.5,
+    }
+    details = {"robust_acc_half_eps": by_eps[0], "robust_acc_double_eps": by_eps[2],
+               "robust_acc_more_steps": long, "zero_grad_fraction": zero_frac,
+               "whitebox_robust_acc": white}
+    return flags, details

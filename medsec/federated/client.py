@@ -1,0 +1,178 @@
+"""The Flower ``ClientApp`` of a hospital: local training, evaluation, CKKS decryption.
+
+The app is built around a *site provider*: a function from Flower's ``Context`` (which holds
+``node_config["partition-id"]``) to a :class:`ClientSite` with that hospital's data, model
+builder, training settings and role (honest / label flipping / backdoor). The same app runs
+in-process, under Flower's Ray simulation and as a SuperNode process (``apps.py``).
+
+Message contract (``train``): in ``content["arrays"]`` the global weights and in
+``content["config"]`` ``server-round`` (and ``proximal-mu`` for FedProx); out
+``content["arrays"]`` (or ``content["he"]["ciphertext"]`` with CKKS) and
+``content["metrics"]`` with ``num-examples``, ``unit-weight``, ``partition-id``,
+``train_loss``, ``train_seconds``, ``epsilon`` (client DP), ``encrypt_seconds``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from torch import nn
+
+from medsec.data.types import ImageDataset
+from medsec.federated import he, poisoning
+from medsec.federated.arrays import flatten, from_record, load_arrays, to_record
+from medsec.federated.config import ClientDPConfig, PoisoningConfig
+from medsec.federated.local import LocalTraining, train_locally
+from medsec.federated.strategies import (
+    ARRAYS_KEY,
+    EXAMPLES_KEY,
+    HE_KEY,
+    METRICS_KEY,
+    UNIT_WEIGHT_KEY,
+)
+from medsec.training.job import evaluate_classifier
+
+
+class InjectedCrash(RuntimeError):
+    """A configured fault: this hospital's ClientApp dies in the middle of a round."""
+
+
+@dataclass
+class ClientSite:
+    """Everything one hospital holds. ``train``/``val``: its own examples; ``role``: its
+    behaviour; ``he_secret``: the hospitals' shared CKKS secret context (None without HE)."""
+
+    partition_id: int
+    train: ImageDataset
+    val: ImageDataset
+    num_classes: int
+    build_net: Callable[[], nn.Module]
+    training: LocalTraining
+    seed: int
+    role: str = "honest"  # "honest", "label_flip" or "backdoor"
+    attack: PoisoningConfig = PoisoningConfig()
+    num_clients: int = 1
+    dp: ClientDPConfig | None = None
+    crash_round: int | None = None
+    he_secret: bytes | None = None
+    he_slots: int = 4096
+
+
+SiteProvider = Callable[[Context], ClientSite]
+ROUNDS_DONE = "medsec-rounds-done"
+
+
+def _rounds_done(context: Context) -> int:
+    record = context.state.config_records.get(ROUNDS_DONE)
+    return int(record["n"]) if record is not None else 0
+
+
+def _role(site: ClientSite, server_round: int) -> str:
+    """The site's behaviour this round: malicious ones act honestly before ``from_round``."""
+    return site.role if server_round >= site.attack.from_round else "honest"
+
+
+def _training_data(site: ClientSite, server_round: int) -> ImageDataset:
+    role = _role(site, server_round)
+    if role == "label_flip":
+        return poisoning.flip_labels(site.train, site.num_classes)
+    if role == "backdoor":
+        a = site.attack
+        return poisoning.poison_with_trigger(site.train, a.poison_fraction, a.backdoor_target,
+                                             a.trigger_size, site.seed + server_round)
+    return site.train
+
+
+def attack_boost(site: ClientSite, server_round: int) -> float:
+    """Scale of a malicious update (``attack.boost``; default: the number of clients for a
+    backdoor (model replacement), 1 = plain for label flipping; always 1 when honest)."""
+    role = _role(site, server_round)
+    if role == "honest":
+        return 1.0
+    if site.attack.boost is not None:
+        return float(site.attack.boost)
+    return float(site.num_clients) if role == "backdoor" else 1.0
+
+
+def local_update(site: ClientSite, message: Message, context: Context) -> Message:
+    """Handle one ``train`` message (see module docstring)."""
+    config = message.content["config"]
+    server_round = int(config["server-round"])
+    if site.crash_round == server_round:
+        raise InjectedCrash(f"hospital {site.partition_id} crashed in round {server_round} "
+                            "(injected by federated.faults)")
+    global_arrays = from_record(message.content[ARRAYS_KEY])
+    net = site.build_net()
+    load_arrays(net, global_arrays, who=f"hospital {site.partition_id}")
+    done = _rounds_done(context)
+    result = train_locally(
+        net, _training_data(site, server_round), site.val, site.num_classes, site.training,
+        seed=site.seed + 1000 * server_round + site.partition_id,
+        proximal_mu=float(config.get("proximal-mu", 0.0)), dp=site.dp, rounds_done=done,
+    )
+    context.state[ROUNDS_DONE] = ConfigRecord({"n": done + 1})
+    arrays = result.arrays
+    boost = attack_boost(site, server_round)
+    if boost != 1.0:
+        arrays = poisoning.scale_update(global_arrays, arrays, boost)
+    metrics = MetricRecord({
+        EXAMPLES_KEY: result.num_examples, UNIT_WEIGHT_KEY: 1,
+        "partition-id": site.partition_id, "train_loss": result.train_loss,
+        "train_seconds": result.seconds, "epsilon": result.epsilon, "encrypt_seconds": 0.0,
+    })
+    if site.he_secret is None:
+        content = RecordDict({ARRAYS_KEY: to_record(arrays), METRICS_KEY: metrics})
+    else:
+        start = time.perf_counter()
+        chunks = he.encrypt_vector(site.he_secret, result.num_examples * flatten(arrays),
+                                   site.he_slots)
+        metrics["encrypt_seconds"] = time.perf_counter() - start
+        content = RecordDict({HE_KEY: ConfigRecord({"ciphertext": chunks}),
+                              METRICS_KEY: metrics})
+    return Message(content, reply_to=message)
+
+
+def local_evaluation(site: ClientSite, message: Message) -> Message:
+    """Handle an ``evaluate`` message: the global model on this hospital's validation data."""
+    net = site.build_net()
+    load_arrays(net, from_record(message.content[ARRAYS_KEY]),
+                who=f"hospital {site.partition_id}")
+    ev = evaluate_classifier(net, site.val, site.num_classes, prefix="fed_val_")
+    metrics = MetricRecord({EXAMPLES_KEY: len(site.val), UNIT_WEIGHT_KEY: 1,
+                            "fed_val_acc": ev.metrics["fed_val_acc"],
+                            "fed_val_loss": ev.metrics["fed_val_loss"]})
+    return Message(RecordDict({METRICS_KEY: metrics}), reply_to=message)
+
+
+def decrypt_aggregate(site: ClientSite, message: Message) -> Message:
+    """Handle ``query.decrypt``: decrypt the encrypted *sum* the server sends (key holder)."""
+    if site.he_secret is None:
+        raise he.HEError(f"hospital {site.partition_id} holds no CKKS secret key")
+    record = message.content[HE_KEY]
+    vector = he.decrypt_vector(site.he_secret, list(record["ciphertext"]), int(record["size"]))
+    return Message(RecordDict({ARRAYS_KEY: to_record({"aggregate": np.asarray(vector)})}),
+                   reply_to=message)
+
+
+def build_client_app(provider: SiteProvider) -> ClientApp:
+    """A ``ClientApp`` whose handlers read the hospital's site from ``provider(context)``."""
+    app = ClientApp()
+
+    @app.train()
+    def _train(message: Message, context: Context) -> Message:
+        return local_update(provider(context), message, context)
+
+    @app.evaluate()
+    def _evaluate(message: Message, context: Context) -> Message:
+        return local_evaluation(provider(context), message)
+
+    @app.query("decrypt")
+    def _decrypt(message: Message, context: Context) -> Message:
+        return decrypt_aggregate(provider(context), message)
+
+    return app

@@ -1,0 +1,289 @@
+"""Privacy audit of one trained classifier: membership inference, extraction, inversion.
+
+The data sets come from :mod:`medsec.privacy.audit_sets`. Attacks (:func:`run_audit`, names as
+in ``privacy.audit.attacks``): ``loss`` (Yeom), ``shadow`` (Shokri), ``lira`` (online and
+offline), ``rmia``, ``extraction`` (per budget, probabilities and labels), ``inversion`` (class
+representatives). Shadow and reference models are trained with the target's own recipe
+(:func:`recipe_train_fn`: the project's train path, same network, optimiser, epochs and DP
+noise); every reference model sees as many images as the target (its half of the audited
+images topped up from ``population``, as far as it goes).
+
+Metrics: ``mia_<attack>_*`` per attack (:func:`medsec.metrics.privacy.mia_metrics`) and the
+contract names ``mia_auc``, ``mia_tpr_at_0.1pct_fpr``, ``mia_tpr_at_1pct_fpr`` ... of the
+strongest attack (highest TPR at 1 % FPR, then AUC); ``extraction_<mode>_*`` at the largest
+budget; ``inversion_*``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from medsec.config import MedSecConfig, config_from_dict, config_to_dict
+from medsec.data.types import ImageDataset, LoadedDataset
+from medsec.errors import ConfigError, DataError
+from medsec.metrics.privacy import mia_metrics
+from medsec.privacy.audit_sets import MIN_SET, AuditData, Examples, audit_data_for
+from medsec.privacy.config import AuditConfig
+from medsec.privacy.plain_train import TrainFn
+
+MIA_SUFFIXES = ("auc", "balanced_acc", "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr",
+                "fpr_resolution", "num_members", "num_nonmembers")
+
+
+# --------------------------------------------------------------------------- training recipes
+
+
+class _FirstOfEach(logging.Filter):
+    """Pass only the first record per (message template, args after the first)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.msg, tuple(record.args or ())[1:])
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+@contextmanager
+def resolution_warnings_once() -> Iterator[None]:
+    """``mia_metrics`` warns on every call when there are too few non-members for a low-FPR
+    target; an audit calls it per attack (and per figure line): keep the first of each."""
+    logger = logging.getLogger("medsec.metrics.privacy")
+    only_first = _FirstOfEach()
+    logger.addFilter(only_first)
+    try:
+        yield
+    finally:
+        logger.removeFilter(only_first)
+
+
+@contextmanager
+def quiet_training() -> Iterator[None]:
+    """Silence Lightning's per-fit banners and Opacus' per-run warnings (an audit trains
+    many models)."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def recipe_config(cfg: MedSecConfig, meta: dict[str, Any]) -> MedSecConfig:
+    """``cfg`` with the audited model's recipe from its checkpoint ``meta``: network
+    (``model.*``) and DP-SGD (same noise multiplier and clipping; delta 1/(10 N)). The
+    references' epsilon is never reported, so they account with RDP, the cheapest (PRV takes
+    about a second per epoch)."""
+    data = config_to_dict(cfg)
+    data["model"] |= {"name": meta["model_name"], "norm": meta["norm"],
+                      "dropout": meta["dropout"]}
+    record = meta.get("privacy") or {"mechanism": "none"}
+    dp = data["privacy"]["dp"]
+    if record.get("mechanism") == "dp-sgd":
+        dp |= {"enabled": True, "noise_multiplier": record["noise_multiplier"],
+               "target_epsilon": None, "delta": None, "max_grad_norm": record["max_grad_norm"],
+               "accountant": "rdp"}
+    else:
+        dp["enabled"] = False
+    return config_from_dict(data, source="audited model's recipe")
+
+
+def recipe_train_fn(cfg: MedSecConfig, data: LoadedDataset) -> TrainFn:
+    """A ``TrainFn`` that trains like the target: the project's train path with ``cfg`` on the
+    given images/int labels; ``seed`` replaces ``cfg.seed``; validation on ``data``'s val."""
+    from medsec.training.job import train_classifier
+
+    seeded = cfg.dataset.model_copy(update={"max_train": None})
+
+    def train_fn(images: Tensor, labels: Tensor, seed: int) -> nn.Module:
+        split = ImageDataset(images.numpy(), labels.numpy())
+        subset = dataclasses.replace(data, splits={**data.splits, "train": split})
+        run_cfg = cfg.model_copy(update={"seed": int(seed), "dataset": seeded})
+        with quiet_training():
+            return train_classifier(run_cfg, subset).model
+
+    return train_fn
+
+
+def copy_train_fn(meta: dict[str, Any], audit: AuditConfig, query_images: Tensor) -> TrainFn:
+    """Extraction copies: the victim's architecture, normalised on the attacker's queries,
+    trained by :func:`medsec.privacy.plain_train.train_plain` (accepts soft labels)."""
+    from medsec.models.factory import build_classifier
+    from medsec.privacy.plain_train import make_train_fn
+    from medsec.training.job import channel_stats
+
+    mean, std = channel_stats(query_images.numpy())
+    ex = audit.extraction
+
+    def factory() -> nn.Module:
+        return build_classifier(meta["model_name"], meta["in_channels"], meta["num_classes"],
+                                tuple(meta["image_size"]), mean, std, norm=meta["norm"],
+                                dropout=meta["dropout"])
+
+    return make_train_fn(factory, epochs=ex.epochs, lr=ex.lr, batch_size=ex.batch_size)
+
+
+def _topped_up(train_fn: TrainFn, pool: Examples, size: int) -> TrainFn:
+    """``train_fn`` on its examples plus a seeded sample of ``pool`` up to ``size`` images."""
+
+    def train_fn_topped(images: Tensor, labels: Tensor, seed: int) -> nn.Module:
+        need = min(size - len(labels), len(pool))
+        if need > 0:
+            pick = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:need]
+            images = torch.cat([images, pool.images[pick]])
+            labels = torch.cat([labels, pool.labels[pick]])
+        return train_fn(images, labels, seed)
+
+    return train_fn_topped
+
+
+# --------------------------------------------------------------------------- the audit
+
+
+@dataclass
+class AuditResult:
+    """``scores[attack] = (member scores, non-member scores)``; ``metrics`` all scalars;
+    ``strongest`` membership attack (None without one); per-mode extraction results; inversion
+    results with the class-average images (K,C,H,W) they were scored against."""
+
+    scores: dict[str, tuple[np.ndarray, np.ndarray]]
+    metrics: dict[str, float]
+    strongest: str | None
+    extraction: dict[str, list[Any]]
+    inversion: list[Any]
+    class_means: Tensor | None
+    seconds: float
+
+
+def _membership_scores(model: nn.Module, data: AuditData, audit: AuditConfig,
+                       train_fn: TrainFn, seed: int) -> dict[str, np.ndarray]:
+    from medsec.privacy.lira import lira_scores, rmia_scores, train_reference_models
+    from medsec.privacy.membership import ShadowModelAttack, loss_threshold_scores
+
+    images = torch.cat([data.members.images, data.nonmembers.images])
+    labels = torch.cat([data.members.labels, data.nonmembers.labels])
+    scores: dict[str, np.ndarray] = {}
+    if "loss" in audit.attacks:
+        scores["loss"] = loss_threshold_scores(model, images, labels)
+    if "shadow" in audit.attacks:
+        if len(data.population) < MIN_SET:
+            raise DataError(f"shadow attack: only {len(data.population)} population images")
+        attack = ShadowModelAttack(train_fn, num_shadow=audit.num_shadow,
+                                   features=audit.shadow_features, seed=seed)
+        scores["shadow"] = attack.fit(data.population.images, data.population.labels).score(
+            model, images, labels)
+    if "lira" in audit.attacks or "rmia" in audit.attacks:
+        refs = train_reference_models(
+            images, labels, _topped_up(train_fn, data.population, data.train_size),
+            num_models=audit.num_reference, seed=seed)
+        if "lira" in audit.attacks:
+            scores["lira_online"] = lira_scores(model, images, labels, refs, online=True)
+            scores["lira_offline"] = lira_scores(model, images, labels, refs, online=False)
+        if "rmia" in audit.attacks:
+            scores["rmia"] = rmia_scores(model, images, labels, refs,
+                                         data.rmia_population.images,
+                                         data.rmia_population.labels, gamma=audit.rmia_gamma)
+    return scores
+
+
+def strongest_attack(metrics: dict[str, float], attacks: list[str]) -> str:
+    """The attack with the highest TPR at 1 % FPR (ties: higher AUC)."""
+    return max(attacks, key=lambda a: (metrics[f"mia_{a}_tpr_at_1pct_fpr"],
+                                       metrics[f"mia_{a}_auc"]))
+
+
+def run_audit(
+    model: nn.Module,
+    meta: dict[str, Any],
+    data: AuditData,
+    audit: AuditConfig,
+    train_fn: TrainFn,
+    seed: int = 0,
+) -> AuditResult:
+    """Run the configured attacks on ``model`` (eval mode, never changed).
+
+    ``meta``: the checkpoint metadata (architecture for extraction copies, ``num_classes``);
+    ``train_fn``: the target's recipe for shadow/reference models (:func:`recipe_train_fn`).
+    """
+    start = time.perf_counter()
+    model.eval()
+    metrics: dict[str, float] = dict(data.counts)
+    n_members = len(data.members)
+    scores = {name: (s[:n_members], s[n_members:])
+              for name, s in _membership_scores(model, data, audit, train_fn, seed).items()}
+    with resolution_warnings_once():
+        for name, (members, nonmembers) in scores.items():
+            metrics |= mia_metrics(members, nonmembers, prefix=f"mia_{name}_")
+    strongest = strongest_attack(metrics, list(scores)) if scores else None
+    if strongest is not None:
+        metrics |= {f"mia_{s}": metrics[f"mia_{strongest}_{s}"] for s in MIA_SUFFIXES}
+    extraction = _extraction(model, meta, data, audit, seed) if (
+        "extraction" in audit.attacks) else {}
+    for mode, results in extraction.items():
+        last = results[-1]
+        metrics |= {f"extraction_{mode}_agreement": last.agreement,
+                    f"extraction_{mode}_test_acc": last.test_acc,
+                    "extraction_victim_test_acc": last.victim_test_acc,
+                    "extraction_max_budget": float(last.budget)}
+    inversion, means = [], None
+    if "inversion" in audit.attacks:
+        from medsec.privacy.inversion import (
+            class_means,
+            class_representative_inversion,
+            inversion_metrics,
+        )
+
+        inv = audit.inversion
+        num_classes = int(meta["num_classes"])
+        inversion = class_representative_inversion(
+            model, data.train.images, data.train.labels, num_classes, steps=inv.steps,
+            lr=inv.lr, tv_weight=inv.tv_weight)
+        means = class_means(data.train.images, data.train.labels, num_classes)
+        metrics |= inversion_metrics(inversion)
+    return AuditResult(scores=scores, metrics=metrics, strongest=strongest,
+                       extraction=extraction, inversion=inversion, class_means=means,
+                       seconds=time.perf_counter() - start)
+
+
+def _extraction(model: nn.Module, meta: dict[str, Any], data: AuditData, audit: AuditConfig,
+                seed: int) -> dict[str, list[Any]]:
+    from medsec.privacy.extraction import extract_model, victim_api
+
+    pool = data.population.images
+    budgets = audit.extraction.budgets
+    if budgets[-1] > len(pool):
+        raise ConfigError(
+            f"privacy.audit.extraction.budgets: the largest budget {budgets[-1]} exceeds the "
+            f"query pool of {len(pool)} images (training-split images outside the audit)"
+        )
+    train_fn = copy_train_fn(meta, audit, pool)
+    return {mode: extract_model(victim_api(model, mode), pool, train_fn, budgets,
+                                data.test.images, data.test.labels, mode=mode, seed=seed)
+            for mode in audit.extraction.modes}
+
+
+def audit_model(model: nn.Module, meta: dict[str, Any], cfg: MedSecConfig,
+                data: LoadedDataset, sets: AuditData | None = None) -> AuditResult:
+    """Audit a trained classifier with ``cfg.privacy.audit``; shadow/reference models follow
+    the model's recipe (:func:`recipe_config` from ``meta``, the rest from ``cfg``)."""
+    sets = sets if sets is not None else audit_data_for(cfg, data)
+    train_fn = recipe_train_fn(recipe_config(cfg, meta), data)
+    return run_audit(model, meta, sets, cfg.privacy.audit, train_fn, seed=cfg.seed)

@@ -1,0 +1,229 @@
+"""Segmentation data: image/mask pairs from the 2D phantoms, 3D phantom volumes, or folders.
+
+Arrays follow the project conventions: images float32 in [0, 1], channels first, shape
+(N, C, H, W) or (N, C, D, H, W); masks int64 class indices, shape (N, H, W) or (N, D, H, W),
+0 = background, 1 = lesion (more classes allowed in folders).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from monai.data.synthetic import create_test_image_3d
+
+from medsec.data.types import LoadedDataset
+from medsec.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".nii", ".nii.gz")
+
+
+@dataclass(frozen=True)
+class SegSplit:
+    """One split: ``images`` float32 (N, C, *S) in [0, 1], ``masks`` int64 (N, *S)."""
+
+    images: np.ndarray
+    masks: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def head(self, n: int | None) -> SegSplit:
+        """The first ``n`` examples (all when ``n`` is None)."""
+        return self if n is None or n >= len(self) else SegSplit(self.images[:n], self.masks[:n])
+
+
+@dataclass(frozen=True)
+class SegData:
+    """All splits (``train``, ``val``, ``test``) of a segmentation dataset."""
+
+    name: str
+    splits: dict[str, SegSplit]
+    num_classes: int
+    version: str
+
+    @property
+    def spatial_dims(self) -> int:
+        return int(self.splits["train"].images.ndim - 2)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.splits["train"].images.shape[1])
+
+
+def check_pair(image: np.ndarray, mask: np.ndarray, where: str = "") -> np.ndarray:
+    """Validate one image (C, *S) / mask (*S) pair; return the mask as int64.
+
+    Raises DataError for a shape mismatch, non-integer or negative mask values, or an image
+    outside [0, 1].
+    """
+    tag = f"{where}: " if where else ""
+    if tuple(image.shape[1:]) != tuple(mask.shape):
+        raise DataError(f"{tag}mask shape {tuple(mask.shape)} does not match image spatial "
+                        f"shape {tuple(image.shape[1:])} (image {tuple(image.shape)})")
+    if not np.all(np.isfinite(mask)) or not np.array_equal(mask, np.round(mask)):
+        raise DataError(f"{tag}mask values must be integer class indices (0 = background), "
+                        f"got non-integer values such as {mask[mask != np.round(mask)][:3]}")
+    if mask.size and mask.min() < 0:
+        raise DataError(f"{tag}mask values must be >= 0, got {mask.min()}")
+    if image.size and (image.min() < 0 or image.max() > 1 or not np.all(np.isfinite(image))):
+        raise DataError(f"{tag}image values must lie in [0, 1]")
+    return mask.astype(np.int64)
+
+
+def _md5(*arrays: np.ndarray) -> str:
+    digest = hashlib.md5()
+    for a in arrays:
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()
+
+
+def from_loaded(data: LoadedDataset, max_train: int | None = None,
+                max_eval: int | None = None) -> SegData:
+    """The 2D phantoms (or any LoadedDataset with ``masks``) as segmentation data."""
+    splits: dict[str, SegSplit] = {}
+    for split, ds in data.splits.items():
+        if ds.masks is None:
+            raise DataError(f"dataset {data.name!r} has no segmentation masks ({split} split)")
+        limit = max_train if split == "train" else max_eval
+        splits[split] = SegSplit(ds.images, ds.masks.astype(np.int64)).head(limit)
+    num_classes = max(2, int(max(int(s.masks.max()) for s in splits.values())) + 1)
+    return SegData(data.name, splits, num_classes, data.version)
+
+
+# --------------------------------------------------------------------------- 3D phantoms
+
+
+def make_phantom_volume(size: int, lesion: bool,
+                        rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+    """One SYNTHETIC volume: (image float32 (D,H,W) in [0,1], mask uint8 (D,H,W) in {0,1}).
+
+    An ellipsoidal "body" with a smooth intensity, plus (if ``lesion``) 1-2 bright spheres from
+    MONAI's ``create_test_image_3d``, plus Gaussian noise (as the 2D phantoms).
+    """
+    grid = np.mgrid[0:size, 0:size, 0:size].astype(np.float32) / (size - 1) * 2 - 1
+    axes = rng.uniform(0.75, 0.95, size=3)
+    body = sum((g / a) ** 2 for g, a in zip(grid, axes, strict=True)) <= 1.0
+    image = body * (rng.uniform(0.25, 0.4) + 0.1 * (grid[0] + 1) / 2)
+    mask = np.zeros((size,) * 3, np.uint8)
+    if lesion:
+        _, labels = create_test_image_3d(
+            size, size, size, num_objs=int(rng.randint(1, 3)), rad_max=max(3, size // 5),
+            rad_min=2, noise_max=0.0, num_seg_classes=1, random_state=rng,
+        )
+        mask = (labels > 0).astype(np.uint8)
+        image = np.where(mask > 0, image + rng.uniform(0.35, 0.55), image)
+    image = np.clip(image + rng.normal(0.0, 0.03, size=image.shape), 0.0, 1.0)
+    return image.astype(np.float32), mask
+
+
+def phantom_volumes(n_train: int, n_val: int, n_test: int, size: int = 16,
+                    seed: int = 0) -> SegData:
+    """Deterministic SYNTHETIC 3D phantom set (half the volumes carry lesions)."""
+    splits: dict[str, SegSplit] = {}
+    for offset, (split, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test))):
+        rng = np.random.RandomState(seed * 1000 + 500 + offset)
+        pairs = [make_phantom_volume(size, bool(i % 2), rng) for i in range(n)]
+        images = np.stack([p[0] for p in pairs])[:, None] if pairs else np.zeros(
+            (0, 1, size, size, size), np.float32)
+        masks = np.stack([p[1] for p in pairs]).astype(np.int64) if pairs else np.zeros(
+            (0, size, size, size), np.int64)
+        splits[split] = SegSplit(images, masks)
+    version = _md5(*(a for s in splits.values() for a in (s.images, s.masks)))
+    return SegData("phantoms3d", splits, 2, version)
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _read_file(path: Path) -> np.ndarray:
+    """Raw array of a PNG (H, W[, C]) or NIfTI ((H, W) / (D, H, W) as stored) file."""
+    try:
+        if path.name.lower().endswith(".png"):
+            from PIL import Image
+
+            with Image.open(path) as img:
+                return np.asarray(img)
+        import nibabel as nib
+
+        return np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
+    except Exception as exc:  # noqa: BLE001 (any reader failure is a data error)
+        raise DataError(f"{path}: cannot read image: {exc}") from exc
+
+
+def _to_unit(raw: np.ndarray, path: Path) -> np.ndarray:
+    """Image to float32 [0, 1]: integers are scaled by their dtype's maximum."""
+    if np.issubdtype(raw.dtype, np.integer):
+        return (raw.astype(np.float32) / float(np.iinfo(raw.dtype).max)).astype(np.float32)
+    raw = raw.astype(np.float32)
+    if raw.size and (raw.min() < 0 or raw.max() > 1):
+        raise DataError(f"{path}: float image values must lie in [0, 1] "
+                        f"(got {raw.min():.4g}..{raw.max():.4g}); rescale before export")
+    return raw
+
+
+def _list(directory: Path) -> dict[str, Path]:
+    files = [p for p in sorted(directory.iterdir())
+             if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)]
+    return {_stem(p): p for p in files}
+
+
+def read_image_mask_folder(directory: str | Path) -> tuple[SegSplit, list[str]]:
+    """Read ``directory/images/*`` and ``directory/masks/*`` (PNG or NIfTI), paired by name.
+
+    Images become (N, 1, *S) float32 in [0, 1] (PNG RGB is averaged to grey); masks (N, *S)
+    int64. Raises DataError naming the files for unpaired names, shape mismatches, non-integer
+    mask values or images of different shapes. Returns the split and the sorted pair names.
+    """
+    root = Path(directory)
+    img_dir, mask_dir = root / "images", root / "masks"
+    for d in (img_dir, mask_dir):
+        if not d.is_dir():
+            raise DataError(f"segmentation folder {root} needs images/ and masks/ subfolders "
+                            f"({d} is missing)")
+    images, masks = _list(img_dir), _list(mask_dir)
+    if not images:
+        raise DataError(f"{img_dir}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+    only_img, only_mask = sorted(set(images) - set(masks)), sorted(set(masks) - set(images))
+    if only_img or only_mask:
+        raise DataError(f"{root}: unpaired files: images without mask {only_img[:5]}, "
+                        f"masks without image {only_mask[:5]}")
+    out_images, out_masks = [], []
+    for name in sorted(images):
+        image = _to_unit(_read_file(images[name]), images[name])
+        if image.ndim == 3 and images[name].name.lower().endswith(".png"):
+            image = image[..., :3].mean(axis=-1)  # RGB(A) -> grey
+        mask_raw = _read_file(masks[name])
+        if mask_raw.ndim == 3 and masks[name].name.lower().endswith(".png"):
+            mask_raw = mask_raw[..., 0]
+        mask = check_pair(image[None], mask_raw.astype(np.float64), f"{images[name].name} / "
+                          f"{masks[name].name}")
+        if out_images and image.shape != out_images[0].shape[1:]:
+            raise DataError(f"{images[name]}: shape {image.shape} differs from the first image "
+                            f"{out_images[0].shape[1:]}; resample to one shape first")
+        out_images.append(image[None].astype(np.float32))
+        out_masks.append(mask)
+    return SegSplit(np.stack(out_images), np.stack(out_masks)), sorted(images)
+
+
+def load_segmentation_folder(root: str | Path) -> SegData:
+    """A folder with ``train/``, ``val/``, ``test/`` subfolders, each as in
+    :func:`read_image_mask_folder`."""
+    root = Path(root)
+    splits = {s: read_image_mask_folder(root / s)[0] for s in ("train", "val", "test")}
+    shapes = {s: sp.images.shape[1:] for s, sp in splits.items()}
+    if len(set(shapes.values())) != 1:
+        raise DataError(f"{root}: splits have different image shapes {shapes}")
+    num_classes = max(2, max(int(s.masks.max()) for s in splits.values()) + 1)
+    version = _md5(*(a for s in splits.values() for a in (s.images, s.masks)))
+    return SegData(root.name, splits, num_classes, version)

@@ -1,0 +1,202 @@
+"""Attack-stage tasks: load and check the victim, run the suite, log one child run per attack."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from prefect import get_run_logger, task
+from torch import nn
+
+from medsec.attacks.config import AttackSpec
+from medsec.attacks.dataset import point_metadata, save_adversarial
+from medsec.attacks.suite import (
+    AttackPoint,
+    SuiteResult,
+    check_classifier,
+    run_suite,
+    train_surrogate,
+)
+from medsec.config import MedSecConfig
+from medsec.data.medmnist import file_md5
+from medsec.data.types import LoadedDataset
+from medsec.errors import DataError
+from medsec.training.checkpoint import load_classifier, require_data_version
+from medsec.training.job import split_for
+from medsec.viz import adversarial_grid
+from tasks.tracking import (
+    log_artifact,
+    log_figure,
+    log_metrics,
+    log_params,
+    temp_artifact_dir,
+    tracked_run,
+)
+
+GRID_EXAMPLES = 6
+
+
+@task(name="load-victim")
+def load_victim_task(
+    checkpoint: str | Path, info: str | Path, data: LoadedDataset
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained classifier (weights-only load) and a record of where it came from;
+    DataError if it was trained on another version of the data."""
+    model, meta = load_classifier(checkpoint)
+    require_data_version(meta, data.name, data.version, checkpoint)
+    run_id = None
+    if Path(info).is_file():
+        run_id = json.loads(Path(info).read_text()).get("run_id")
+    source = {
+        "checkpoint": str(checkpoint),
+        "checkpoint_md5": file_md5(checkpoint),
+        "mlflow_run_id": run_id,
+        "model_name": meta.get("model_name"),
+        "dataset": meta.get("dataset"),
+        "data_version": meta.get("data_version"),
+        "seed": meta.get("seed"),
+    }
+    return model, source
+
+
+@task(name="check-victim")
+def check_victim_task(
+    cfg: MedSecConfig, data: LoadedDataset, model: nn.Module, checkpoint: str | Path
+) -> None:
+    """DataError (with the attack core's reason) if the model or the test images cannot be
+    attacked: probabilities instead of logits, a dense output, pixels outside [0, 1]."""
+    test = split_for(cfg, data, "test").head(cfg.attack.n_examples)
+    images, labels = test.tensors()
+    try:
+        check_classifier(model, images, labels)
+    except ValueError as exc:
+        raise DataError(f"cannot attack the model {checkpoint} on {data.name}: {exc}") from None
+
+
+@task(name="train-surrogate")
+def surrogate_task(cfg: MedSecConfig, data: LoadedDataset) -> nn.Module:
+    return train_surrogate(cfg, data)
+
+
+@task(name="attack-suite")
+def suite_task(
+    cfg: MedSecConfig, data: LoadedDataset, model: nn.Module, surrogate: nn.Module | None = None
+) -> SuiteResult:
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    return run_suite(
+        model,
+        split_for(cfg, data, "test"),
+        cfg.attack,
+        train=split_for(cfg, data, "train"),
+        surrogate=surrogate,
+        log=get_run_logger().info,
+    )
+
+
+def _grid_rows(result: SuiteResult) -> np.ndarray:
+    correct = np.flatnonzero(result.clean_pred == result.labels)
+    return (correct if correct.size else np.arange(len(result.labels)))[:GRID_EXAMPLES]
+
+
+def examples_figure(
+    result: SuiteResult, points: list[AttackPoint], class_names: list[str], title: str
+):
+    """Clean / adversarial / amplified-perturbation grid of the first correctly classified
+    test examples for the given attack points."""
+    rows = _grid_rows(result)
+    attacks = [(p.name, p.adversarial[rows], p.adv_pred[rows]) for p in points]
+    return adversarial_grid(
+        result.images[rows],
+        result.labels[rows],
+        result.clean_pred[rows],
+        attacks,
+        class_names,
+        title,
+    )
+
+
+def strongest_points(result: SuiteResult) -> list[AttackPoint]:
+    """Each attack at its largest budget (its only point when unbounded)."""
+    best: dict[str, AttackPoint] = {}
+    for point in result.points:
+        held = best.get(point.spec.id)
+        if held is None or (point.eps or 0.0) > (held.eps or 0.0):
+            best[point.spec.id] = point
+    return list(best.values())
+
+
+def log_attack_runs(
+    cfg: MedSecConfig, data: LoadedDataset, result: SuiteResult, source: dict[str, Any]
+) -> list[str]:
+    """One nested MLflow run per attack (tag ``medsec.attack=<name>``): its parameters,
+    metrics at step = epsilon in grey levels (and flat ``eps<k>_<metric>``), an example grid
+    and a sample of each adversarial dataset. Returns the child run ids."""
+    by_spec: dict[str, list[AttackPoint]] = {}
+    for point in result.points:
+        by_spec.setdefault(point.spec.id, []).append(point)
+    run_ids = []
+    for spec_id, points in by_spec.items():
+        spec: AttackSpec = points[0].spec
+        tags = {
+            "medsec.attack": spec.name,
+            "medsec.attack_id": spec_id,
+            "medsec.verification": data.verification,
+            "medsec.source_run_id": str(source.get("mlflow_run_id")),
+        }
+        with tracked_run(
+            "attack", cfg, data.version, tags=tags, nested=True, run_name=f"attack-{spec_id}"
+        ) as run:
+            run_ids.append(run.info.run_id)
+            params = {k: v for k, v in (points[0].params | spec.params).items() if k != "eps"}
+            log_params(
+                {
+                    "spec.name": spec.name,
+                    "spec.id": spec_id,
+                    "spec.norm": points[0].norm,
+                    "spec.targeted": spec.targeted,
+                    "spec.eps": [p.eps for p in points],
+                    **{f"spec.param.{k}": v for k, v in params.items()},
+                }
+            )
+            for point in points:
+                values = dict(point.metrics)
+                if point.eps is not None:
+                    values["epsilon"] = point.eps
+                log_metrics(values, step=point.step)
+                log_metrics({f"{point.key}_{k}": v for k, v in values.items()})
+            log_figure(
+                examples_figure(
+                    result, points, list(data.class_names), f"{spec_id} on {data.name}"
+                ),
+                "examples.png",
+            )
+            if cfg.attack.mlflow_sample:
+                _log_samples(points, result, source, data, cfg.attack.mlflow_sample)
+    return run_ids
+
+
+def _log_samples(
+    points: list[AttackPoint],
+    result: SuiteResult,
+    source: dict[str, Any],
+    data: LoadedDataset,
+    n: int,
+) -> None:
+    with temp_artifact_dir() as tmp:
+        for point in points:
+            path = Path(tmp) / f"{point.name}_sample.npz"
+            targets = None if point.targets is None else point.targets[:n]
+            save_adversarial(
+                path,
+                point.adversarial[:n],
+                result.labels[:n],
+                result.indices[:n],
+                point_metadata(point, source, data),
+                targets,
+            )
+            log_artifact(path, "adversarial_sample")
+            log_artifact(path.with_suffix(".json"), "adversarial_sample")

@@ -1,0 +1,70 @@
+"""Defense-stage tasks: build and score one defense, log it, save defended checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from torch import Tensor, nn
+
+from medsec.config import MedSecConfig
+from medsec.data.types import LoadedDataset
+from medsec.defenses.base import Defense, check_classifier
+from medsec.defenses.build import BuildContext, build_defense
+from medsec.defenses.config import DefenseSpec
+from medsec.defenses.evaluate import DefenseResult, evaluate_defense
+from medsec.errors import DataError
+from medsec.training.checkpoint import save_classifier
+from medsec.training.job import split_for
+from tasks.tracking import log_artifact, log_dict, log_metrics, log_params, set_tags
+
+
+@task(name="defense-eval-split", cache_policy=NO_CACHE)
+def eval_split_task(cfg: MedSecConfig, data: LoadedDataset, model: nn.Module,
+                    model_name: str | None) -> tuple[Tensor, Tensor]:
+    """The scored test images (N, C, H, W) in [0, 1] and labels (N,): the first
+    ``defense.eval.max_examples`` of the test split. Checks the undefended model first."""
+    if model_name != cfg.model.name:
+        raise DataError(f"the undefended checkpoint is a {model_name!r} but the config trains "
+                        f"{cfg.model.name!r}: retrain first")
+    check_classifier(model, data.image_shape, "undefended")
+    return split_for(cfg, data, "test").head(cfg.defense.eval.max_examples).tensors()
+
+
+@task(name="build-defense", cache_policy=NO_CACHE)
+def build_defense_task(spec: DefenseSpec, ctx: BuildContext) -> Defense:
+    return build_defense(spec, ctx)
+
+
+@task(name="evaluate-defense", cache_policy=NO_CACHE)
+def evaluate_defense_task(defense: Defense, images: Tensor, labels: Tensor, cfg: MedSecConfig,
+                          baseline: nn.Module) -> DefenseResult:
+    return evaluate_defense(defense, images, labels, cfg.defense.eval, cfg.seed, baseline)
+
+
+def log_defense_result(result: DefenseResult, spec: DefenseSpec | None,
+                       baseline: DefenseResult | None) -> None:
+    """Metrics (with costs and the gap to the undefended model), flags as tags, attack rows."""
+    metrics = dict(result.metrics) | result.costs
+    if baseline is not None:
+        for key in ("clean_acc", "robust_acc"):
+            metrics[f"baseline_{key}"] = baseline.metrics[key]
+            metrics[f"{key}_gain"] = result.metrics[key] - baseline.metrics[key]
+    log_metrics(metrics)
+    if spec is not None:
+        log_params({f"defense.params.{k}": v for k, v in spec.params.items()})
+    set_tags({"medsec.defense.flagged": str(result.flagged).lower(),
+              "medsec.defense.flags": ",".join(k for k, v in result.flags.items() if v) or "none"})
+    log_dict({"attacks": result.attacks, "flags": result.flags, "metrics": result.metrics,
+              "costs": result.costs}, "defense/result.json")
+
+
+def save_defended(defense: Defense, directory: Path) -> Path | None:
+    """``<directory>/<label>.pt`` (``load_classifier`` format) for defenses that trained a
+    classifier; logged to the active run under ``model/``. None otherwise."""
+    if defense.classifier is None:
+        return None
+    path = save_classifier(directory / f"{defense.name}.pt", defense.classifier, defense.meta)
+    log_artifact(path, "model")
+    return path

@@ -1,0 +1,52 @@
+"""The deployment apps (``flwr run``) wired in-process: config from the run config, hospital
+from the node config, CKKS keys from files (server: public only), outputs on disk."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from flwr.app import Context, RecordDict
+
+from medsec.errors import ConfigError
+from medsec.federated import apps
+from medsec.federated.grid import InProcessGrid
+from medsec.training.checkpoint import load_classifier
+
+logging.getLogger("flwr").setLevel(logging.WARNING)
+
+
+@pytest.mark.parametrize("secure", ["ckks", "secaggplus"])
+def test_deployment_apps_run_a_federation(tmp_path, phantom_dir, secure):
+    config = tmp_path / "fl.yaml"
+    config.write_text(
+        f"dataset: {{name: phantoms, data_dir: '{phantom_dir}', max_train: 64, max_eval: 32}}\n"
+        f"train: {{batch_size: 32}}\n"
+        f"federated: {{num_clients: 2, rounds: 1, secure_aggregation: {secure}}}\n")
+    apps.keygen(tmp_path / "keys")
+    run_config = {"config": str(config), "output-dir": str(tmp_path / "out"),
+                  "he-public-key": str(tmp_path / "keys" / "public.ckks")}
+    nodes = [{"partition-id": i, "num-partitions": 2,
+              "he-secret-key": str(tmp_path / "keys" / "secret.ckks")} for i in range(2)]
+    grid = InProcessGrid(apps.client_app, nodes, run_config=run_config)
+    apps.server_app(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                                  run_config=run_config))
+    model, meta = load_classifier(tmp_path / "out" / "federated.pt")
+    assert meta["federated"] is True and meta["dataset"] == "phantoms"
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert set(history["global_metrics"]) == {"0", "1"}
+    if secure == "ckks":  # the server kept only the public context
+        plan = apps.server_plan(Context(run_id=1, node_id=0, node_config={},
+                                        state=RecordDict(), run_config=run_config))
+        assert plan.he_public is not None and not apps.he.is_private(plan.he_public)
+
+
+def test_node_config_must_match_the_federation(tmp_path, phantom_dir):
+    config = tmp_path / "fl.yaml"
+    config.write_text(f"dataset: {{name: phantoms, data_dir: '{phantom_dir}'}}\n"
+                      "federated: {num_clients: 2}\n")
+    context = Context(run_id=1, node_id=5, node_config={"partition-id": 0, "num-partitions": 3},
+                      state=RecordDict(), run_config={"config": str(config)})
+    with pytest.raises(ConfigError, match="num-partitions=3 but federated.num_clients=2"):
+        apps.hospital_site(context)

@@ -1,0 +1,169 @@
+"""Segmentation data, models, 3D volumes and bad input: fast tests (tiny sizes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medsec.errors import ConfigError, DataError
+from medsec.segmentation.attacks import SegPGD
+from medsec.segmentation.checkpoint import load_segmenter, save_segmenter
+from medsec.segmentation.config import SegAttackConfig, SegmentationConfig
+from medsec.segmentation.data import (
+    check_pair,
+    load_segmentation_folder,
+    phantom_volumes,
+    read_image_mask_folder,
+)
+from medsec.segmentation.job import run_attack, train_segmenter
+from medsec.segmentation.models import SEGMENTERS, build_segmenter
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("name", list(SEGMENTERS))
+@pytest.mark.parametrize("dims", [2, 3])
+def test_factory_shapes(name: str, dims: int) -> None:
+    model = build_segmenter(name, dims, 1, 3, channels=(4, 8), mean=[0.3], std=[0.2]).eval()
+    x = torch.rand(2, 1, *([16] * dims))
+    assert model(x).shape == (2, 3, *([16] * dims))
+    assert torch.allclose(model.normalize(x), (x - 0.3) / 0.2)
+
+
+def test_factory_errors() -> None:
+    with pytest.raises(ConfigError, match="unknown segmenter 'vnet'; known: unet"):
+        build_segmenter("vnet")
+    with pytest.raises(ConfigError, match="num_classes must be >= 2"):
+        build_segmenter("unet", num_classes=1)
+
+
+def test_phantom_volumes_deterministic() -> None:
+    a, b = phantom_volumes(4, 2, 2, 16, seed=3), phantom_volumes(4, 2, 2, 16, seed=3)
+    assert a.version == b.version and a.spatial_dims == 3
+    train = a.splits["train"]
+    assert train.images.shape == (4, 1, 16, 16, 16) and train.masks.shape == (4, 16, 16, 16)
+    assert train.images.min() >= 0 and train.images.max() <= 1
+    assert (train.masks.reshape(4, -1).max(1) == [0, 1, 0, 1]).all()
+
+
+def test_3d_train_attack_metrics(tmp_path) -> None:
+    cfg = SegmentationConfig(data="phantoms3d", volumes=(8, 4, 4), channels=(4, 8), epochs=2,
+                             batch_size=4)
+    data = phantom_volumes(*cfg.volumes, size=16)
+    trained = train_segmenter(cfg, data)
+    assert len(trained.fit.history) == 2 and "val_dice" in trained.fit.history[0]
+    save_segmenter(tmp_path / "seg.pt", trained.model, trained.meta)
+    loaded, meta = load_segmenter(tmp_path / "seg.pt")
+    x = torch.from_numpy(data.splits["test"].images[:2])
+    assert meta["spatial_dims"] == 3 and torch.equal(loaded(x), trained.model.eval()(x))
+    test = data.splits["test"]
+    for spec in (SegAttackConfig(name="pgd", steps=2),
+                 SegAttackConfig(name="erase", kind="erase", steps=2, eps=16 / 255,
+                                 region_margin=1)):
+        result = run_attack(trained.model, spec, test, 4, 2)
+        assert result.adversarial.shape[1:] == (1, 16, 16, 16)
+        assert result.metrics["linf_max"] <= spec.eps + 1e-6
+        assert 0.0 <= result.metrics["ssim_mean"] <= 1.0
+        for key in ("dice_clean", "dice_adv", "l2_mean"):
+            assert key in result.metrics
+
+
+def _write_png_pair(root, name: str, image: np.ndarray, mask: np.ndarray) -> None:
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(root / "images" / f"{name}.png")
+    Image.fromarray(mask).save(root / "masks" / f"{name}.png")
+
+
+def test_png_folder_roundtrip(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        for i in range(2):
+            mask = np.zeros((16, 16), np.uint8)
+            mask[4:8, 4:8] = 1
+            _write_png_pair(tmp_path / split, f"case{i}", rng.integers(0, 256, (16, 16),
+                                                                       dtype=np.uint8), mask)
+    data = load_segmentation_folder(tmp_path)
+    train = data.splits["train"]
+    assert train.images.shape == (2, 1, 16, 16) and train.images.dtype == np.float32
+    assert train.masks.shape == (2, 16, 16) and int(train.masks.sum()) == 32
+    assert data.num_classes == 2
+
+
+def test_nifti_folder(tmp_path) -> None:
+    nib = pytest.importorskip("nibabel")
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    image = np.random.default_rng(0).random((8, 8, 8)).astype(np.float32)
+    mask = np.zeros((8, 8, 8), np.float32)
+    mask[2:4, 2:4, 2:4] = 1
+    nib.save(nib.Nifti1Image(image, np.eye(4)), tmp_path / "images" / "vol.nii.gz")
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "masks" / "vol.nii.gz")
+    split, names = read_image_mask_folder(tmp_path)
+    assert names == ["vol"] and split.images.shape == (1, 1, 8, 8, 8)
+    assert int(split.masks.sum()) == 8
+    mask[0, 0, 0] = 0.5
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "masks" / "vol.nii.gz")
+    with pytest.raises(DataError, match="integer class indices"):
+        read_image_mask_folder(tmp_path)
+
+
+def test_folder_errors(tmp_path) -> None:
+    img = np.zeros((16, 16), np.uint8)
+    _write_png_pair(tmp_path, "a", img, img)
+    Image.fromarray(img).save(tmp_path / "images" / "b.png")
+    with pytest.raises(DataError, match=r"unpaired files: images without mask \['b'\]"):
+        read_image_mask_folder(tmp_path)
+    (tmp_path / "images" / "b.png").unlink()
+    Image.fromarray(np.zeros((8, 16), np.uint8)).save(tmp_path / "masks" / "a.png")
+    with pytest.raises(DataError, match=r"a.png / a.png: mask shape \(8, 16\) does not match"):
+        read_image_mask_folder(tmp_path)
+    with pytest.raises(DataError, match="needs images/ and masks/"):
+        read_image_mask_folder(tmp_path / "missing")
+
+
+def test_check_pair_errors() -> None:
+    image = np.zeros((1, 4, 4), np.float32)
+    with pytest.raises(DataError, match="does not match image spatial shape"):
+        check_pair(image, np.zeros((4, 5)))
+    with pytest.raises(DataError, match="integer class indices"):
+        check_pair(image, np.full((4, 4), 0.3))
+    with pytest.raises(DataError, match=">= 0"):
+        check_pair(image, -np.ones((4, 4)))
+
+
+class _Classifier(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([x.mean((1, 2, 3)), -x.mean((1, 2, 3))], dim=1)
+
+
+def test_attack_bad_input() -> None:
+    x = torch.rand(2, 1, 16, 16)
+    masks = torch.zeros(2, 16, 16, dtype=torch.long)
+    with pytest.raises(ValueError, match="attacks segmentation models.*a classifier"):
+        SegPGD(_Classifier(), steps=1)(x, masks)
+    seg = build_segmenter("unet", 2, channels=(4, 8))
+    with pytest.raises(ValueError, match=r"needs masks of shape \(2, 16, 16\)"):
+        SegPGD(seg, steps=1)(x, torch.zeros(2, 8, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match="integer"):
+        SegPGD(seg, steps=1)(x, masks.float() + 0.5)
+    with pytest.raises(ValueError, match=r"mask values must lie in \[0, 2\)"):
+        SegPGD(seg, steps=1)(x, masks + 3)
+    with pytest.raises(ValueError, match="region must be a bool tensor"):
+        SegPGD(seg, steps=1)(x, masks, region=torch.ones(2, 8, 8, dtype=torch.bool))
+
+
+def test_config_errors() -> None:
+    from medsec.config import config_from_dict
+
+    with pytest.raises(ConfigError, match="segmentation.attacks.0.kind"):
+        config_from_dict({"segmentation": {"attacks": [{"name": "a", "kind": "nope"}]}})
+    with pytest.raises(ConfigError, match="attack names must be unique"):
+        config_from_dict({"segmentation": {"attacks": [{"name": "a"}, {"name": "a"}]}})
+    cfg = config_from_dict({"segmentation": {"attacks": [{"name": "a", "eps": "8/255"}]}})
+    assert cfg.segmentation.attacks[0].eps == pytest.approx(8 / 255)
