@@ -94,7 +94,7 @@ def main() -> None:
           f"store {args.tracking_uri})")
     for label, keys in ROWS:
         print(f"  {label:44s} {_fmt(metrics, keys)}")
-    steps = ", ".join(f"{k[8:]} {v:.0f}s" for k, v in metrics.items() if k.startswith("seconds_"))
+    steps = ", ".join(f"{k[8:]} {v:.0f}s" for k, v in result["timings"].items())
     print(f"  time: victim {trained - start:.0f}s, deepfake stage {done - trained:.0f}s ({steps})")
     print(f"  figures: {workdir / 'outputs' / 'deepfakes'}")
 

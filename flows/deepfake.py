@@ -55,11 +55,24 @@ def _tags(cfg: MedSecConfig, verification: str) -> dict[str, str]:
 
 
 @contextmanager
-def _timed(name: str, metrics: dict[str, float]) -> Iterator[None]:
-    """Record the wall time of a step as ``seconds_{name}``."""
+def _timed(name: str, timings: dict[str, float]) -> Iterator[None]:
+    """Record the wall time of a step as ``seconds_{name}`` (MLflow only, not the DVC metrics:
+    timings differ from run to run)."""
     start = time.perf_counter()
     yield
-    metrics[f"seconds_{name}"] = time.perf_counter() - start
+    timings[f"seconds_{name}"] = time.perf_counter() - start
+
+
+@contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    """Run with ``count`` torch intra-op threads (None: unchanged); restored afterwards."""
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _save_png(figure: Figure, path: Path, artifact: str) -> None:
@@ -90,15 +103,15 @@ def deepfake_flow(
     cfg = load_config_task(config, preset, overrides)
     data = load_dataset_task(cfg)
     victim_model = load_victim_task(data, victim)
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
     ref = real_reference(cfg, data, victim_model)
     dcfg = cfg.deepfake
     with tracked_run("deepfake", cfg, data.version, tags=_tags(cfg, data.verification),
-                     run_name=f"deepfake-{cfg.dataset.name}") as run:
+                     run_name=f"deepfake-{cfg.dataset.name}") as run, \
+            _threads(dcfg.num_threads or cfg.train.num_threads):
         metrics = reference_metrics(victim_model, ref)
+        timings: dict[str, float] = {}
         # 1. Generate and publish the DeepFake dataset.
-        with _timed("generate", metrics):
+        with _timed("generate", timings):
             gan = train_generator_task(ref.train, data.num_classes, dcfg.gan, "gan")
             splits = publish_dataset_task(cfg, data, ref, gan, DEEPFAKE_DIR, GENERATOR_CKPT)
             log_artifact(GENERATOR_CKPT, "model")
@@ -108,15 +121,15 @@ def deepfake_flow(
                                  title="synthetic images per class"),
                       DEEPFAKE_DIR / "samples.png", "deepfake/samples.png")
         # 2. Judge it: quality, memorisation, membership, train-on-synthetic utility.
-        with _timed("judge", metrics):
+        with _timed("judge", timings):
             metrics |= generator_report_task(cfg, gan, ref, splits)
         # 3. Detect fakes, also of a generator the detector never saw.
-        with _timed("detect", metrics):
+        with _timed("detect", timings):
             unseen = train_generator_task(ref.train, data.num_classes, dcfg.unseen_gan,
                                           "unseen_gan")
             metrics |= detector_task(cfg, ref, gan, unseen)
         # 4. Tamper real images (add/remove disease evidence in a region).
-        with _timed("tamper", metrics):
+        with _timed("tamper", timings):
             report = tamper_task(cfg, ref, victim_model)
             metrics |= report.metrics
             _save_png(tamper_figure(report.result, report.before.numpy(),
@@ -124,7 +137,7 @@ def deepfake_flow(
                       DEEPFAKE_DIR / "tampering.png", "deepfake/tampering.png")
         # 5. Differentially private synthetic data at each target epsilon.
         utility: dict[float, float] = {}
-        with _timed("private", metrics):
+        with _timed("private", timings):
             for epsilon in dcfg.dp.epsilons:
                 dp_metrics, dp_gan = private_generator_task(cfg, ref, epsilon)
                 metrics |= dp_metrics
@@ -137,9 +150,9 @@ def deepfake_flow(
         if utility:
             _save_png(utility_figure(utility, metrics["real_test_acc"], metrics["tstr_acc"]),
                       DEEPFAKE_DIR / "dp_utility.png", "deepfake/dp_utility.png")
-        log_metrics(metrics)
+        log_metrics(metrics | timings)
         write_json(DEEPFAKE_METRICS, metrics)
-    return {"run_id": run.info.run_id, "metrics": metrics}
+    return {"run_id": run.info.run_id, "metrics": metrics, "timings": timings}
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ A checkpoint records what it was trained on (dataset name and version, image sha
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ def save_generator(path: str | Path, generator: ConditionalGenerator,
     full = {**meta, **generator.arch.to_meta(), "kind": GENERATOR_KIND}
     payload = {"state_dict": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
                "meta": full}
-    return write_atomic(path, lambda tmp: torch.save(payload, tmp))
+    buffer = io.BytesIO()  # not the file: torch stamps the file name into the archive, and the
+    torch.save(payload, buffer)  # bytes (and the sha256 in the dataset metadata) must not vary
+    return write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
 def file_sha256(path: str | Path) -> str:

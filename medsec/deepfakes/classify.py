@@ -15,8 +15,12 @@ from medsec.training.job import train_classifier
 
 
 def derived_config(cfg: MedSecConfig, epochs: int | None, seed: int) -> MedSecConfig:
-    """``cfg`` with ``train.epochs`` (None: unchanged), ``seed`` and no split truncation."""
-    train = cfg.train if epochs is None else cfg.train.model_copy(update={"epochs": epochs})
+    """``cfg`` with ``train.epochs`` (None: unchanged), ``seed``, no split truncation and no
+    thread setting of its own (the stage's thread count stays in force)."""
+    update: dict[str, object] = {"num_threads": None}
+    if epochs is not None:
+        update["epochs"] = epochs
+    train = cfg.train.model_copy(update=update)
     dataset = cfg.dataset.model_copy(update={"max_train": None, "max_eval": None})
     return cfg.model_copy(update={"train": train, "dataset": dataset, "seed": seed})
 

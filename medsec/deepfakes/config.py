@@ -121,6 +121,9 @@ class DeepfakeConfig(_Strict):
     detector never sees in training. ``max_train`` caps the real training images the
     generators and detectors use; ``tstr_epochs`` None trains the train-on-synthetic
     classifier for ``train.epochs``; ``knn_k`` is the k of the k-NN precision/recall.
+    ``num_threads``: torch intra-op threads for the whole stage (None: ``train.num_threads``,
+    else torch's default); its networks are so small that one thread is fastest, and on a
+    shared CPU several threads stall each other (measured 2-10x slower).
     """
 
     gan: GanConfig = GanConfig()
@@ -133,3 +136,4 @@ class DeepfakeConfig(_Strict):
     tstr_epochs: int | None = Field(default=None, gt=0, le=1000)
     knn_k: int = Field(default=3, gt=0, le=50)
     max_eval: int = Field(default=1000, gt=10)
+    num_threads: int | None = Field(default=1, gt=0)

@@ -62,6 +62,7 @@ def test_deepfake_flow_tracks_everything(tmp_path, monkeypatch, phantom_dir, tra
     assert metrics["tamper_max_change_outside"] == 0.0 and metrics["tamper_ssim_outside"] == 1.0
     on_disk = json.loads((tmp_path / "metrics" / "deepfake.json").read_text())
     assert on_disk["tstr_acc"] == pytest.approx(metrics["tstr_acc"])
+    assert "seconds_generate" in metrics and not any(k.startswith("seconds") for k in on_disk)
 
     client = mlflow.MlflowClient(tracking_uri)
     files = {a.path for a in client.list_artifacts(run.info.run_id, "deepfake")}

@@ -73,6 +73,9 @@ def test_checkpoint_roundtrip_and_mismatched_data_are_rejected(tmp_path):
     loaded, meta = load_generator(path, dataset="phantoms", image_shape=(1, 16, 16),
                                   num_classes=2)
     assert meta["data_version"] == "v1"
+    other = save_generator(tmp_path / "other-name.pt", gen, {"dataset": "phantoms",
+                                                             "data_version": "v1"})
+    assert file_sha256(other) == file_sha256(path)  # bytes do not depend on the file name
     assert torch.equal(sample_images(gen, torch.tensor([1]), 0),
                        sample_images(loaded, torch.tensor([1]), 0))
     with pytest.raises(DataError, match="trained on dataset 'phantoms', not 'pneumoniamnist'"):
