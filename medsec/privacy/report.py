@@ -23,6 +23,17 @@ MIA_COLUMNS = ("auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr")
 _EXTRA_PREFIXES = ("extraction_", "inversion_")
 
 
+def _attack_names(keys: Any) -> list[str]:
+    """Attack names (first-seen order) of ``mia_<attack>_auc`` keys."""
+    names: list[str] = []
+    for key in keys:
+        if key.startswith("mia_") and key.endswith("_auc") and key != "mia_auc":
+            name = key[len("mia_"):-len("_auc")]
+            if name not in names:
+                names.append(name)
+    return names
+
+
 def summary_row(label: str, target_epsilon: float | None, record: dict[str, Any],
                 test_metrics: dict[str, float], audit_metrics: dict[str, float],
                 strongest: str | None) -> dict[str, Any]:
@@ -33,11 +44,9 @@ def summary_row(label: str, target_epsilon: float | None, record: dict[str, Any]
         row[key] = record.get(key) if private else None
     row |= {k: test_metrics.get(k) for k in ("test_acc", "test_auc")}
     row["mia_strongest"] = strongest
-    names = [k[len("mia_"):-len("_auc")] for k in audit_metrics
-             if k.startswith("mia_") and k.endswith("_auc") and k != "mia_auc"]
     for suffix in MIA_COLUMNS:
         row[f"mia_{suffix}"] = audit_metrics.get(f"mia_{suffix}")
-    for name in names:
+    for name in _attack_names(audit_metrics):
         for suffix in MIA_COLUMNS:
             row[f"mia_{name}_{suffix}"] = audit_metrics[f"mia_{name}_{suffix}"]
     row["mia_num_members"] = audit_metrics.get("audit_num_members")
@@ -67,17 +76,6 @@ def _table(header: Sequence[str], lines: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def _attacks(rows: list[dict[str, Any]]) -> list[str]:
-    names: list[str] = []
-    for row in rows:
-        for key in row:
-            if key.startswith("mia_") and key.endswith("_auc") and key != "mia_auc":
-                name = key[len("mia_"):-len("_auc")]
-                if name not in names:
-                    names.append(name)
-    return names
-
-
 def table_markdown(rows: list[dict[str, Any]], title: str = "Privacy-utility table") -> str:
     """Markdown: the utility/strongest-attack table, per-attack MIA, extraction/inversion."""
     main = _table(
@@ -90,7 +88,8 @@ def table_markdown(rows: list[dict[str, Any]], title: str = "Privacy-utility tab
     per_attack = _table(
         ["privacy", "attack", "AUC", "TPR@1%FPR", "TPR@0.1%FPR"],
         [[r["privacy"], name] + [_fmt(r.get(f"mia_{name}_{s}")) for s in MIA_COLUMNS]
-         for r in rows for name in _attacks(rows) if r.get(f"mia_{name}_auc") is not None])
+         for r in rows for name in _attack_names(k for r in rows for k in r)
+         if r.get(f"mia_{name}_auc") is not None])
     parts = [f"# {title}", "", main, "", "## Membership inference per attack", "", per_attack]
     extra = sorted({k for r in rows for k in r if k.startswith(_EXTRA_PREFIXES)})
     if extra:

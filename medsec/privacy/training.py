@@ -125,9 +125,11 @@ class EpsilonHistory(EpsilonLogger):
 
 def privacy_record(state: Any, plan: DPPlan, epsilons: Sequence[float],
                    selection: str) -> dict[str, Any]:
-    """Plain-typed DP record of a finished run (for the checkpoint metadata and MLflow)."""
+    """Plain-typed DP record of a finished run (for the checkpoint metadata and MLflow); the
+    last epoch's epsilon is the run's (no step follows it: saves one accountant call)."""
     return {
-        "mechanism": "dp-sgd", "epsilon": state.epsilon(), "delta": state.delta,
+        "mechanism": "dp-sgd", "epsilon": epsilons[-1] if epsilons else state.epsilon(),
+        "delta": state.delta,
         "accountant": state.accountant, "sample_rate": state.sample_rate, "steps": state.steps,
         "noise_multiplier": state.noise_multiplier, "max_grad_norm": state.max_grad_norm,
         "target_epsilon": plan.target_epsilon, "num_examples": plan.num_examples,
