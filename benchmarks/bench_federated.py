@@ -32,6 +32,7 @@ from medsec.config import MedSecConfig, load_config
 from medsec.data.registry import load_dataset
 from medsec.federated.arrays import model_arrays
 from medsec.federated.simulation import FederatedResult, run_federation
+from medsec.federated.strategies import FederationError
 from tasks.federated import centralized_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,7 +168,12 @@ def main() -> None:
     for name, (_, extra, federated) in todo.items():
         cfg = base_config(args, extra, federated)
         start = time.perf_counter()
-        result = run_federation(cfg, data)
+        try:
+            result = run_federation(cfg, data)
+        except FederationError as exc:  # e.g. a poisoned FedAvg whose model diverged
+            rows.append({"scenario": name, "error": str(exc)[:300]})
+            print(rows[-1], flush=True)
+            continue
         rows.append(row(name, result, time.perf_counter() - start))
         finals[name] = model_arrays(result.model)
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()},

@@ -43,10 +43,17 @@ def poison_with_trigger(data: ImageDataset, fraction: float, target: int, size: 
     return ImageDataset(images, labels.astype(np.int64), None)
 
 
+BN_STATISTICS = ("running_mean", "running_var")
+
+
 def scale_update(global_arrays: Mapping[str, np.ndarray], local_arrays: Mapping[str, np.ndarray],
                  boost: float) -> dict[str, np.ndarray]:
-    """Model replacement: ``global + boost * (local - global)`` per entry (float32)."""
-    return {k: (global_arrays[k] + boost * (local_arrays[k] - global_arrays[k])).astype(np.float32)
+    """Model replacement: ``global + boost * (local - global)`` per weight (float32).
+
+    BatchNorm running statistics are sent as trained, unscaled: a boosted variance can turn
+    negative and make the model output NaN, which is sabotage, not a backdoor."""
+    return {k: (local_arrays[k] if k.endswith(BN_STATISTICS) else
+                global_arrays[k] + boost * (local_arrays[k] - global_arrays[k])).astype(np.float32)
             for k in local_arrays}
 
 

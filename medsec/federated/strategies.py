@@ -123,6 +123,13 @@ class GuardedStrategy(Strategy):
         arrays, metrics = self.inner.aggregate_train(server_round, valid)
         if arrays is None:
             raise FederationError(f"round {server_round}: the strategy produced no aggregate")
+        bad = [k for k, v in arrays.items() if not np.isfinite(v.numpy()).all()]
+        if bad:
+            raise FederationError(
+                f"round {server_round}: the aggregated model has non-finite weights ({bad[0]}"
+                f"{' and others' if len(bad) > 1 else ''}): an update diverged or was poisoned "
+                "(a robust federated.strategy such as median or krum rejects such updates)"
+            )
         cost.extra_bytes += int(getattr(self.inner, "last_extra_bytes", 0))
         cost.seconds = time.perf_counter() - self._started
         return arrays, metrics

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 
 from medsec.federated.arrays import ModelMismatchError, to_record
@@ -70,3 +71,19 @@ def test_update_of_another_shape_is_rejected_by_the_server():
 def test_more_clients_than_samples_is_a_clear_error():
     with pytest.raises(PartitionError, match="federated.num_clients=5 is more than the 4"):
         run_federation(tiny_cfg(num_clients=5), tiny_dataset(n_train=4, n_eval=8))
+
+
+def test_non_finite_aggregate_fails_the_round_clearly():
+    setup = setup_federation(tiny_cfg(num_clients=2, rounds=1), DATA)
+    app = build_client_app(lambda ctx: setup.sites[int(ctx.node_config["partition-id"])])
+
+    def diverged(message, context):
+        reply = app(message, context)
+        if message.metadata.message_type == "train":
+            arrays = {k: v.numpy() * np.float32("nan") for k, v in
+                      reply.content[ARRAYS_KEY].items()}
+            reply.content[ARRAYS_KEY] = to_record(arrays)
+        return reply
+
+    with pytest.raises(FederationError, match="round 1: the aggregated model has non-finite"):
+        run_server(_grid_with(setup, diverged), setup.plan)
