@@ -49,9 +49,15 @@ def run(preset: PresetOpt = "default", config: ConfigOpt = None, set: SetOpt = N
 @app.command()
 def stage(
     name: Annotated[str, typer.Argument(help=f"one of {', '.join(STAGES)}")],
-    config: ConfigOpt = "params.yaml", preset: PresetOpt = None, set: SetOpt = None,
+    config: ConfigOpt = None, preset: PresetOpt = None, set: SetOpt = None,
 ) -> None:
-    """Run one pipeline stage (what the DVC stages call)."""
+    """Run one pipeline stage (what the DVC stages call).
+
+    Without ``--config`` and ``--preset`` the stage reads ``params.yaml``; with ``--preset``
+    only the preset (and ``--set``) applies, so params.yaml cannot override it.
+    """
+    if config is None and preset is None:
+        config = "params.yaml"
     if name not in STAGES:
         _fail(ValueError(f"unknown stage {name!r}; known: {', '.join(STAGES)}"))
     from flows.attack import attack_flow
