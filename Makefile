@@ -13,7 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	# Federated extra without its over-tight pins (see pyproject.toml).
 	$(PY) -m pip install -q --no-deps flwr==1.42.0 ray==2.55.1 tenseal==0.3.18
-	$(PY) -m pip install -q grpcio grpcio-health-checking iterators pycryptodome tomli tomli-w \
+	# ...but with flwr's own bounds for the runtime dependencies it does need.
+	$(PY) -m pip install -q "grpcio>=1.70,<2" "grpcio-health-checking>=1.70,<2" \
+		"iterators>=0.0.2,<0.0.3" "pycryptodome>=3.18,<4" "tomli>=2.0.1,<3" "tomli-w>=1,<2" \
 		msgpack jsonschema
 	touch $@
 

@@ -1,10 +1,13 @@
 """Segmentation flow: train a MONAI segmenter on image/mask data, evaluate it, attack it
 (untargeted, erase, inject), and log everything to MLflow and DVC files.
 
-MLflow: one run tagged ``medsec.stage=train`` (clean metrics, checkpoint) and one run per attack
-tagged ``medsec.stage=attack``, ``medsec.attack=<name>`` (metrics, overlay figure, dataset);
-all carry ``medsec.task=segmentation``. Files: ``models/segmenter.pt``,
-``metrics/segmentation.json``, ``outputs/segmentation/<attack>.{npz,json}``.
+The data first goes through the project's Great Expectations suite (images and masks; a hard
+failure stops the flow before training; report in ``outputs/segmentation/validation/``).
+MLflow: one run tagged ``medsec.stage=train`` (data checks as ``data_*``, clean metrics,
+checkpoint) and one run per attack tagged ``medsec.stage=attack``, ``medsec.attack=<name>``
+(metrics, overlay figure, dataset); all carry ``medsec.task=segmentation``. Files:
+``models/segmenter.pt``, ``metrics/segmentation.json``,
+``outputs/segmentation/<attack>.{npz,json}``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 from prefect import flow
 
 from flows.outputs import METRICS, MODELS
+from medsec.data.validation import raise_if_failed, write_report
 from medsec.io import write_json
 from medsec.segmentation.checkpoint import save_segmenter
 from medsec.segmentation.dataset import save_seg_adversarial
@@ -24,6 +28,7 @@ from tasks.segmentation import (
     seg_attack_task,
     seg_data_task,
     train_segmenter_task,
+    validate_seg_data_task,
 )
 from tasks.tracking import log_artifact, log_figure, log_metrics, tracked_run
 
@@ -45,6 +50,11 @@ def segmentation_flow(
             "medsec.dataset": data.name}
     with tracked_run("train", cfg, data.version, tags=tags,
                      run_name=f"segmentation-train-{data.name}-{seg.model}") as run:
+        report = validate_seg_data_task(data, seg, cfg.validation.min_class_fraction)
+        for path in write_report(report, SEGMENTATION_DIR / "validation").values():
+            log_artifact(path, "validation")
+        log_metrics({f"data_{k}": v for k, v in report.summary_metrics().items()})
+        raise_if_failed(report)
         trained = train_segmenter_task(seg, data)
         clean = evaluate_segmenter_task(trained, data)
         log_metrics(clean | {"best_epoch": trained.fit.best_epoch,

@@ -10,27 +10,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
+from medsec.attacks.config import AttackConfig
+from medsec.config_base import StrictModel
+from medsec.deepfakes.config import DeepfakeConfig
+from medsec.defenses.config import DefenseConfig
 from medsec.errors import ConfigError
+from medsec.federated.config import FederatedConfig
+from medsec.privacy.config import PrivacyConfig
+from medsec.segmentation.config import SegmentationConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRESET_DIR = REPO_ROOT / "configs" / "presets"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-from medsec.attacks.config import AttackConfig  # noqa: E402  (it subclasses _Strict)
-from medsec.deepfakes.config import DeepfakeConfig  # noqa: E402  (it subclasses _Strict)
-from medsec.defenses.config import DefenseConfig  # noqa: E402  (it subclasses _Strict)
-from medsec.federated.config import FederatedConfig  # noqa: E402  (it subclasses _Strict)
-from medsec.privacy.config import PrivacyConfig  # noqa: E402  (it subclasses _Strict)
-from medsec.segmentation.config import SegmentationConfig  # noqa: E402  (subclasses _Strict)
-
-
-class DatasetConfig(_Strict):
+class DatasetConfig(StrictModel):
     """Where the images come from.
 
     ``name`` is ``phantoms`` (the built-in synthetic dataset) or a MedMNIST 2D subset name
@@ -55,7 +52,7 @@ class DatasetConfig(_Strict):
         return value
 
 
-class PhantomConfig(_Strict):
+class PhantomConfig(StrictModel):
     """Size of the built-in synthetic phantom dataset (generated deterministically)."""
 
     n_train: int = Field(default=800, gt=0)
@@ -65,7 +62,7 @@ class PhantomConfig(_Strict):
     seed: int = 0
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     """Network by name (see ``medsec models``); ``norm='group'`` gives DP-compatible models."""
 
     name: str = "small_cnn"
@@ -82,7 +79,7 @@ class ModelConfig(_Strict):
         return value
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     epochs: int = Field(default=5, gt=0, le=1000)
     batch_size: int = Field(default=64, gt=0)
     lr: float = Field(default=1e-3, gt=0.0, le=10.0)
@@ -93,19 +90,19 @@ class TrainConfig(_Strict):
     num_threads: int | None = Field(default=None, gt=0)
 
 
-class ValidationConfig(_Strict):
+class ValidationConfig(StrictModel):
     """Soft thresholds of the data-validation stage (hard ones are not configurable)."""
 
     min_class_fraction: float = Field(default=0.1, ge=0.0, le=0.5)
     fail_on_warnings: bool = False
 
 
-class TrackingConfig(_Strict):
+class TrackingConfig(StrictModel):
     experiment: str = "medsec"
     tracking_uri: str | None = None
 
 
-class MedSecConfig(_Strict):
+class MedSecConfig(StrictModel):
     """The whole pipeline configuration (the schema of ``params.yaml`` and the presets)."""
 
     preset: str = "default"

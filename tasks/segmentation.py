@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import task
 
 from medsec.data.types import LoadedDataset
+from medsec.data.validation import ValidationReport
 from medsec.segmentation.config import SegAttackConfig, SegmentationConfig
 from medsec.segmentation.data import SegData
 from medsec.segmentation.job import (
@@ -14,8 +15,16 @@ from medsec.segmentation.job import (
     load_seg_data,
     run_attack,
     train_segmenter,
+    validate_seg_data,
 )
 from tasks.train import MlflowEpochLogger
+
+
+@task(name="validate-segmentation-data")
+def validate_seg_data_task(data: SegData, cfg: SegmentationConfig,
+                           min_class_fraction: float) -> ValidationReport:
+    """Great Expectations on images and masks (see ``validate_seg_data``)."""
+    return validate_seg_data(data, cfg, min_class_fraction)
 
 
 @task(name="load-segmentation-data")

@@ -10,10 +10,7 @@ Names are imported on first use (PEP 562): ``medsec.config`` imports
 ``medsec.attacks.config`` on every run and must not pay for importing torch.
 """
 
-import importlib
-from typing import Any
-
-import medsec.config  # noqa: F401  (defines _Strict before attacks.config needs it)
+from medsec.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "APGD": "apgd", "AutoAttackLite": "autoattack", "BIM": "bim", "CWL2": "cw",
@@ -28,16 +25,4 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'medsec.attacks' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"medsec.attacks.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

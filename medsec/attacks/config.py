@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
-from medsec.config import _Strict
+from medsec.config_base import StrictModel
 
 RESERVED_PARAMS = {
     "eps": "give budgets in the spec's `eps` list",
@@ -84,7 +84,7 @@ def grey_levels(eps: float) -> int:
     return int(round(eps * 255))
 
 
-class AttackSpec(_Strict):
+class AttackSpec(StrictModel):
     """One attack of the suite, run once per epsilon.
 
     Args:
@@ -218,7 +218,7 @@ class AttackSpec(_Strict):
         return value
 
 
-class SurrogateConfig(_Strict):
+class SurrogateConfig(StrictModel):
     """The surrogate of transfer attacks, trained by the project's training path."""
 
     model: str = "small_cnn"
@@ -236,7 +236,7 @@ class SurrogateConfig(_Strict):
         return value
 
 
-class TransferConfig(_Strict):
+class TransferConfig(StrictModel):
     """Craft the listed attacks (spec ids, all their epsilons) on a surrogate; score the victim.
 
     Crafted without early stopping (the full budget), unless a spec sets ``early_stop``.
@@ -246,7 +246,7 @@ class TransferConfig(_Strict):
     attacks: tuple[str, ...] = ("pgd",)
 
 
-class ImageScalingConfig(_Strict):
+class ImageScalingConfig(StrictModel):
     """Image-scaling attack on a ``resize -> classifier`` pipeline (Xiao et al. 2019).
 
     Sources are test images upscaled to ``source_size``; each is perturbed so that the
@@ -280,7 +280,7 @@ well under a minute on the phantoms. ``one_pixel`` is not in it (an L0 threat mo
 with a small ``population``/``steps``)."""
 
 
-class AttackConfig(_Strict):
+class AttackConfig(StrictModel):
     """The attack stage.
 
     Args:

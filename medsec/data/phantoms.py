@@ -21,6 +21,8 @@ from medsec.io import save_npz_deterministic
 PHANTOM_NAME = "phantoms"
 PHANTOM_CLASSES = ("no_lesion", "lesion")
 PHANTOM_FILE = "phantoms.npz"
+LESION_CONTRAST = (0.35, 0.55)
+"""Default range of the lesions' brightness above the tissue (pixel units, [0, 1] scale)."""
 
 
 def _background(size: int, rng: np.random.RandomState) -> np.ndarray:
@@ -35,8 +37,10 @@ def _background(size: int, rng: np.random.RandomState) -> np.ndarray:
     return image.astype(np.float32)
 
 
-def make_phantom(size: int, lesion: bool, rng: np.random.RandomState) -> tuple[np.ndarray, ...]:
-    """One phantom: (image float32 (H,W) in [0,1], mask uint8 (H,W) in {0,1})."""
+def make_phantom(size: int, lesion: bool, rng: np.random.RandomState,
+                 contrast: tuple[float, float] = LESION_CONTRAST) -> tuple[np.ndarray, ...]:
+    """One phantom: (image float32 (H,W) in [0,1], mask uint8 (H,W) in {0,1}); the lesions
+    are brighter than the tissue by a value drawn from ``contrast``."""
     image = _background(size, rng)
     mask = np.zeros((size, size), np.uint8)
     if lesion:
@@ -46,16 +50,21 @@ def make_phantom(size: int, lesion: bool, rng: np.random.RandomState) -> tuple[n
             noise_max=0.0, num_seg_classes=1, random_state=rng,
         )
         mask = (labels > 0).astype(np.uint8)
-        image = np.where(mask > 0, image + rng.uniform(0.35, 0.55), image)
+        image = np.where(mask > 0, image + rng.uniform(*contrast), image)
     noise = rng.normal(0.0, 0.03, size=(size, size)).astype(np.float32)
     image = np.clip(image + noise, 0.0, 1.0)
     return image.astype(np.float32), mask
 
 
 def generate_phantom_arrays(
-    n_train: int, n_val: int, n_test: int, size: int, seed: int
+    n_train: int, n_val: int, n_test: int, size: int, seed: int,
+    contrast: tuple[float, float] = LESION_CONTRAST,
 ) -> dict[str, np.ndarray]:
-    """All splits as MedMNIST-style arrays: images uint8 (N,H,W), labels (N,1), masks (N,H,W)."""
+    """All splits as MedMNIST-style arrays: images uint8 (N,H,W), labels (N,1), masks (N,H,W).
+    ``contrast`` is the lesion brightness range (see :func:`make_phantom`)."""
+    lo, hi = contrast
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ValueError(f"lesion contrast must satisfy 0 < low <= high <= 1, got {contrast}")
     arrays: dict[str, np.ndarray] = {}
     for offset, (split, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test))):
         rng = np.random.RandomState(seed * 1000 + offset)
@@ -64,7 +73,7 @@ def generate_phantom_arrays(
         images = np.zeros((n, size, size), np.uint8)
         masks = np.zeros((n, size, size), np.uint8)
         for i, label in enumerate(labels):
-            image, mask = make_phantom(size, bool(label), rng)
+            image, mask = make_phantom(size, bool(label), rng, contrast)
             images[i] = np.round(image * 255).astype(np.uint8)
             masks[i] = mask
         arrays[f"{split}_images"] = images

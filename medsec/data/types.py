@@ -15,7 +15,8 @@ SPLITS = ("train", "val", "test")
 class ImageDataset:
     """One split: images float32 in [0, 1] of shape (N, C, H, W); labels int64 of shape (N,).
 
-    ``masks`` (optional) are integer segmentation masks of shape (N, H, W).
+    ``masks`` (optional) are integer segmentation masks of the images' spatial shape: (N, H, W)
+    for (N, C, H, W) images, (N, D, H, W) for (N, C, D, H, W) volumes.
     """
 
     images: np.ndarray

@@ -7,11 +7,16 @@ context with one expectation suite over that table:
 * HARD expectations (a failure makes ``report.success`` False and :func:`raise_if_failed` stop
   the pipeline): labels in ``{0, ..., num_classes-1}``, no missing labels, pixel values in
   [0, 1], no NaN/inf pixels, every image of the expected shape (C, H, W), dtype float32, and no
-  empty split.
+  empty split. When any split has segmentation masks (2D (N, H, W) for (N, C, H, W) images, 3D
+  (N, D, H, W) for (N, C, D, H, W) volumes), also: each mask's shape equals its image's spatial
+  shape, mask values are finite integers, >= 0 and (given ``num_mask_classes``) below
+  ``num_mask_classes``.
 * SOFT expectations (warnings only): no duplicate images within a split, no image shared
-  between splits (leakage), and every class at least ``min_class_fraction`` of each split
+  between splits (leakage), every class at least ``min_class_fraction`` of each split
   (computed with pandas on the per-split class counts: a class absent from a split has no
-  row in the image table for GX to see; the result is recorded next to the GX results).
+  row in the image table for GX to see; the result is recorded next to the GX results), and
+  (with masks) a mask foreground fraction of at most ``max_foreground_fraction`` per image.
+  Per-split mask statistics go to ``report.mask_stats``.
 
 Content hash: SHA-1 of the image quantised to uint8, ``clip(rint(x * 255), 0, 255)`` in
 (C, H, W) C order (NaN/inf pixels count as 0; integer images are hashed as stored). MedMNIST
@@ -137,23 +142,70 @@ def _split_rows(
     if expected is not None:
         rows["shape_ok"] = np.full(n, _shape_str(shape) == expected, dtype=bool)
     if with_masks:
-        masks = None if data.masks is None else np.asarray(data.masks)
-        if masks is None:
-            rows["has_mask"] = np.zeros(n, bool)
-            rows["mask_foreground_fraction"] = np.full(n, np.nan)
-        else:
-            if masks.shape[0] != n:
-                raise DataError(
-                    f"split {split!r}: {n} image(s) but {masks.shape[0]} mask(s); expected one "
-                    f"mask per image"
-                )
-            rows["has_mask"] = np.ones(n, bool)
-            flat_masks = masks.reshape(n, -1)
-            if flat_masks.shape[1]:
-                rows["mask_foreground_fraction"] = (flat_masks > 0).mean(axis=1)
-            else:
-                rows["mask_foreground_fraction"] = np.full(n, np.nan)
+        rows.update(_mask_rows(split, data.masks, images.shape, n))
     return rows
+
+
+def _mask_rows(
+    split: str, masks: np.ndarray | None, image_shape: tuple[int, ...], n: int
+) -> dict[str, np.ndarray]:
+    """The mask columns of one split (values that pass every mask check when there are none)."""
+    if masks is None:
+        return {
+            "has_mask": np.zeros(n, bool),
+            "mask_shape": np.full(n, "", dtype=object),
+            "mask_shape_ok": np.ones(n, bool),
+            "mask_foreground_fraction": np.full(n, np.nan),
+            "mask_nonint": np.zeros(n, np.int64),
+            "mask_min": np.full(n, np.nan),
+            "mask_max": np.full(n, np.nan),
+        }
+    masks = np.asarray(masks)
+    count = int(masks.shape[0]) if masks.ndim else 0
+    if masks.ndim == 0 or count != n:
+        raise DataError(
+            f"split {split!r}: {n} image(s) but {count} mask(s) (masks shape {masks.shape}); "
+            f"expected one mask per image"
+        )
+    if not (np.issubdtype(masks.dtype, np.number) or masks.dtype == bool) or np.iscomplexobj(
+        masks
+    ):
+        raise DataError(f"split {split!r}: masks must be a real numeric array, got dtype "
+                        f"{masks.dtype}")
+    # spatial shape: (N, C, *S) images -> S; (N, H, W) images (no channel axis) -> (H, W)
+    spatial = tuple(image_shape[1:]) if len(image_shape) <= 3 else tuple(image_shape[2:])
+    mask_shape = tuple(int(s) for s in masks.shape[1:])
+    integral = np.issubdtype(masks.dtype, np.integer) or masks.dtype == bool
+    parts: list[tuple[np.ndarray, ...]] = []
+    for start in range(0, n, _CHUNK):
+        flat = masks[start : start + _CHUNK].reshape(min(_CHUNK, n - start), -1)
+        lo, hi, _, _ = _pixel_stats(flat)
+        if flat.shape[1] == 0:
+            fraction = np.full(len(flat), np.nan)
+        else:
+            with np.errstate(invalid="ignore"):
+                fraction = (flat > 0).mean(axis=1)
+        if integral:
+            nonint = np.zeros(len(flat), np.int64)
+        else:
+            values = flat.astype(np.float64, copy=False)
+            with np.errstate(invalid="ignore"):
+                ok = np.isfinite(values) & (values == np.rint(values))
+            nonint = (flat.shape[1] - ok.sum(axis=1)).astype(np.int64)
+        parts.append((fraction, nonint, lo, hi))
+    fraction, nonint, lo, hi = (
+        [np.concatenate(column) for column in zip(*parts, strict=True)] if parts
+        else [np.empty(0), np.empty(0, np.int64), np.empty(0), np.empty(0)]
+    )
+    return {
+        "has_mask": np.ones(n, bool),
+        "mask_shape": np.full(n, _shape_str(mask_shape), dtype=object),
+        "mask_shape_ok": np.full(n, mask_shape == spatial, dtype=bool),
+        "mask_foreground_fraction": fraction,
+        "mask_nonint": nonint,
+        "mask_min": lo,
+        "mask_max": hi,
+    }
 
 
 def image_table(
@@ -165,8 +217,15 @@ def image_table(
     ``width`` (-1 where the images are not (N, C, H, W)), ``shape`` (e.g. ``"1x28x28"``),
     ``dtype``, ``min``/``max``/``mean`` (over the finite pixels; NaN if there are none),
     ``n_nonfinite`` (NaN/inf pixels), ``content_hash`` (SHA-1 of the uint8-quantised image; see
-    the module docstring); ``shape_ok`` when ``expected_shape`` (C, H, W) is given;
-    ``has_mask`` and ``mask_foreground_fraction`` (mask > 0) when any split has masks.
+    the module docstring); ``shape_ok`` when ``expected_shape`` (C, H, W) is given.
+
+    When any split has masks (2D (N, H, W) for (N, C, H, W) images, 3D (N, D, H, W) for
+    (N, C, D, H, W) volumes): ``has_mask``, ``mask_shape`` (e.g. ``"28x28"``), ``mask_shape_ok``
+    (the mask's shape equals the image's spatial shape: ``images.shape[2:]``, or
+    ``images.shape[1:]`` for (N, H, W) images), ``mask_foreground_fraction`` (mask > 0),
+    ``mask_nonint`` (values that are not finite integers) and ``mask_min``/``mask_max`` (over
+    the finite values; NaN if there are none). Rows of a split without masks get values that
+    pass the mask checks (``mask_shape_ok`` True, ``mask_nonint`` 0, NaN elsewhere).
 
     Raises :class:`DataError` when a split's images, labels and masks disagree in length.
     """
@@ -222,6 +281,9 @@ class ValidationReport:
     verification: str | None = None
     class_names: list[str] = field(default_factory=list)
     gx_version: str = ""
+    # split -> {n_masks, mean_foreground_fraction, fraction_with_foreground, min, max}; None
+    # when no split has masks
+    mask_stats: dict[str, dict[str, Any]] | None = None
 
     # ----------------------------------------------------------------------------------------
     def class_fractions(self) -> dict[str, dict[int, float]]:
@@ -264,6 +326,12 @@ class ValidationReport:
         for split, fractions in self.class_fractions().items():
             for c, frac in fractions.items():
                 metrics[f"class_fraction_{split}_{c}"] = round(float(frac), 6)
+        for split, stats in (self.mask_stats or {}).items():
+            for key, name in (("mean_foreground_fraction", "mask_foreground_fraction"),
+                              ("fraction_with_foreground", "mask_images_with_foreground")):
+                value = stats.get(key)
+                if value is not None and np.isfinite(value):
+                    metrics[f"{name}_{split}"] = round(float(value), 6)
         return metrics
 
     def to_markdown(self, max_groups: int = MAX_LISTED_GROUPS) -> str:
@@ -306,6 +374,21 @@ class ValidationReport:
                 cells.append(f"{k} ({fractions[split].get(c, 0.0):.1%})")
             lines.append("| " + " | ".join(cells) + " |")
 
+        if self.mask_stats is not None:
+            lines += ["", "## Masks", "",
+                      "| split | masks | mean foreground fraction | images with foreground | "
+                      "value range |", "|---|---|---|---|---|"]
+            for split, stats in self.mask_stats.items():
+                lo, hi = stats.get("min"), stats.get("max")
+                lines.append(
+                    f"| {split} | {stats.get('n_masks', 0)} | "
+                    f"{_fraction_text(stats.get('mean_foreground_fraction'))} | "
+                    f"{_fraction_text(stats.get('fraction_with_foreground'))} | "
+                    + ("-" if lo is None or hi is None or not np.isfinite([lo, hi]).all()
+                       else f"{_value_text(lo)} to {_value_text(hi)}")
+                    + " |"
+                )
+
         lines += ["", f"## Duplicate images within splits ({len(self.duplicates_within)} "
                       f"group(s))", ""]
         if not self.duplicates_within:
@@ -333,6 +416,27 @@ class ValidationReport:
             lines.append(f"| {exp['name']} | {exp['severity']} | {result} | "
                          f"{_observed_text(exp.get('observed'))} |")
         return "\n".join(lines) + "\n"
+
+
+def _fraction_text(value: Any) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{float(value):.1%}"
+
+
+def _mask_stats(df: pd.DataFrame, split_names: list[str]) -> dict[str, dict[str, Any]]:
+    """Per split: masks, mean foreground fraction, fraction of images with foreground, range."""
+    stats: dict[str, dict[str, Any]] = {}
+    for split in split_names:
+        rows = df[(df["split"] == split) & df["has_mask"]]
+        fractions = rows["mask_foreground_fraction"].dropna()
+        finite = bool(len(fractions))
+        stats[split] = {
+            "n_masks": len(rows),
+            "mean_foreground_fraction": float(fractions.mean()) if finite else None,
+            "fraction_with_foreground": float((fractions > 0).mean()) if finite else None,
+            "min": float(rows["mask_min"].min()) if rows["mask_min"].notna().any() else None,
+            "max": float(rows["mask_max"].max()) if rows["mask_max"].notna().any() else None,
+        }
+    return stats
 
 
 def _conflicting(group: dict[str, Any]) -> bool:
@@ -400,9 +504,14 @@ def _value_text(value: Any) -> str:
 
 
 def _per_split_messages(
-    what: str, detail: str, result: dict[str, Any], column: str, split_order: list[str]
+    what: str, detail: str, result: dict[str, Any], column: str, split_order: list[str],
+    df: pd.DataFrame | None = None,
 ) -> list[str]:
-    """One message per split from a GX map-expectation result with unexpected indices."""
+    """One message per split from a GX map-expectation result with unexpected indices.
+
+    ``detail`` is formatted with the first bad image's ``column`` value (``{}``) and, given
+    ``df``, that image's other columns by name (e.g. ``{mask_shape}``).
+    """
     entries = result.get("unexpected_index_list") or result.get("partial_unexpected_index_list")
     if not entries:
         count = result.get("unexpected_count", "?")
@@ -419,9 +528,13 @@ def _per_split_messages(
         first = rows[0]
         value = _value_text(first.get(column))
         where = f"{split}[{int(first['index'])}]"
-        messages.append(
-            f"{what}: {len(rows)} image(s) in {split} (first: {where}{detail.format(value)})"
-        )
+        fields: dict[str, str] = {}
+        if df is not None:
+            match = df[(df["split"] == split) & (df["index"] == int(first["index"]))]
+            if len(match):
+                fields = {str(k): _value_text(v) for k, v in match.iloc[0].items()}
+        text = detail.format(value, **fields)
+        messages.append(f"{what}: {len(rows)} image(s) in {split} (first: {where}{text})")
     return messages
 
 
@@ -476,13 +589,19 @@ def validate_dataset(
     num_classes: int,
     expected_shape: tuple[int, ...] | None,
     min_class_fraction: float = 0.1,
+    num_mask_classes: int | None = None,
+    max_foreground_fraction: float = 0.5,
 ) -> ValidationReport:
     """Check every split with one Great Expectations suite; see the module docstring.
 
-    ``expected_shape`` is the per-image shape (C, H, W); None means the shape of the first
-    non-empty split. Returns a :class:`ValidationReport` (never raises for bad data; call
-    :func:`raise_if_failed` to stop on hard failures). Raises :class:`DataError` when images,
-    labels and masks of a split disagree in length, ``ValueError`` for invalid arguments.
+    ``expected_shape`` is the per-image shape (C, H, W) (or (C, D, H, W) for volumes); None
+    means the shape of the first non-empty split. The mask checks run only when some split has
+    masks: ``num_mask_classes`` (None: not checked) bounds the mask values to
+    ``{0, ..., num_mask_classes-1}``; ``max_foreground_fraction`` is the SOFT limit on the
+    fraction of mask pixels > 0 per image. Returns a :class:`ValidationReport` (never raises
+    for bad data; call :func:`raise_if_failed` to stop on hard failures). Raises
+    :class:`DataError` when images, labels and masks of a split disagree in length,
+    ``ValueError`` for invalid arguments.
     """
     if isinstance(data, LoadedDataset):
         splits = data.splits
@@ -496,7 +615,14 @@ def validate_dataset(
         raise ValueError(f"validate_dataset: num_classes must be >= 1, got {num_classes}")
     if not 0.0 <= float(min_class_fraction) <= 1.0:
         raise ValueError(f"min_class_fraction must be in [0, 1], got {min_class_fraction}")
+    if num_mask_classes is not None and int(num_mask_classes) < 1:
+        raise ValueError(f"num_mask_classes must be >= 1 or None, got {num_mask_classes}")
+    if not 0.0 <= float(max_foreground_fraction) <= 1.0:
+        raise ValueError(
+            f"max_foreground_fraction must be in [0, 1], got {max_foreground_fraction}"
+        )
     num_classes = int(num_classes)
+    max_foreground_fraction = float(max_foreground_fraction)
     if expected_shape is None:
         first = next((d for d in splits.values() if len(d.labels)), next(iter(splits.values())))
         expected_shape = tuple(int(s) for s in np.asarray(first.images).shape[1:])
@@ -549,6 +675,34 @@ def validate_dataset(
                                          severity="warning"),
          "", "", None),
     ]
+    with_masks = "has_mask" in df.columns
+    if with_masks:
+        checks += [
+            ("mask shape matches image", HARD,
+             gxe.ExpectColumnValuesToBeInSet(column="mask_shape_ok", value_set=[True]),
+             "mask shape does not match image", " has mask shape {mask_shape}, image shape {shape}",
+             "mask_shape_ok"),
+            ("mask values are integers", HARD,
+             gxe.ExpectColumnValuesToBeBetween(column="mask_nonint", min_value=0, max_value=0),
+             "mask values are not integers", " has {} non-integer value(s)", "mask_nonint"),
+            ("mask values >= 0", HARD,
+             gxe.ExpectColumnValuesToBeBetween(column="mask_min", min_value=0),
+             "mask values below 0", " has min {}", "mask_min"),
+        ]
+        if num_mask_classes is not None:
+            k = int(num_mask_classes)
+            checks.append(
+                (f"mask values < {k}", HARD,
+                 gxe.ExpectColumnValuesToBeBetween(column="mask_max", max_value=k,
+                                                   strict_max=True),
+                 f"mask values >= {k} (num_mask_classes)", " has max {}", "mask_max"))
+        checks.append(
+            (f"mask foreground fraction <= {max_foreground_fraction:g}", SOFT,
+             gxe.ExpectColumnValuesToBeBetween(column="mask_foreground_fraction",
+                                               max_value=max_foreground_fraction,
+                                               severity="warning"),
+             f"mask foreground fraction above {max_foreground_fraction:g}",
+             " has foreground fraction {}", "mask_foreground_fraction"))
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
@@ -585,6 +739,8 @@ def validate_dataset(
             "observed": _gx_observed(result),
             **({"exception": str(info.get("exception_message"))} if raised else {}),
         })
+        if not res.success and severity == SOFT and column is not None and not raised:
+            warnings.extend(_per_split_messages(prefix, detail, result, column, split_names, df))
         if res.success or severity != HARD:
             continue
         if raised:
@@ -595,7 +751,9 @@ def validate_dataset(
             ]
             hard_failures.append(f"empty split(s): {', '.join(map(str, missing))} (0 images)")
         else:
-            hard_failures.extend(_per_split_messages(prefix, detail, result, column, split_names))
+            hard_failures.extend(
+                _per_split_messages(prefix, detail, result, column, split_names, df)
+            )
 
     # Soft: duplicates (GX flagged them; pandas names the groups).
     within, across = _duplicate_groups(df)
@@ -667,5 +825,6 @@ def validate_dataset(
         expected_shape=list(expected_shape),
         min_class_fraction=float(min_class_fraction),
         gx_version=str(gx.__version__),
+        mask_stats=_mask_stats(df, split_names) if with_masks else None,
         **meta,
     )

@@ -19,4 +19,3 @@
 Submodules are imported on use: ``import medsec.deepfakes.config`` stays light.
 """
 
-import medsec.config  # noqa: F401  (defines _Strict before deepfakes.config needs it)

@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from medsec.config import _Strict
+from medsec.config_base import StrictModel
 
 
-class GanConfig(_Strict):
+class GanConfig(StrictModel):
     """A class-conditional DCGAN built from MONAI's ``Generator`` and ``Discriminator``.
 
     ``generator_channels``: widths of the x2 transposed-convolution stages (the image side must
@@ -53,7 +53,7 @@ class UnseenGanConfig(GanConfig):
     seed: int = 1
 
 
-class FakeDatasetConfig(_Strict):
+class FakeDatasetConfig(StrictModel):
     """The versioned DeepFake dataset: ``n_per_class`` training images per class (and a quarter
     of that for val and test), sampled with ``sample_seed``."""
 
@@ -61,7 +61,7 @@ class FakeDatasetConfig(_Strict):
     sample_seed: int = 1234
 
 
-class TamperConfig(_Strict):
+class TamperConfig(StrictModel):
     """CT-GAN / Jekyll-style tampering with a conditional inpainting network (MONAI UNet).
 
     ``region``: ``lesion`` (dilated lesion masks; data with masks only), ``box`` (a square of
@@ -85,14 +85,14 @@ class TamperConfig(_Strict):
     n_images: int = Field(default=200, gt=0)
 
 
-class DetectorConfig(_Strict):
+class DetectorConfig(StrictModel):
     """Real-vs-fake and real-vs-tampered detectors (the project's classifier and loop)."""
 
     epochs: int = Field(default=3, gt=0, le=1000)
     n_train: int | None = Field(default=None, gt=0)
 
 
-class DPSynthConfig(_Strict):
+class DPSynthConfig(StrictModel):
     """Differentially private synthetic data: the discriminator trained with DP-SGD (Opacus)
     at each target epsilon; ``epochs`` None uses ``gan.epochs``; ``delta`` None is 1/(10 N).
     ``batch_size`` is the expected (Poisson) batch: DP-SGD prefers larger batches.
@@ -114,7 +114,7 @@ class DPSynthConfig(_Strict):
         return value
 
 
-class DeepfakeConfig(_Strict):
+class DeepfakeConfig(StrictModel):
     """The DeepFake stage: generate, tamper, detect, DP synthetic data.
 
     ``unseen_gan`` is a second generator (another architecture and seed) whose fakes the

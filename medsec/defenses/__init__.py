@@ -17,10 +17,7 @@ Names are imported on first use (PEP 562): ``medsec.config`` imports
 ``medsec.defenses.config`` on every run, which must not pull in torch and Lightning.
 """
 
-import importlib
-from typing import Any
-
-import medsec.config  # noqa: F401  (defines _Strict before defenses.config needs it)
+from medsec.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "DefenseConfig": "config", "DefenseSpec": "config", "DefenseEvalConfig": "config",
@@ -46,16 +43,4 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'medsec.defenses' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"medsec.defenses.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from medsec.attacks.config import Epsilon
-from medsec.config import _Strict
+from medsec.config_base import StrictModel
 
 DefenseKind = Literal["training", "transform", "detector", "certification"]
 
@@ -38,7 +38,7 @@ def _epochs() -> Any:
 # ----------------------------------------------------------------------- parameter models
 
 
-class _Trained(_Strict):
+class _Trained(StrictModel):
     """Shared by training-time defenses: ``epochs`` None = ``train.epochs``; ``init``
     ``scratch`` (a fresh network, the default) or ``baseline`` (fine-tune the undefended one)."""
 
@@ -80,25 +80,25 @@ class DistillationParams(_Trained):
     temperature: float = Field(default=20.0, gt=0.0, le=1000.0)
 
 
-class BitDepthParams(_Strict):
+class BitDepthParams(StrictModel):
     bits: int = Field(default=4, ge=1, le=8)
 
 
-class MedianParams(_Strict):
+class MedianParams(StrictModel):
     size: int = Field(default=3, ge=2, le=9)
 
 
-class JpegParams(_Strict):
+class JpegParams(StrictModel):
     quality: int = Field(default=75, ge=1, le=95)
 
 
-class LowPassParams(_Strict):
+class LowPassParams(StrictModel):
     """Keep spatial frequencies up to ``cutoff`` times the Nyquist frequency (radially)."""
 
     cutoff: float = Field(default=0.5, gt=0.0, le=1.0)
 
 
-class AutoEncoderParams(_Strict):
+class AutoEncoderParams(StrictModel):
     """MagNet's autoencoder (MONAI ``AutoEncoder``), trained on clean training images."""
 
     channels: tuple[int, ...] = (16, 32)
@@ -111,14 +111,14 @@ class MagNetDetectorParams(AutoEncoderParams):
     fpr: float = Field(default=0.05, gt=0.0, lt=1.0)
 
 
-class MahalanobisParams(_Strict):
+class MahalanobisParams(StrictModel):
     """Lee et al. 2018 on penultimate features; ``fpr`` sets the threshold on clean val."""
 
     fpr: float = Field(default=0.05, gt=0.0, lt=1.0)
     max_fit: int = Field(default=1000, gt=1)
 
 
-class SqueezeDetectorParams(_Strict):
+class SqueezeDetectorParams(StrictModel):
     """Xu et al. 2018: L1 between predictions on x and on squeezed x (bit depth, median)."""
 
     bits: int = Field(default=4, ge=1, le=8)
@@ -126,7 +126,7 @@ class SqueezeDetectorParams(_Strict):
     fpr: float = Field(default=0.05, gt=0.0, lt=1.0)
 
 
-class SmoothingParams(_Strict):
+class SmoothingParams(StrictModel):
     """Cohen et al. 2019: Gaussian noise ``sigma``; ``n0`` selection and ``n`` estimation
     samples per image, failure probability ``alpha``. ``base``: ``noise_trained`` (train the
     base classifier with noise of the same sigma, ``epochs`` None = train.epochs) or
@@ -140,7 +140,7 @@ class SmoothingParams(_Strict):
     epochs: int | None = _epochs()
 
 
-DEFENSE_PARAMS: dict[str, type[_Strict]] = {
+DEFENSE_PARAMS: dict[str, type[StrictModel]] = {
     "pgd_at": PGDTrainingParams,
     "trades": TradesParams,
     "fast_fgsm_at": FastFGSMParams,
@@ -179,7 +179,7 @@ def _format(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-class DefenseSpec(_Strict):
+class DefenseSpec(StrictModel):
     """One configured defense: ``name`` (see :data:`DEFENSE_PARAMS`), its ``params`` (all
     defaults filled in after validation) and a ``label`` (default: the name)."""
 
@@ -223,7 +223,7 @@ class DefenseSpec(_Strict):
         return DEFENSE_PARAMS[self.name].model_validate(self.params)
 
 
-class DefenseEvalConfig(_Strict):
+class DefenseEvalConfig(StrictModel):
     """The threat model and the checks every defense is scored under.
 
     ``eps`` (L-inf, pixel units), PGD ``steps`` with step ``alpha`` (None = 2.5 eps / steps)
@@ -273,7 +273,7 @@ _DEFAULT_DEFENSES = (
 )
 
 
-class DefenseConfig(_Strict):
+class DefenseConfig(StrictModel):
     """Defenses to build and score (see module docstring); labels must be unique.
 
     ``num_threads``: torch intra-op threads of the defense stage (None = torch's default).

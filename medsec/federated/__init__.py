@@ -16,4 +16,3 @@
 Heavy modules are imported on use: ``import medsec.federated.config`` stays light.
 """
 
-import medsec.config  # noqa: F401  (defines _Strict before federated.config needs it)

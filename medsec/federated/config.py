@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from medsec.config import _Strict
+from medsec.config_base import StrictModel
 
 Partition = Literal["iid", "label_skew", "dirichlet"]
 StrategyName = Literal["fedavg", "fedprox", "krum", "trimmed_mean", "median"]
@@ -21,7 +21,7 @@ Runtime = Literal["inprocess", "ray"]
 ROBUST_STRATEGIES = ("krum", "trimmed_mean", "median")
 
 
-class PoisoningConfig(_Strict):
+class PoisoningConfig(StrictModel):
     """Malicious hospitals (by partition id, 0-based).
 
     ``label_flip``: the client trains on labels ``K-1-y``. ``backdoor``: the client stamps a
@@ -52,7 +52,7 @@ class PoisoningConfig(_Strict):
         return self
 
 
-class ClientDPConfig(_Strict):
+class ClientDPConfig(StrictModel):
     """Client-side DP-SGD (Opacus) inside every hospital: a per-client (example-level) epsilon.
 
     Exactly one of ``noise_multiplier`` / ``target_epsilon`` when enabled; a target is met
@@ -78,7 +78,7 @@ class ClientDPConfig(_Strict):
         return self
 
 
-class CentralDPConfig(_Strict):
+class CentralDPConfig(StrictModel):
     """Flower central DP (user-level): the server clips each client's update to
     ``clipping_norm`` (fixed, or adapted towards the ``target_quantile`` of update norms) and
     adds Gaussian noise ``noise_multiplier * clip / n`` to the (uniform) average.
@@ -100,21 +100,21 @@ class CentralDPConfig(_Strict):
     delta: float | None = Field(default=None, gt=0.0, lt=1.0)
 
 
-class HEConfig(_Strict):
+class HEConfig(StrictModel):
     """TenSEAL CKKS parameters (``secure_aggregation=ckks``): ring degree and scale bits."""
 
     poly_modulus_degree: Literal[8192, 16384] = 8192
     scale_bits: int = Field(default=40, ge=20, le=50)
 
 
-class FaultConfig(_Strict):
+class FaultConfig(StrictModel):
     """Injected faults: ``crash_clients`` raise inside their ClientApp in ``crash_round``."""
 
     crash_clients: tuple[int, ...] = ()
     crash_round: int = Field(default=1, ge=1)
 
 
-class FederatedConfig(_Strict):
+class FederatedConfig(StrictModel):
     """Federated learning across ``num_clients`` simulated hospitals (see README).
 
     ``min_fit_clients`` None = every sampled client must answer; with fewer successful

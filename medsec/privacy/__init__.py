@@ -20,10 +20,7 @@ Names are imported on first use (PEP 562): Opacus, sklearn and Lightning take se
 import, and ``medsec.config`` imports ``medsec.privacy.config`` on every run.
 """
 
-import importlib
-from typing import Any
-
-import medsec.config  # noqa: F401  (defines _Strict before privacy.config needs it)
+from medsec.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "UnreachableEpsilonError": "accounting", "epsilon_for": "accounting",
@@ -40,16 +37,4 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'medsec.privacy' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"medsec.privacy.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from medsec.config import _Strict
+from medsec.config_base import StrictModel
 
 AccountantName = Literal["prv", "rdp", "gdp"]
 AttackName = Literal["loss", "shadow", "lira", "rmia", "extraction", "inversion"]
@@ -26,7 +26,7 @@ ALL_ATTACKS: tuple[str, ...] = ("loss", "shadow", "lira", "rmia", "extraction", 
 _PRV_MIN_NOISE = 0.2
 
 
-class DPConfig(_Strict):
+class DPConfig(StrictModel):
     """DP-SGD with Poisson sampling and per-sample clipping (Opacus), for ``train``.
 
     Exactly one of ``noise_multiplier`` / ``target_epsilon`` when ``enabled`` (a target is
@@ -67,7 +67,7 @@ class DPConfig(_Strict):
         return self
 
 
-class ExtractionConfig(_Strict):
+class ExtractionConfig(StrictModel):
     """Model extraction: one copy per query ``budget`` and API ``mode`` (probabilities or
     labels only); the copy (victim's architecture) trains ``epochs`` with Adam ``lr``."""
 
@@ -92,7 +92,7 @@ class ExtractionConfig(_Strict):
         return value
 
 
-class InversionConfig(_Strict):
+class InversionConfig(StrictModel):
     """Class-representative inversion: ``steps`` of Adam (``lr``) on the pixels, TV weight."""
 
     steps: int = Field(default=300, ge=1, le=100000)
@@ -100,7 +100,7 @@ class InversionConfig(_Strict):
     tv_weight: float = Field(default=0.1, ge=0.0)
 
 
-class AuditConfig(_Strict):
+class AuditConfig(StrictModel):
     """What the privacy audit runs and on how many examples.
 
     Membership inference audits ``num_members`` images of the target's training split against
@@ -155,7 +155,7 @@ class AuditConfig(_Strict):
         return value
 
 
-class PrivacyConfig(_Strict):
+class PrivacyConfig(StrictModel):
     """DP training (``dp``), the audit (``audit``) and the privacy-utility sweep: one model per
     target epsilon in ``sweep`` plus, with ``sweep_baseline``, the non-private one; the sweep's
     models train ``epochs`` epochs (None = ``train.epochs``)."""

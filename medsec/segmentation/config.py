@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from medsec.config import _Strict
+from medsec.config_base import StrictModel
 
 
-class SegAttackConfig(_Strict):
+class SegAttackConfig(StrictModel):
     """One attack of the stage.
 
     ``kind``: ``untargeted`` (maximise pixel CE to the true mask), ``erase`` (target = all
@@ -50,18 +50,22 @@ def _default_attacks() -> tuple[SegAttackConfig, ...]:
     )
 
 
-class SegmentationConfig(_Strict):
+class SegmentationConfig(StrictModel):
     """The segmentation stage: data, segmenter, training budget and attacks.
 
     ``data``: ``phantoms`` (the 2D phantom masks of ``dataset``), ``phantoms3d`` (generated
     volumes of side ``volume_size``) or ``folder`` (``folder`` with train/val/test, each with
-    images/ and masks/, PNG or NIfTI).
+    images/ and masks/, PNG or NIfTI). ``num_classes``: mask classes incl. background (None:
+    one more than the largest mask value); the validation stage fails on mask values outside
+    it and warns on images whose foreground exceeds ``max_foreground_fraction``.
     """
 
     data: Literal["phantoms", "phantoms3d", "folder"] = "phantoms"
     folder: str | None = None
     volume_size: int = Field(default=16, ge=8, le=128)
     volumes: tuple[int, int, int] = (16, 8, 8)
+    num_classes: int | None = Field(default=None, ge=2)
+    max_foreground_fraction: float = Field(default=0.5, gt=0.0, le=1.0)
     model: Literal["unet", "segresnet", "attention_unet"] = "unet"
     channels: tuple[int, ...] = (16, 32)
     epochs: int = Field(default=30, gt=0, le=1000)

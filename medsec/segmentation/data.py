@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from monai.data.synthetic import create_test_image_3d
 
-from medsec.data.types import LoadedDataset
+from medsec.data.phantoms import LESION_CONTRAST
+from medsec.data.types import ImageDataset, LoadedDataset
 from medsec.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".nii", ".nii.gz")
@@ -51,6 +52,15 @@ class SegData:
     @property
     def in_channels(self) -> int:
         return int(self.splits["train"].images.shape[1])
+
+
+def validation_splits(data: SegData) -> dict[str, ImageDataset]:
+    """The splits as :class:`ImageDataset` for the Great Expectations validation: images,
+    masks, and label 1 where the mask holds any foreground (0 otherwise)."""
+    return {name: ImageDataset(split.images,
+                               (split.masks.reshape(len(split), -1) > 0).any(1).astype(np.int64),
+                               split.masks)
+            for name, split in data.splits.items()}
 
 
 def check_pair(image: np.ndarray, mask: np.ndarray, where: str = "") -> np.ndarray:
@@ -96,12 +106,14 @@ def from_loaded(data: LoadedDataset, max_train: int | None = None,
 # --------------------------------------------------------------------------- 3D phantoms
 
 
-def make_phantom_volume(size: int, lesion: bool,
-                        rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+def make_phantom_volume(size: int, lesion: bool, rng: np.random.RandomState,
+                        contrast: tuple[float, float] = LESION_CONTRAST,
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """One SYNTHETIC volume: (image float32 (D,H,W) in [0,1], mask uint8 (D,H,W) in {0,1}).
 
     An ellipsoidal "body" with a smooth intensity, plus (if ``lesion``) 1-2 bright spheres from
-    MONAI's ``create_test_image_3d``, plus Gaussian noise (as the 2D phantoms).
+    MONAI's ``create_test_image_3d`` (``contrast`` above the tissue), plus Gaussian noise
+    (as the 2D phantoms).
     """
     grid = np.mgrid[0:size, 0:size, 0:size].astype(np.float32) / (size - 1) * 2 - 1
     axes = rng.uniform(0.75, 0.95, size=3)
@@ -114,18 +126,18 @@ def make_phantom_volume(size: int, lesion: bool,
             rad_min=2, noise_max=0.0, num_seg_classes=1, random_state=rng,
         )
         mask = (labels > 0).astype(np.uint8)
-        image = np.where(mask > 0, image + rng.uniform(0.35, 0.55), image)
+        image = np.where(mask > 0, image + rng.uniform(*contrast), image)
     image = np.clip(image + rng.normal(0.0, 0.03, size=image.shape), 0.0, 1.0)
     return image.astype(np.float32), mask
 
 
 def phantom_volumes(n_train: int, n_val: int, n_test: int, size: int = 16,
-                    seed: int = 0) -> SegData:
+                    seed: int = 0, contrast: tuple[float, float] = LESION_CONTRAST) -> SegData:
     """Deterministic SYNTHETIC 3D phantom set (half the volumes carry lesions)."""
     splits: dict[str, SegSplit] = {}
     for offset, (split, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test))):
         rng = np.random.RandomState(seed * 1000 + 500 + offset)
-        pairs = [make_phantom_volume(size, bool(i % 2), rng) for i in range(n)]
+        pairs = [make_phantom_volume(size, bool(i % 2), rng, contrast) for i in range(n)]
         images = np.stack([p[0] for p in pairs])[:, None] if pairs else np.zeros(
             (0, 1, size, size, size), np.float32)
         masks = np.stack([p[1] for p in pairs]).astype(np.int64) if pairs else np.zeros(

@@ -8,7 +8,7 @@ in the project's Lightning loop, :func:`run_attack` runs one configured attack a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from medsec.attacks.base import Attack
+from medsec.attacks.noise import random_perturbation
 from medsec.data.types import LoadedDataset
+from medsec.data.validation import ValidationReport, validate_dataset
 from medsec.errors import ConfigError
 from medsec.metrics.image_quality import perturbation_norms, ssim
 from medsec.segmentation.attacks import SegFGSM, SegPGD, dilate_region
@@ -27,6 +29,7 @@ from medsec.segmentation.data import (
     from_loaded,
     load_segmentation_folder,
     phantom_volumes,
+    validation_splits,
 )
 from medsec.segmentation.metrics import (
     fraction,
@@ -35,8 +38,8 @@ from medsec.segmentation.metrics import (
     target_dice,
 )
 from medsec.segmentation.models import PixelSpaceSegmenter, build_segmenter
-from medsec.segmentation.module import SegFitResult, SegmenterModule, fit_segmenter, predict_masks
-from medsec.training.fit import seed_everything
+from medsec.segmentation.module import SegmenterModule, fit_segmenter, predict_masks
+from medsec.training.fit import FitResult, seed_everything
 
 SUCCESS_DICE = 0.9
 """A targeted attack succeeds on an image when its target Dice reaches this value."""
@@ -44,7 +47,7 @@ SUCCESS_DICE = 0.9
 
 def load_seg_data(cfg: SegmentationConfig, loaded: LoadedDataset | None = None) -> SegData:
     """The configured data: ``loaded`` (the 2D phantoms) for ``phantoms``, else generated
-    volumes or a folder."""
+    volumes or a folder; ``num_classes`` from the config when set (else inferred)."""
     if cfg.data == "phantoms":
         if loaded is None:
             raise ConfigError("segmentation.data=phantoms needs the loaded phantom dataset")
@@ -55,6 +58,8 @@ def load_seg_data(cfg: SegmentationConfig, loaded: LoadedDataset | None = None) 
         if not cfg.folder:
             raise ConfigError("segmentation.data=folder needs segmentation.folder")
         data = load_segmentation_folder(cfg.folder)
+    if cfg.num_classes is not None:
+        data = replace(data, num_classes=cfg.num_classes)
     return data
 
 
@@ -62,7 +67,20 @@ def load_seg_data(cfg: SegmentationConfig, loaded: LoadedDataset | None = None) 
 class TrainedSegmenter:
     model: PixelSpaceSegmenter
     meta: dict[str, Any]
-    fit: SegFitResult
+    fit: FitResult
+
+
+def validate_seg_data(data: SegData, cfg: SegmentationConfig,
+                      min_class_fraction: float = 0.1) -> ValidationReport:
+    """The project's Great Expectations suite on image/mask data: image range/shape/NaN, mask
+    shape, integer values in [0, num_classes), foreground fraction, duplicates, and the balance
+    of images with/without foreground (label 1/0)."""
+    report = validate_dataset(validation_splits(data), num_classes=2, expected_shape=None,
+                              min_class_fraction=min_class_fraction,
+                              num_mask_classes=data.num_classes,
+                              max_foreground_fraction=cfg.max_foreground_fraction)
+    return replace(report, dataset_name=data.name, dataset_version=data.version,
+                   class_names=["no_foreground", "foreground"])
 
 
 def train_segmenter(cfg: SegmentationConfig, data: SegData,
@@ -107,7 +125,8 @@ def build_attack(model: torch.nn.Module, spec: SegAttackConfig, seed: int = 0) -
 class SegAttackResult:
     """One attack: ``images``/``adversarial`` (N, C, *S), true ``masks`` and ``targets``
     (N, *S; targets = masks for untargeted), ``indices`` into the test split, predictions
-    before/after (N, *S), metrics."""
+    before/after (N, *S), metrics (see :func:`attack_metrics`; plus ``dice_noise``, the Dice
+    under random noise of the same norm, size and region)."""
 
     spec: SegAttackConfig
     indices: np.ndarray
@@ -187,6 +206,12 @@ def run_attack(model: torch.nn.Module, spec: SegAttackConfig, test: SegSplit, n:
     pred_clean, pred_adv = predict_masks(model, images), predict_masks(model, adv)
     metrics = attack_metrics(spec.kind, images, adv, masks, targets, pred_clean, pred_adv,
                              num_classes, overlap)
+    pred_noise = predict_masks(model, random_perturbation(images, spec.eps, spec.norm, seed,
+                                                          region))
+    if spec.kind != "inject":
+        metrics["dice_noise"] = segmentation_metrics(pred_noise, masks, num_classes)["dice"]
+    if spec.kind != "untargeted":
+        metrics["target_dice_noise"] = float(target_dice(pred_noise, targets, num_classes).mean())
     metrics |= {"epsilon": spec.eps, "seconds": attack.last_stats.seconds
                 if attack.last_stats else float("nan")}
     return SegAttackResult(spec, idx, images, adv, masks, targets, pred_clean, pred_adv, metrics)

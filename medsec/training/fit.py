@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
 from medsec.data.types import ImageDataset, TensorImageDataset
-from medsec.training.module import ClassifierModule
+from medsec.training.module import ClassifierModule, SupervisedModule
 
 
 class KeepBestState(Callback):
@@ -25,14 +25,14 @@ class KeepBestState(Callback):
         self.best_epoch = -1
         self.best_state: dict[str, torch.Tensor] | None = None
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: SupervisedModule) -> None:
         # Runs after the epoch's validation (and after the module appended its history).
         if not pl_module.history:
             return
         record = pl_module.history[-1]
         score = record.get(self.monitor, float("nan"))
-        if not np.isfinite(score):
-            score = record["val_acc"]
+        if not np.isfinite(score):  # e.g. AUC undefined on a one-class validation split
+            score = record.get("val_acc", float("nan"))
         if score > self.best_score:
             self.best_score = float(score)
             self.best_epoch = int(record["epoch"])
@@ -68,6 +68,34 @@ def make_trainer(
     )
 
 
+def fit_module(
+    module: SupervisedModule,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    epochs: int,
+    seed: int,
+    callbacks: Sequence[Callback] = (),
+    select_best: bool = True,
+    progress: bool = False,
+    monitor: str = "val_auc",
+) -> FitResult:
+    """Train ``module`` (classifier or segmenter) for ``epochs`` in the project's Trainer; with
+    ``select_best`` restore the weights of the epoch with the best ``monitor`` metric."""
+    import time
+
+    seed_everything(seed)
+    keeper = KeepBestState(monitor)
+    trainer = make_trainer(epochs, [keeper, *callbacks], progress)
+    start = time.perf_counter()
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    seconds = time.perf_counter() - start
+    if select_best and keeper.best_state is not None:
+        module.net.load_state_dict(keeper.best_state)
+    best_epoch = keeper.best_epoch if select_best else epochs - 1
+    module.net.eval()
+    return FitResult(history=list(module.history), best_epoch=best_epoch, seconds=seconds)
+
+
 def fit_classifier(
     module: ClassifierModule,
     train_loader: DataLoader,
@@ -78,17 +106,6 @@ def fit_classifier(
     select_best: bool = True,
     progress: bool = False,
 ) -> FitResult:
-    """Train ``module`` for ``epochs``; with ``select_best`` restore the best-val-AUC weights."""
-    import time
-
-    seed_everything(seed)
-    keeper = KeepBestState()
-    trainer = make_trainer(epochs, [keeper, *callbacks], progress)
-    start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
-    seconds = time.perf_counter() - start
-    if select_best and keeper.best_state is not None:
-        module.net.load_state_dict(keeper.best_state)
-    best_epoch = keeper.best_epoch if select_best else epochs - 1
-    module.net.eval()
-    return FitResult(history=list(module.history), best_epoch=best_epoch, seconds=seconds)
+    """:func:`fit_module` selecting on validation AUC (accuracy where AUC is undefined)."""
+    return fit_module(module, train_loader, val_loader, epochs, seed, callbacks, select_best,
+                      progress, monitor="val_auc")

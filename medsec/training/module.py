@@ -1,4 +1,5 @@
-"""LightningModule for classifiers, with hooks that defenses and DP plug into."""
+"""The one LightningModule base (classifiers and segmenters), with hooks that defenses and DP
+plug into."""
 
 from __future__ import annotations
 
@@ -30,14 +31,19 @@ def random_shift(images: torch.Tensor, max_shift: int = 2) -> torch.Tensor:
     return padded[idx_n, torch.arange(images.shape[1]).view(1, -1, 1, 1), rows, cols]
 
 
-class ClassifierModule(L.LightningModule):
-    """Cross-entropy training of ``net`` (pixel-space images -> logits).
+class SupervisedModule(L.LightningModule):
+    """The one training step for every supervised model (classifiers and segmenters).
 
+    ``net`` maps pixel-space images (N, C, *S) in [0, 1] to logits: (N, K) for a classifier,
+    (N, K, *S) for a segmenter. Subclasses give :meth:`default_loss` and :meth:`epoch_metrics`.
     Hooks: ``batch_transform`` replaces a training batch (adversarial training, noise
-    augmentation); ``loss_fn`` replaces the cross-entropy (TRADES, distillation);
+    augmentation); ``loss_fn`` replaces the default loss (TRADES, distillation);
     ``external_optimizer`` (set by DP training) replaces the optimizer.
-    ``history`` holds one dict of validation metrics per epoch.
+    ``history`` holds one dict per epoch: ``epoch``, ``train_loss`` and the validation metrics.
     """
+
+    monitored: tuple[str, ...] = ()
+    """Validation metrics shown in the progress bar."""
 
     def __init__(
         self,
@@ -65,6 +71,22 @@ class ClassifierModule(L.LightningModule):
         self._val_labels: list[torch.Tensor] = []
         self._train_losses: list[float] = []
 
+    # ------------------------------------------------------------------ subclass contract
+
+    def default_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Scalar training loss of logits against targets (labels or masks)."""
+        raise NotImplementedError
+
+    def epoch_metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """Validation metrics (``val_*``) of the whole validation split's logits."""
+        raise NotImplementedError
+
+    def augment_batch(self, images: torch.Tensor, targets: torch.Tensor) -> Batch:
+        """Augmentation when ``augment`` is set (default: none)."""
+        return images, targets
+
+    # ------------------------------------------------------------------ Lightning
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
@@ -86,11 +108,11 @@ class ClassifierModule(L.LightningModule):
         if len(labels) == 0:  # DP-SGD's Poisson sampling can draw an empty batch: its noise-only
             return self.net(images).sum()  # step must still run; zero loss, no train_loss entry
         if self.augment:
-            images = random_shift(images)
+            images, labels = self.augment_batch(images, labels)
         if self.batch_transform is not None:
             images, labels = self.batch_transform(self.net, images, labels)
         loss = (self.loss_fn(self.net, images, labels) if self.loss_fn is not None
-                else F.cross_entropy(self.net(images), labels))
+                else self.default_loss(self.net(images), labels))
         self._train_losses.append(float(loss.detach()))
         return loss
 
@@ -108,11 +130,28 @@ class ClassifierModule(L.LightningModule):
         labels = torch.cat(self._val_labels)
         self._val_logits.clear()
         self._val_labels.clear()
-        metrics = classification_metrics(logits, labels, self.num_classes, prefix="val_")
+        metrics = self.epoch_metrics(logits, labels)
         train_loss = (sum(self._train_losses) / len(self._train_losses)
                       if self._train_losses else float("nan"))
         self._train_losses.clear()
         record = {"epoch": float(self.current_epoch), "train_loss": train_loss, **metrics}
         self.history.append(record)
-        for key in ("val_acc", "val_auc", "val_loss"):
+        for key in self.monitored:
             self.log(key, metrics[key], prog_bar=True)
+
+
+class ClassifierModule(SupervisedModule):
+    """Cross-entropy training of a classifier ``net`` (images -> logits (N, K)); ``augment``
+    shifts images by up to 2 pixels. Validation metrics: ``val_acc``, ``val_auc``,
+    ``val_loss``, ... (see :func:`classification_metrics`)."""
+
+    monitored = ("val_acc", "val_auc", "val_loss")
+
+    def default_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, targets)
+
+    def epoch_metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        return classification_metrics(logits, targets, self.num_classes, prefix="val_")
+
+    def augment_batch(self, images: torch.Tensor, targets: torch.Tensor) -> Batch:
+        return random_shift(images), targets

@@ -40,10 +40,15 @@ def test_clean_dice_and_pgd_drop(trained) -> None:
     clean = evaluate_segmenter(model, data.splits["test"], 2)
     assert clean["test_dice"] >= 0.9, clean
     result = run_attack(model, SegAttackConfig(name="pgd", steps=10), data.splits["test"], 48, 2)
-    print(f"clean dice {clean['test_dice']:.3f}; "
-          f"PGD linf 8/255 dice {result.metrics['dice_adv']:.3f}")
-    assert result.metrics["dice_adv"] <= clean["test_dice"] - 0.05
-    assert result.metrics["linf_max"] <= 8 / 255 + 1e-6
+    m = result.metrics
+    print(f"clean dice {clean['test_dice']:.3f}; PGD linf 8/255 dice {m['dice_adv']:.3f}; "
+          f"random sign noise of the same norm {m['dice_noise']:.3f}")
+    assert m["dice_clean"] == pytest.approx(clean["test_dice"], abs=0.03)  # first 48 = whole
+    assert m["dice_adv"] <= m["dice_clean"] - 0.08
+    # the drop is the attack's doing: noise at the same L-inf budget (every pixel at +-eps)
+    # costs at most a third of it
+    assert m["dice_clean"] - m["dice_adv"] >= 3 * max(m["dice_clean"] - m["dice_noise"], 0.0)
+    assert m["linf_max"] <= 8 / 255 + 1e-6
 
 
 def test_erase_and_inject(trained) -> None:

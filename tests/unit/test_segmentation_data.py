@@ -167,3 +167,49 @@ def test_config_errors() -> None:
         config_from_dict({"segmentation": {"attacks": [{"name": "a"}, {"name": "a"}]}})
     cfg = config_from_dict({"segmentation": {"attacks": [{"name": "a", "eps": "8/255"}]}})
     assert cfg.segmentation.attacks[0].eps == pytest.approx(8 / 255)
+
+
+def _png_folder(root, mask_value: int = 1) -> None:
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        for i in range(4):
+            mask = np.zeros((16, 16), np.uint8)
+            if i % 2:
+                mask[4:8, 4:8] = mask_value if (split, i) == ("val", 3) else 1
+            _write_png_pair(root / split, f"case{i}", rng.integers(0, 256, (16, 16),
+                                                                   dtype=np.uint8), mask)
+
+
+def test_folder_validated_by_great_expectations(tmp_path) -> None:
+    from medsec.segmentation.job import load_seg_data, validate_seg_data
+
+    _png_folder(tmp_path / "good")
+    cfg = SegmentationConfig(data="folder", folder=str(tmp_path / "good"), num_classes=2)
+    report = validate_seg_data(load_seg_data(cfg), cfg)
+    assert report.success, report.hard_failures
+    names = {e["name"] for e in report.expectations}
+    assert {"mask shape matches image", "mask values are integers"} <= names
+    assert report.mask_stats["train"]["fraction_with_foreground"] == pytest.approx(0.5)
+    assert report.dataset_name == "good"
+    # a mask value outside the declared classes (2 with num_classes=2) is a hard failure
+    # naming the split and the image; the same data with 3 classes passes
+    _png_folder(tmp_path / "bad", mask_value=2)
+    cfg_bad = SegmentationConfig(data="folder", folder=str(tmp_path / "bad"), num_classes=2)
+    report = validate_seg_data(load_seg_data(cfg_bad), cfg_bad)
+    assert not report.success
+    assert any("val[3]" in f for f in report.hard_failures), report.hard_failures
+    cfg_three = cfg_bad.model_copy(update={"num_classes": 3})
+    assert validate_seg_data(load_seg_data(cfg_three), cfg_three).success
+    # large lesions are a warning, not a failure
+    cfg_small = cfg.model_copy(update={"max_foreground_fraction": 0.01})
+    report = validate_seg_data(load_seg_data(cfg_small), cfg_small)
+    assert report.success and any("foreground fraction" in w for w in report.warnings)
+
+
+def test_3d_volumes_validated() -> None:
+    from medsec.segmentation.job import validate_seg_data
+
+    data = phantom_volumes(4, 2, 2, size=8)
+    report = validate_seg_data(data, SegmentationConfig(data="phantoms3d"))
+    assert report.success, report.hard_failures
+    assert report.expected_shape == [1, 8, 8, 8]

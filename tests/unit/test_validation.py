@@ -45,6 +45,31 @@ def _json_roundtrip(report: ValidationReport) -> dict:
     return json.loads(json.dumps(report.to_dict(), allow_nan=False))
 
 
+MASK_CHECKS = ("mask shape matches image", "mask values are integers", "mask values >= 0",
+               "mask foreground fraction <= 0.5")
+
+
+def _mask_split(n: int, seed: int, spatial: tuple[int, ...] = SHAPE[1:]) -> ImageDataset:
+    """``n`` distinct images (N, 1, *spatial) with binary masks (N, *spatial): a small cube or
+    square lesion in every image of label 1, empty masks for label 0."""
+    rng = np.random.RandomState(seed)
+    images = (rng.randint(0, 256, size=(n, 1, *spatial)) / 255.0).astype(np.float32)
+    labels = np.arange(n, dtype=np.int64) % 2
+    masks = np.zeros((n, *spatial), np.uint8)
+    for i in np.flatnonzero(labels == 1):
+        masks[(i, *[slice(2, 5)] * len(spatial))] = 1
+    return ImageDataset(images, labels, masks)
+
+
+def _mask_splits(spatial: tuple[int, ...] = SHAPE[1:]) -> dict[str, ImageDataset]:
+    return {"train": _mask_split(20, 1, spatial), "val": _mask_split(10, 2, spatial),
+            "test": _mask_split(10, 3, spatial)}
+
+
+def _with_masks(data: ImageDataset, masks: np.ndarray) -> ImageDataset:
+    return ImageDataset(data.images, data.labels, masks)
+
+
 # --------------------------------------------------------------------------------------------
 # PneumoniaMNIST (real data, shared file)
 # --------------------------------------------------------------------------------------------
@@ -158,16 +183,34 @@ def test_phantoms_are_clean(tmp_path, monkeypatch):
     assert table["mask_foreground_fraction"].between(0, 1).all()
     assert (table.loc[table["label"] == 0, "mask_foreground_fraction"] == 0).all()
 
-    report = validate_dataset(data, data.num_classes, data.image_shape)
+    assert table["mask_shape_ok"].all() and (table["mask_nonint"] == 0).all()
+    assert table["mask_min"].min() == 0 and table["mask_max"].max() == 1
+
+    report = validate_dataset(data, data.num_classes, data.image_shape, num_mask_classes=2)
     assert report.success, report.hard_failures
     assert report.warnings == []
     assert report.duplicates_within == [] and report.duplicates_across == []
     assert report.class_counts == {"train": {0: 20, 1: 20}, "val": {0: 6, 1: 6},
                                    "test": {0: 6, 1: 6}}
     assert report.verification.startswith("synthetic")
+    mask_checks = {e["name"]: e for e in report.expectations if e["name"].startswith("mask")}
+    assert set(mask_checks) == set(MASK_CHECKS) | {"mask values < 2"}
+    assert all(e["success"] and e["engine"] == "great_expectations"
+               for e in mask_checks.values())
+    assert report.mask_stats is not None and set(report.mask_stats) == {"train", "val", "test"}
+    train = report.mask_stats["train"]
+    assert train["n_masks"] == 40 and train["fraction_with_foreground"] == pytest.approx(0.5)
+    lesion = table[(table["split"] == "train") & (table["label"] == 1)]
+    assert train["mean_foreground_fraction"] == pytest.approx(
+        lesion["mask_foreground_fraction"].sum() / 40)
     metrics = report.summary_metrics()
     assert metrics["n_duplicate_groups_within"] == 0 and metrics["n_warnings"] == 0
-    assert "**Verdict: PASSED**" in report.to_markdown()
+    assert metrics["mask_foreground_fraction_train"] == pytest.approx(
+        train["mean_foreground_fraction"], abs=1e-6)
+    assert metrics["mask_images_with_foreground_val"] == pytest.approx(0.5)
+    markdown = report.to_markdown()
+    assert "**Verdict: PASSED**" in markdown and "## Masks" in markdown
+    assert _json_roundtrip(report)["mask_stats"]["test"]["n_masks"] == 12
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,3 +345,142 @@ def test_missing_class_is_a_warning():
     assert report.class_counts["val"] == {0: 20, 1: 0, 2: 0}
     assert any("class 1 is absent" in w and "val" in w for w in report.warnings)
     assert any("class 2 is absent" in w and "train" in w for w in report.warnings)
+
+
+# --------------------------------------------------------------------------------------------
+# Segmentation masks
+# --------------------------------------------------------------------------------------------
+
+
+def test_masks_2d_pass_with_mask_expectations():
+    splits = _mask_splits()
+    splits["val"] = ImageDataset(splits["val"].images, splits["val"].labels)  # no masks
+    table = image_table(splits, SHAPE)
+    assert list(table.loc[table["split"] == "val", "has_mask"].unique()) == [False]
+    assert table["mask_shape_ok"].all() and (table["mask_nonint"] == 0).all()
+    assert table.loc[table["split"] == "val", "mask_min"].isna().all()
+
+    report = validate_dataset(splits, num_classes=2, expected_shape=SHAPE, num_mask_classes=2)
+    assert report.success, report.hard_failures
+    assert report.warnings == []
+    names = {e["name"]: e["success"] for e in report.expectations}
+    assert all(names[name] for name in (*MASK_CHECKS, "mask values < 2"))
+    assert report.mask_stats["train"] == {
+        "n_masks": 20, "mean_foreground_fraction": pytest.approx(0.5 * 9 / 64),
+        "fraction_with_foreground": 0.5, "min": 0.0, "max": 1.0}
+    assert report.mask_stats["val"]["n_masks"] == 0
+    assert report.mask_stats["val"]["mean_foreground_fraction"] is None
+    metrics = report.summary_metrics()
+    assert metrics["mask_foreground_fraction_test"] == pytest.approx(0.5 * 9 / 64, abs=1e-6)
+    assert "mask_foreground_fraction_val" not in metrics
+    assert _json_roundtrip(report)["mask_stats"]["val"]["n_masks"] == 0
+
+
+def test_masks_3d_volumes_pass(tmp_path):
+    spatial = (8, 8, 8)
+    splits = _mask_splits(spatial)
+    assert splits["train"].images.shape == (20, 1, 8, 8, 8)
+    assert splits["train"].masks.shape == (20, 8, 8, 8)
+    report = validate_dataset(splits, num_classes=2, expected_shape=(1, *spatial),
+                              num_mask_classes=2)
+    assert report.success, report.hard_failures
+    assert report.warnings == []
+    assert {*MASK_CHECKS, "mask values < 2"} <= {e["name"] for e in report.expectations}
+    assert report.mask_stats["val"]["mean_foreground_fraction"] == pytest.approx(
+        0.5 * 27 / 512)
+    paths = write_report(report, tmp_path)
+    assert json.loads(paths["json"].read_text())["mask_stats"]["train"]["n_masks"] == 20
+    assert "## Masks" in paths["markdown"].read_text()
+
+
+def _mask_wrong_shape(splits):
+    splits["val"] = _with_masks(splits["val"], np.zeros((10, 8, 9), np.uint8))
+
+
+def _mask_half_values(splits):
+    masks = splits["train"].masks.astype(np.float32)
+    masks[3, 0, :5] = 0.5
+    splits["train"] = _with_masks(splits["train"], masks)
+
+
+def _mask_negative(splits):
+    masks = splits["test"].masks.astype(np.int64)
+    masks[4, 1, 1] = -1
+    splits["test"] = _with_masks(splits["test"], masks)
+
+
+def _mask_too_large(splits):
+    masks = splits["train"].masks.copy()
+    masks[6, 2, 2] = 2
+    masks[9, 2, 2] = 7
+    splits["train"] = _with_masks(splits["train"], masks)
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "expected"),
+    [
+        (_mask_wrong_shape, ["mask shape does not match image: 10 image(s) in val (first: val[0] "
+                             "has mask shape 8x9, image shape 1x8x8)"]),
+        (_mask_half_values, ["mask values are not integers: 1 image(s) in train (first: "
+                             "train[3] has 5 non-integer value(s))"]),
+        (_mask_negative, ["mask values below 0: 1 image(s) in test (first: test[4] has min -1)"]),
+        (_mask_too_large, ["mask values >= 2 (num_mask_classes): 2 image(s) in train (first: "
+                           "train[6] has max 2)"]),
+    ],
+    ids=["shape", "non_integer", "negative", "too_large"],
+)
+def test_mask_hard_failures_name_split_and_index(corrupt, expected):
+    splits = _mask_splits()
+    corrupt(splits)
+    report = validate_dataset(splits, num_classes=2, expected_shape=SHAPE, num_mask_classes=2)
+    assert report.success is False
+    assert report.hard_failures == expected
+    with pytest.raises(ValidationFailed, match="mask"):
+        raise_if_failed(report)
+    assert report.summary_metrics()["n_hard_failures"] == 1
+    _json_roundtrip(report)
+
+
+def test_mask_class_bound_is_skipped_without_num_mask_classes():
+    splits = _mask_splits()
+    _mask_too_large(splits)
+    report = validate_dataset(splits, num_classes=2, expected_shape=SHAPE)
+    assert report.success, report.hard_failures
+    assert {e["name"] for e in report.expectations if e["name"].startswith("mask")} == set(
+        MASK_CHECKS)
+    assert report.mask_stats["train"]["max"] == 7
+
+
+def test_large_mask_foreground_is_a_warning():
+    splits = _mask_splits()
+    masks = splits["val"].masks.copy()
+    masks[5] = (np.arange(64).reshape(8, 8) < 58).astype(np.uint8)  # 58/64 ~ 0.906
+    splits["val"] = _with_masks(splits["val"], masks)
+    report = validate_dataset(splits, num_classes=2, expected_shape=SHAPE, num_mask_classes=2,
+                              max_foreground_fraction=0.5)
+    assert report.success, report.hard_failures
+    assert report.warnings == ["mask foreground fraction above 0.5: 1 image(s) in val (first: "
+                               "val[5] has foreground fraction 0.90625)"]
+    soft = {e["name"]: e for e in report.expectations if e["severity"] == "soft"}
+    assert soft["mask foreground fraction <= 0.5"]["success"] is False
+    raise_if_failed(report)  # warnings never raise
+    relaxed = validate_dataset(splits, num_classes=2, expected_shape=SHAPE,
+                               max_foreground_fraction=0.95)
+    assert relaxed.warnings == []
+
+
+def test_mask_count_mismatch_raises_data_error():
+    splits = _mask_splits()
+    splits["test"] = _with_masks(splits["test"], splits["test"].masks[:-1])
+    with pytest.raises(DataError, match="test"):
+        validate_dataset(splits, num_classes=2, expected_shape=SHAPE)
+
+
+def test_no_masks_no_mask_checks():
+    report = validate_dataset(_clean_splits(), num_classes=2, expected_shape=SHAPE,
+                              num_mask_classes=3)
+    assert report.success and report.mask_stats is None
+    assert not any(e["name"].startswith("mask") for e in report.expectations)
+    assert not any(k.startswith("mask") for k in report.summary_metrics())
+    assert "## Masks" not in report.to_markdown()
+    assert "mask_shape_ok" not in image_table(_clean_splits()).columns
