@@ -41,11 +41,13 @@ class SegAttackConfig(StrictModel):
 def _default_attacks() -> tuple[SegAttackConfig, ...]:
     return (
         SegAttackConfig(name="seg_fgsm", method="fgsm"),
-        SegAttackConfig(name="seg_pgd"),
+        SegAttackConfig(name="seg_pgd_4", eps=4 / 255, steps=10),
+        SegAttackConfig(name="seg_pgd", steps=10),
+        SegAttackConfig(name="seg_pgd_16", eps=16 / 255, steps=10),
         SegAttackConfig(name="seg_pgd_l2", norm="l2", eps=1.0, alpha=0.1),
         SegAttackConfig(name="seg_erase", kind="erase", eps=48 / 255, steps=30),
         SegAttackConfig(name="seg_erase_region", kind="erase", eps=48 / 255, steps=30,
-                        region_margin=1),
+                        region_margin=4),
         SegAttackConfig(name="seg_inject", kind="inject", eps=32 / 255, steps=30),
     )
 
