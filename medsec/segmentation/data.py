@@ -38,12 +38,14 @@ class SegSplit:
 
 @dataclass(frozen=True)
 class SegData:
-    """All splits (``train``, ``val``, ``test``) of a segmentation dataset."""
+    """All splits (``train``, ``val``, ``test``) of a segmentation dataset; ``names`` (folder
+    data) holds each split's file names in index order."""
 
     name: str
     splits: dict[str, SegSplit]
     num_classes: int
     version: str
+    names: dict[str, list[str]] | None = None
 
     @property
     def spatial_dims(self) -> int:
@@ -232,10 +234,12 @@ def load_segmentation_folder(root: str | Path) -> SegData:
     """A folder with ``train/``, ``val/``, ``test/`` subfolders, each as in
     :func:`read_image_mask_folder`."""
     root = Path(root)
-    splits = {s: read_image_mask_folder(root / s)[0] for s in ("train", "val", "test")}
+    read = {s: read_image_mask_folder(root / s) for s in ("train", "val", "test")}
+    splits = {s: split for s, (split, _) in read.items()}
     shapes = {s: sp.images.shape[1:] for s, sp in splits.items()}
     if len(set(shapes.values())) != 1:
         raise DataError(f"{root}: splits have different image shapes {shapes}")
     num_classes = max(2, max(int(s.masks.max()) for s in splits.values()) + 1)
     version = _md5(*(a for s in splits.values() for a in (s.images, s.masks)))
-    return SegData(root.name, splits, num_classes, version)
+    return SegData(root.name, splits, num_classes, version,
+                   names={s: names for s, (_, names) in read.items()})

@@ -7,6 +7,7 @@ in the project's Lightning loop, :func:`run_attack` runs one configured attack a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -79,8 +80,24 @@ def validate_seg_data(data: SegData, cfg: SegmentationConfig,
                               min_class_fraction=min_class_fraction,
                               num_mask_classes=data.num_classes,
                               max_foreground_fraction=cfg.max_foreground_fraction)
+    failures = [_name_images(f, data.names) for f in report.hard_failures]
+    warnings = [_name_images(w, data.names) for w in report.warnings]
     return replace(report, dataset_name=data.name, dataset_version=data.version,
-                   class_names=["no_foreground", "foreground"])
+                   class_names=["no_foreground", "foreground"], hard_failures=failures,
+                   warnings=warnings)
+
+
+def _name_images(message: str, names: dict[str, list[str]] | None) -> str:
+    """``train[3]`` -> ``train[3] (case007)`` in a validation message, for folder data."""
+    if not names:
+        return message
+
+    def named(match: re.Match[str]) -> str:
+        split, index = match.group(1), int(match.group(2))
+        files = names.get(split, [])
+        return f"{match.group(0)} ({files[index]})" if index < len(files) else match.group(0)
+
+    return re.sub(r"\b(train|val|test)\[(\d+)\]", named, message)
 
 
 def train_segmenter(cfg: SegmentationConfig, data: SegData,

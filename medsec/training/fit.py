@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
 from medsec.data.types import ImageDataset, TensorImageDataset
-from medsec.training.module import ClassifierModule, SupervisedModule
+from medsec.training.module import SupervisedModule
 
 
 class KeepBestState(Callback):
@@ -96,16 +96,6 @@ def fit_module(
     return FitResult(history=list(module.history), best_epoch=best_epoch, seconds=seconds)
 
 
-def fit_classifier(
-    module: ClassifierModule,
-    train_loader: DataLoader,
-    val_loader: DataLoader,
-    epochs: int,
-    seed: int,
-    callbacks: Sequence[Callback] = (),
-    select_best: bool = True,
-    progress: bool = False,
-) -> FitResult:
-    """:func:`fit_module` selecting on validation AUC (accuracy where AUC is undefined)."""
-    return fit_module(module, train_loader, val_loader, epochs, seed, callbacks, select_best,
-                      progress, monitor="val_auc")
+fit_classifier = fit_module
+"""Classifiers use :func:`fit_module` as it is: selection on validation AUC (accuracy where
+the AUC is undefined)."""

@@ -58,3 +58,47 @@ def test_segmentation_flow_tracks_everything(tmp_path, monkeypatch, phantom_dir,
     assert meta["source"]["mlflow_run_id"] == result["run_id"]
     assert meta["metrics"]["linf_max"] <= 48 / 255 + 1e-6
     assert (tmp_path / "models" / "segmenter.pt").is_file()
+
+
+def _png_folder(root, bad: bool) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        for sub in ("images", "masks"):
+            (root / split / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(4):
+            mask = np.zeros((16, 16), np.uint8)
+            if i % 2:
+                mask[4:8, 4:8] = 2 if bad and (split, i) == ("train", 1) else 1
+            Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(
+                root / split / "images" / f"case{i}.png")
+            Image.fromarray(mask).save(root / split / "masks" / f"case{i}.png")
+
+
+def test_segmentation_flow_on_a_folder_validates_first(tmp_path, monkeypatch, tracking_uri):
+    """A user folder goes through the Great Expectations checks before training: a mask value
+    outside the declared classes stops the flow with the image named, writes no model or
+    metrics, and leaves a FAILED MLflow run with the report."""
+    from medsec.errors import ValidationFailed
+
+    torch.set_num_threads(1)
+    monkeypatch.chdir(tmp_path)
+    _png_folder(tmp_path / "bad", bad=True)
+    overrides = ["segmentation.data=folder", "segmentation.num_classes=2", "segmentation.epochs=1",
+                 "segmentation.attacks=[{name: seg_pgd, steps: 1}]", "segmentation.n_attack=2"]
+    with pytest.raises(ValidationFailed, match=r"mask values .*train\[1\] \(case1\)"):
+        segmentation_flow(overrides=[*overrides, f"segmentation.folder={tmp_path / 'bad'}"])
+    assert not (tmp_path / "models" / "segmenter.pt").exists()
+    assert not (tmp_path / "metrics" / "segmentation.json").exists()
+    report = json.loads((tmp_path / "outputs" / "segmentation" / "validation" /
+                         "report.json").read_text())
+    assert report["success"] is False and report["dataset_name"] == "bad"
+    mlflow.set_tracking_uri(tracking_uri)
+    (failed,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert failed.info.status == "FAILED" and failed.data.metrics["data_success"] == 0.0
+    # the good folder trains and is attacked
+    _png_folder(tmp_path / "good", bad=False)
+    result = segmentation_flow(overrides=[*overrides, f"segmentation.folder={tmp_path / 'good'}"])
+    assert result["metrics"]["clean"]["test_dice"] >= 0.0
+    assert set(result["attack_run_ids"]) == {"seg_pgd"}

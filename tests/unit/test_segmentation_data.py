@@ -197,7 +197,7 @@ def test_folder_validated_by_great_expectations(tmp_path) -> None:
     cfg_bad = SegmentationConfig(data="folder", folder=str(tmp_path / "bad"), num_classes=2)
     report = validate_seg_data(load_seg_data(cfg_bad), cfg_bad)
     assert not report.success
-    assert any("val[3]" in f for f in report.hard_failures), report.hard_failures
+    assert any("val[3] (case3)" in f for f in report.hard_failures), report.hard_failures
     cfg_three = cfg_bad.model_copy(update={"num_classes": 3})
     assert validate_seg_data(load_seg_data(cfg_three), cfg_three).success
     # large lesions are a warning, not a failure
