@@ -7,7 +7,10 @@ MLflow: one run tagged ``medsec.stage=train`` (data checks as ``data_*``, clean 
 checkpoint) and one run per attack tagged ``medsec.stage=attack``, ``medsec.attack=<name>``
 (metrics, overlay figure, dataset); all carry ``medsec.task=segmentation``. Files:
 ``models/segmenter.pt``, ``metrics/segmentation.json``,
-``outputs/segmentation/<attack>.{npz,json}``.
+``outputs/segmentation/<attack>.{npz,json}``. With ``segmentation.adversarial_training`` a
+PGD-adversarially-trained segmenter is trained and attacked the same way (runs tagged
+``medsec.defense=pgd_at``, files in ``outputs/segmentation/pgd_at/``); the first one is tagged
+``medsec.defense=none``.
 """
 
 from __future__ import annotations
@@ -17,10 +20,14 @@ from pathlib import Path
 from prefect import flow
 
 from flows.outputs import METRICS, MODELS
+from medsec.config import MedSecConfig
 from medsec.data.validation import raise_if_failed, write_report
 from medsec.io import write_json
 from medsec.segmentation.checkpoint import save_segmenter
+from medsec.segmentation.config import SegAdversarialTraining, SegmentationConfig
+from medsec.segmentation.data import SegData
 from medsec.segmentation.dataset import save_seg_adversarial
+from medsec.segmentation.job import TrainedSegmenter
 from medsec.segmentation.viz import overlay_figure
 from tasks.common import load_config_task, load_dataset_task
 from tasks.segmentation import (
@@ -35,19 +42,60 @@ from tasks.tracking import log_artifact, log_figure, log_metrics, tracked_run
 SEGMENTATION_DIR = Path("outputs") / "segmentation"
 SEGMENTATION_METRICS = METRICS / "segmentation.json"
 SEGMENTER_CKPT = MODELS / "segmenter.pt"
+DEFENDED_DIR = SEGMENTATION_DIR / "pgd_at"
+
+
+def _train(seg: SegmentationConfig, data: SegData, adversarial: SegAdversarialTraining | None,
+           checkpoint: Path) -> tuple[TrainedSegmenter, dict[str, float]]:
+    """Train (inside the active MLflow run), log the clean scores, save the checkpoint."""
+    trained = train_segmenter_task(seg, data, adversarial)
+    clean = evaluate_segmenter_task(trained, data)
+    log_metrics(clean | {"best_epoch": trained.fit.best_epoch, "fit_seconds": trained.fit.seconds})
+    save_segmenter(checkpoint, trained.model, trained.meta)
+    log_artifact(checkpoint, "model")
+    return trained, clean
+
+
+def _attack_all(cfg: MedSecConfig, data: SegData, trained: TrainedSegmenter, source_run: str,
+                tags: dict[str, str], out_dir: Path) -> tuple[dict[str, dict], dict[str, str]]:
+    """One MLflow run per configured attack; adversarial datasets into ``out_dir``."""
+    seg = cfg.segmentation
+    source = {"mlflow_run_id": source_run, "model": seg.model, "dataset": data.name,
+              "data_version": data.version, "defense": trained.meta["defense"]}
+    attacks: dict[str, dict[str, float]] = {}
+    run_ids: dict[str, str] = {}
+    for spec in seg.attacks:
+        with tracked_run("attack", cfg, data.version,
+                         tags=tags | {"medsec.attack": spec.name,
+                                      "medsec.source_run_id": source_run},
+                         run_name=f"segmentation-{spec.name}-{data.name}-"
+                                  f"{trained.meta['defense']}") as attack_run:
+            result = seg_attack_task(trained, spec, data, seg)
+            log_metrics(result.metrics)
+            log_figure(overlay_figure(result, seg.n_figure, f"{data.name}: {spec.name}"),
+                       f"segmentation/{spec.name}_overlay.png")
+            if seg.save_adversarial:
+                paths = save_seg_adversarial(out_dir, result, source)
+                log_artifact(paths["json"], "segmentation")
+                log_artifact(paths["npz"], "segmentation")
+            attacks[spec.name] = {k: v for k, v in result.metrics.items() if k != "seconds"}
+            run_ids[spec.name] = attack_run.info.run_id
+    return attacks, run_ids
 
 
 @flow(name="segmentation")
 def segmentation_flow(
     config: str | None = None, preset: str | None = None, overrides: list[str] | None = None,
 ) -> dict:
-    """Returns ``{"run_id", "attack_run_ids", "metrics"}`` (metrics as in the JSON file)."""
+    """Returns ``{"run_id", "attack_run_ids", "metrics"}`` (metrics as in the JSON file; with
+    ``segmentation.adversarial_training`` also ``defended_run_id``/``defended_attack_run_ids``
+    and ``metrics["defended"]["pgd_at"]``)."""
     cfg = load_config_task(config, preset, overrides)
     seg = cfg.segmentation
     loaded = load_dataset_task(cfg) if seg.data == "phantoms" else None
     data = seg_data_task(seg, loaded)
     tags = {"medsec.task": "segmentation", "medsec.model": seg.model,
-            "medsec.dataset": data.name}
+            "medsec.dataset": data.name, "medsec.defense": "none"}
     with tracked_run("train", cfg, data.version, tags=tags,
                      run_name=f"segmentation-train-{data.name}-{seg.model}") as run:
         report = validate_seg_data_task(data, seg, cfg.validation.min_class_fraction)
@@ -55,34 +103,24 @@ def segmentation_flow(
             log_artifact(path, "validation")
         log_metrics({f"data_{k}": v for k, v in report.summary_metrics().items()})
         raise_if_failed(report)
-        trained = train_segmenter_task(seg, data)
-        clean = evaluate_segmenter_task(trained, data)
-        log_metrics(clean | {"best_epoch": trained.fit.best_epoch,
-                             "fit_seconds": trained.fit.seconds})
-        save_segmenter(SEGMENTER_CKPT, trained.model, trained.meta)
-        log_artifact(SEGMENTER_CKPT, "model")
-    source = {"mlflow_run_id": run.info.run_id, "model": seg.model, "dataset": data.name,
-              "data_version": data.version}
-    attacks: dict[str, dict[str, float]] = {}
-    run_ids: dict[str, str] = {}
-    for spec in seg.attacks:
-        with tracked_run("attack", cfg, data.version,
-                         tags=tags | {"medsec.attack": spec.name,
-                                      "medsec.source_run_id": run.info.run_id},
-                         run_name=f"segmentation-{spec.name}-{data.name}") as attack_run:
-            result = seg_attack_task(trained, spec, data, seg)
-            log_metrics(result.metrics)
-            log_figure(overlay_figure(result, seg.n_figure, f"{data.name}: {spec.name}"),
-                       f"segmentation/{spec.name}_overlay.png")
-            if seg.save_adversarial:
-                paths = save_seg_adversarial(SEGMENTATION_DIR, result, source)
-                log_artifact(paths["json"], "segmentation")
-                log_artifact(paths["npz"], "segmentation")
-            attacks[spec.name] = {k: v for k, v in result.metrics.items() if k != "seconds"}
-            run_ids[spec.name] = attack_run.info.run_id
-    metrics = {"clean": clean, "best_epoch": trained.fit.best_epoch, "attacks": attacks}
+        trained, clean = _train(seg, data, None, SEGMENTER_CKPT)
+    attacks, run_ids = _attack_all(cfg, data, trained, run.info.run_id, tags, SEGMENTATION_DIR)
+    metrics: dict = {"clean": clean, "best_epoch": trained.fit.best_epoch, "attacks": attacks}
+    out: dict = {"run_id": run.info.run_id, "attack_run_ids": run_ids, "metrics": metrics}
+    if seg.adversarial_training is not None:
+        at = seg.adversarial_training
+        d_tags = tags | {"medsec.defense": "pgd_at"}
+        with tracked_run("train", cfg, data.version, tags=d_tags,
+                         run_name=f"segmentation-train-{data.name}-{seg.model}-pgd_at") as d_run:
+            log_metrics({"at_eps": at.eps, "at_steps": at.steps, "at_alpha": at.step_size})
+            d_trained, d_clean = _train(seg, data, at, DEFENDED_DIR / "segmenter.pt")
+        d_attacks, d_ids = _attack_all(cfg, data, d_trained, d_run.info.run_id, d_tags,
+                                       DEFENDED_DIR)
+        metrics["defended"] = {"pgd_at": {"clean": d_clean, "best_epoch": d_trained.fit.best_epoch,
+                                          "attacks": d_attacks}}
+        out |= {"defended_run_id": d_run.info.run_id, "defended_attack_run_ids": d_ids}
     write_json(SEGMENTATION_METRICS, metrics)
-    return {"run_id": run.info.run_id, "attack_run_ids": run_ids, "metrics": metrics}
+    return out
 
 
 if __name__ == "__main__":

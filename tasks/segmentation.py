@@ -6,7 +6,11 @@ from prefect import task
 
 from medsec.data.types import LoadedDataset
 from medsec.data.validation import ValidationReport
-from medsec.segmentation.config import SegAttackConfig, SegmentationConfig
+from medsec.segmentation.config import (
+    SegAdversarialTraining,
+    SegAttackConfig,
+    SegmentationConfig,
+)
 from medsec.segmentation.data import SegData
 from medsec.segmentation.job import (
     SegAttackResult,
@@ -33,9 +37,11 @@ def seg_data_task(cfg: SegmentationConfig, loaded: LoadedDataset | None) -> SegD
 
 
 @task(name="train-segmenter")
-def train_segmenter_task(cfg: SegmentationConfig, data: SegData) -> TrainedSegmenter:
-    """Fit the segmenter; each epoch's ``train_loss``/``val_loss``/``val_dice`` go to MLflow."""
-    return train_segmenter(cfg, data, callbacks=[MlflowEpochLogger()])
+def train_segmenter_task(cfg: SegmentationConfig, data: SegData,
+                         adversarial: SegAdversarialTraining | None = None) -> TrainedSegmenter:
+    """Fit the segmenter (adversarially with ``adversarial``); each epoch's ``train_loss``/
+    ``val_loss``/``val_dice`` go to MLflow."""
+    return train_segmenter(cfg, data, callbacks=[MlflowEpochLogger()], adversarial=adversarial)
 
 
 @task(name="evaluate-segmenter")

@@ -36,22 +36,27 @@ class AdversarialBatches:
     ``alpha``, random start, final iterate as in Madry et al.).
 
     ``steps=1, alpha=1.25 * eps`` is fast FGSM training with a random start (Wong et al.).
+    ``attack_cls`` is :class:`PGD` for classifiers; a subclass with the same constructor (e.g.
+    ``medsec.segmentation.attacks.SegPGD``, dense labels) trains other models the same way.
     """
 
-    def __init__(self, eps: float, alpha: float, steps: int, seed: int = 0) -> None:
+    def __init__(self, eps: float, alpha: float, steps: int, seed: int = 0,
+                 attack_cls: type[PGD] = PGD) -> None:
         self.eps = check_epsilon("eps", eps)
         self.alpha = check_epsilon("alpha", alpha)
         self.steps, self.seed, self.calls = int(steps), int(seed), 0
+        self.attack_cls = attack_cls
 
     @classmethod
     def fast_fgsm(cls, eps: float, alpha: float | None = None, seed: int = 0) -> AdversarialBatches:
         return cls(eps, 1.25 * eps if alpha is None else alpha, 1, seed)
 
     def attack(self, net: nn.Module, loss_fn: LossFn | None = None) -> PGD:
-        """A PGD on ``net`` with a fresh random start (seed + call count)."""
+        """An ``attack_cls`` PGD on ``net`` with a fresh random start (seed + call count)."""
         self.calls += 1
-        return PGD(net, eps=self.eps, alpha=self.alpha, steps=self.steps, random_start=True,
-                   early_stop=False, seed=self.seed + self.calls, loss_fn=loss_fn)
+        return self.attack_cls(net, eps=self.eps, alpha=self.alpha, steps=self.steps,
+                               random_start=True, early_stop=False, seed=self.seed + self.calls,
+                               loss_fn=loss_fn)
 
     def __call__(self, net: nn.Module, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         return self.attack(net)(images, labels), labels

@@ -143,14 +143,15 @@ class SegFGSM(DenseAttackMixin, FGSM):
 
 
 class SegPGD(DenseAttackMixin, PGD):
-    """PGD (linf/l2, restarts) on a segmenter; ``early_stop`` defaults to False."""
+    """PGD (linf/l2, restarts) on a segmenter; ``early_stop`` defaults to False (a dense
+    attack keeps improving after its first success)."""
 
     name = "seg_pgd"
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float = 2 / 255,
                  steps: int = 20, norm: str = "linf", random_start: bool = True,
-                 restarts: int = 1, targeted: bool = False, seed: int = 0,
-                 loss_fn: LossFn | None = None) -> None:
+                 restarts: int = 1, early_stop: bool = False, targeted: bool = False,
+                 seed: int = 0, loss_fn: LossFn | None = None) -> None:
         super().__init__(model, eps=eps, alpha=alpha, steps=steps, norm=norm,
-                         random_start=random_start, restarts=restarts, early_stop=False,
+                         random_start=random_start, restarts=restarts, early_stop=early_stop,
                          targeted=targeted, seed=seed, loss_fn=loss_fn)

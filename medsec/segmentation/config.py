@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from medsec.attacks.config import Epsilon
 from medsec.config_base import StrictModel
 
 
@@ -24,18 +25,24 @@ class SegAttackConfig(StrictModel):
     kind: Literal["untargeted", "erase", "inject"] = "untargeted"
     method: Literal["pgd", "fgsm"] = "pgd"
     norm: Literal["linf", "l2"] = "linf"
-    eps: float = Field(default=8 / 255, gt=0.0)
-    alpha: float | None = Field(default=None, gt=0.0)
+    eps: Epsilon = Field(default=8 / 255, gt=0.0)
+    alpha: Epsilon | None = Field(default=None, gt=0.0)
     steps: int = Field(default=20, gt=0, le=1000)
     region_margin: int | None = Field(default=None, ge=0)
 
-    @field_validator("eps", "alpha", mode="before")
-    @classmethod
-    def _fraction(cls, value: object) -> object:
-        if isinstance(value, str) and "/" in value:
-            num, den = value.split("/", 1)
-            return float(num) / float(den)
-        return value
+
+class SegAdversarialTraining(StrictModel):
+    """PGD adversarial training of a second segmenter (Madry et al. with the dense loss):
+    every training batch is replaced by SegPGD examples (L-inf ``eps``, ``steps`` steps of
+    ``alpha``, default ``2.5 * eps / steps``, random start)."""
+
+    eps: Epsilon = Field(default=8 / 255, gt=0.0, le=1.0)
+    steps: int = Field(default=3, gt=0, le=100)
+    alpha: Epsilon | None = Field(default=None, gt=0.0)
+
+    @property
+    def step_size(self) -> float:
+        return self.alpha if self.alpha is not None else 2.5 * self.eps / self.steps
 
 
 def _default_attacks() -> tuple[SegAttackConfig, ...]:
@@ -60,6 +67,8 @@ class SegmentationConfig(StrictModel):
     images/ and masks/, PNG or NIfTI). ``num_classes``: mask classes incl. background (None:
     one more than the largest mask value); the validation stage fails on mask values outside
     it and warns on images whose foreground exceeds ``max_foreground_fraction``.
+    ``adversarial_training`` (optional): also train a PGD-adversarially-trained segmenter and
+    run every attack on it too (does the defense help against erase/inject?).
     """
 
     data: Literal["phantoms", "phantoms3d", "folder"] = "phantoms"
@@ -78,6 +87,7 @@ class SegmentationConfig(StrictModel):
     n_attack: int = Field(default=48, gt=0)
     lesion_overlap: float = Field(default=0.5, gt=0.0, le=1.0)
     attacks: tuple[SegAttackConfig, ...] = Field(default_factory=_default_attacks)
+    adversarial_training: SegAdversarialTraining | None = None
     save_adversarial: bool = True
     n_figure: int = Field(default=4, gt=0, le=16)
     seed: int = 0

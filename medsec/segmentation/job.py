@@ -20,10 +20,15 @@ from medsec.attacks.base import Attack
 from medsec.attacks.noise import random_perturbation
 from medsec.data.types import LoadedDataset
 from medsec.data.validation import ValidationReport, validate_dataset
+from medsec.defenses.training import AdversarialBatches
 from medsec.errors import ConfigError
 from medsec.metrics.image_quality import perturbation_norms, ssim
 from medsec.segmentation.attacks import SegFGSM, SegPGD, dilate_region
-from medsec.segmentation.config import SegAttackConfig, SegmentationConfig
+from medsec.segmentation.config import (
+    SegAdversarialTraining,
+    SegAttackConfig,
+    SegmentationConfig,
+)
 from medsec.segmentation.data import (
     SegData,
     SegSplit,
@@ -101,9 +106,11 @@ def _name_images(message: str, names: dict[str, list[str]] | None) -> str:
 
 
 def train_segmenter(cfg: SegmentationConfig, data: SegData,
-                    callbacks: Sequence[Callback] = ()) -> TrainedSegmenter:
+                    callbacks: Sequence[Callback] = (),
+                    adversarial: SegAdversarialTraining | None = None) -> TrainedSegmenter:
     """Seeded segmenter (normalisation from the training split) fitted on ``train``, selected
-    on ``val`` (best ``val_dice``)."""
+    on ``val`` (best clean ``val_dice``). With ``adversarial`` every training batch is replaced
+    by SegPGD examples (the classifiers' :class:`AdversarialBatches` with a dense attack)."""
     seed_everything(cfg.seed)
     train = data.splits["train"]
     axes = (0, *range(2, train.images.ndim))
@@ -111,13 +118,18 @@ def train_segmenter(cfg: SegmentationConfig, data: SegData,
     std = np.maximum(train.images.std(axis=axes), 1e-3).astype(float).tolist()
     net = build_segmenter(cfg.model, data.spatial_dims, data.in_channels, data.num_classes,
                           tuple(cfg.channels), mean, std)
-    module = SegmenterModule(net, data.num_classes, lr=cfg.lr)
+    transform = None if adversarial is None else AdversarialBatches(
+        adversarial.eps, adversarial.step_size, adversarial.steps, cfg.seed, attack_cls=SegPGD)
+    module = SegmenterModule(net, data.num_classes, lr=cfg.lr, batch_transform=transform)
     fit = fit_segmenter(module, train, data.splits["val"], cfg.epochs, cfg.batch_size, cfg.seed,
                         callbacks)
     meta = {"name": cfg.model, "spatial_dims": data.spatial_dims,
             "in_channels": data.in_channels, "num_classes": data.num_classes,
             "channels": list(cfg.channels), "dataset": data.name,
-            "data_version": data.version, "best_epoch": fit.best_epoch, "seed": cfg.seed}
+            "data_version": data.version, "best_epoch": fit.best_epoch, "seed": cfg.seed,
+            "defense": "none" if adversarial is None else "pgd_at"}
+    if adversarial is not None:
+        meta |= {"at_eps": adversarial.eps, "at_steps": adversarial.steps}
     return TrainedSegmenter(net, meta, fit)
 
 

@@ -23,6 +23,7 @@ def test_segmentation_flow_tracks_everything(tmp_path, monkeypatch, phantom_dir,
     result = segmentation_flow(overrides=[
         f"dataset.data_dir={phantom_dir}", "segmentation.epochs=1", "segmentation.n_attack=4",
         "segmentation.max_train=32", f"segmentation.attacks={ATTACKS}",
+        "segmentation.adversarial_training={eps: 8/255, steps: 1}",
     ])
     mlflow.set_tracking_uri(tracking_uri)
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
@@ -31,9 +32,20 @@ def test_segmentation_flow_tracks_everything(tmp_path, monkeypatch, phantom_dir,
         assert r.info.status == "FINISHED"
         assert r.data.tags["medsec.task"] == "segmentation"
         assert r.data.tags["medsec.model"] == "unet"
-        by_stage.setdefault(r.data.tags["medsec.stage"], []).append(r)
+        if r.data.tags["medsec.defense"] == "none":
+            by_stage.setdefault(r.data.tags["medsec.stage"], []).append(r)
     assert len(by_stage["train"]) == 1 and len(by_stage["attack"]) == 3
     train = by_stage["train"][0]
+    # the adversarially trained segmenter: its own train run and the same three attacks
+    defended = [r for r in runs if r.data.tags["medsec.defense"] == "pgd_at"]
+    assert sorted(r.data.tags["medsec.stage"] for r in defended) == ["attack"] * 3 + ["train"]
+    d_train = next(r for r in defended if r.data.tags["medsec.stage"] == "train")
+    assert d_train.info.run_id == result["defended_run_id"] != result["run_id"]
+    assert d_train.data.metrics["at_eps"] == pytest.approx(8 / 255)
+    d_metrics = result["metrics"]["defended"]["pgd_at"]
+    assert set(d_metrics["attacks"]) == {"seg_pgd", "seg_erase", "seg_inject"}
+    assert (tmp_path / "outputs" / "segmentation" / "pgd_at" / "segmenter.pt").is_file()
+    assert (tmp_path / "outputs" / "segmentation" / "pgd_at" / "seg_erase.npz").is_file()
     assert train.info.run_id == result["run_id"]
     for key in ("test_dice", "test_dice_lesion", "test_iou_lesion", "test_hd95_lesion",
                 "val_dice"):
