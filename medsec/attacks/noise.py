@@ -7,24 +7,34 @@ vulnerability; scorecards report both (e.g. ``dice_noise`` beside ``dice_adv``).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
 def random_perturbation(images: Tensor, eps: float, norm: str = "linf", seed: int = 0,
-                        region: Tensor | None = None) -> Tensor:
+                        region: Tensor | None = None, scale: int = 1) -> Tensor:
     """``images`` (N, C, *S) in [0, 1] plus random noise of size ``eps``, clipped to [0, 1].
 
     ``linf``: a random sign per pixel times ``eps`` (a random corner of the ball, the
     largest random change the budget allows); ``l2``: a Gaussian direction scaled to L2 norm
     ``eps`` per example. ``region`` (N, *S) bool confines the noise (zero outside it; the L2
-    norm is then spent inside the region). Deterministic for a given ``seed``.
+    norm is then spent inside the region). ``scale`` > 1 draws one value per block of
+    ``scale`` pixels per side (the noise counterpart of a coarse-scale attack). Deterministic
+    for a given ``seed``.
     """
     if norm not in ("linf", "l2"):
         raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
     generator = torch.Generator().manual_seed(seed)
-    noise = torch.randn(images.shape, generator=generator, dtype=torch.float32)
+    spatial = images.shape[2:]
+    if scale < 1 or any(side % scale for side in spatial):
+        raise ValueError(f"scale must be >= 1 and divide the image size {tuple(spatial)}, "
+                         f"got {scale}")
+    coarse = (*images.shape[:2], *(side // scale for side in spatial))
+    noise = torch.randn(coarse, generator=generator, dtype=torch.float32)
+    if scale > 1:
+        noise = F.interpolate(noise, scale_factor=scale, mode="nearest")
     noise = noise.to(device=images.device, dtype=images.dtype)
     if region is not None:
         noise = noise * region.to(noise.dtype).unsqueeze(1)

@@ -46,17 +46,37 @@ def dilate_region(masks: Tensor, margin: int) -> Tensor:
     return torch.from_numpy(fg).to(masks.device)
 
 
+def coarsen(grad: Tensor, scale: int) -> Tensor:
+    """Project a dense tensor (N, C, *S) onto perturbations that are constant on blocks of
+    ``scale`` pixels/voxels per side (block mean, repeated); ``scale=1`` returns it as is."""
+    if scale == 1:
+        return grad
+    spatial = grad.shape[2:]
+    if any(side % scale for side in spatial):
+        raise ValueError(f"scale {scale} must divide the image size {tuple(spatial)}")
+    pool = F.avg_pool3d if len(spatial) == 3 else F.avg_pool2d
+    return F.interpolate(pool(grad, scale), scale_factor=scale, mode="nearest")
+
+
 class DenseAttackMixin(Attack):
-    """Dense-label checks, a pixel-CE default loss, and region-restricted perturbations.
+    """Dense-label checks, a pixel-CE default loss, region-restricted and coarse-scale
+    perturbations.
 
     Call as ``attack(images, masks, region=None)``: images (N, C, *S) in [0, 1]; masks
     (N, *S) integer class indices (true masks, or target masks when ``targeted``); region
-    (N, *S) bool or None (None: perturb everywhere).
+    (N, *S) bool or None (None: perturb everywhere). ``scale`` > 1 (the multi-scale variant)
+    restricts the perturbation to blocks of ``scale`` x ``scale`` pixels with one value each
+    (low-frequency changes, like a bias field; exact up to the [0, 1] clip; no random start).
     """
 
     def __init__(self, model: nn.Module, *args, loss_fn: LossFn | None = None,
-                 **kwargs) -> None:
+                 scale: int = 1, **kwargs) -> None:
         super().__init__(model, *args, loss_fn=loss_fn or pixel_cross_entropy, **kwargs)
+        if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+            raise ValueError(f"scale must be an integer >= 1, got {scale!r}")
+        self.scale = scale
+        if scale > 1 and getattr(self, "random_start", False):
+            self.random_start = False  # a per-pixel random start is not block-constant
         self._region: Tensor | None = None
 
     def __call__(self, images: Tensor, labels: Tensor, region: Tensor | None = None) -> Tensor:
@@ -87,6 +107,7 @@ class DenseAttackMixin(Attack):
         return self._confine(self._perturb(images, labels, clean_logits), images)
 
     def _ascent_step(self, x_adv: Tensor, x: Tensor, grad: Tensor, step: float | Tensor) -> Tensor:
+        grad = coarsen(grad, self.scale)
         if self._region is not None:
             grad = grad * self._region  # steepest ascent restricted to the region's pixels
         return self._confine(super()._ascent_step(x_adv, x, grad, step), x)
@@ -137,21 +158,23 @@ class DenseAttackMixin(Attack):
 
 
 class SegFGSM(DenseAttackMixin, FGSM):
-    """FGSM/FGM on a segmenter (dense pixel-CE loss); see :class:`DenseAttackMixin`."""
+    """FGSM/FGM on a segmenter (dense pixel-CE loss, optional ``scale``); see
+    :class:`DenseAttackMixin`."""
 
     name = "seg_fgsm"
 
 
 class SegPGD(DenseAttackMixin, PGD):
     """PGD (linf/l2, restarts) on a segmenter; ``early_stop`` defaults to False (a dense
-    attack keeps improving after its first success)."""
+    attack keeps improving after its first success); ``scale`` as in
+    :class:`DenseAttackMixin`."""
 
     name = "seg_pgd"
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float = 2 / 255,
                  steps: int = 20, norm: str = "linf", random_start: bool = True,
                  restarts: int = 1, early_stop: bool = False, targeted: bool = False,
-                 seed: int = 0, loss_fn: LossFn | None = None) -> None:
+                 seed: int = 0, loss_fn: LossFn | None = None, scale: int = 1) -> None:
         super().__init__(model, eps=eps, alpha=alpha, steps=steps, norm=norm,
                          random_start=random_start, restarts=restarts, early_stop=early_stop,
-                         targeted=targeted, seed=seed, loss_fn=loss_fn)
+                         targeted=targeted, seed=seed, loss_fn=loss_fn, scale=scale)

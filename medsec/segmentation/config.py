@@ -18,7 +18,9 @@ class SegAttackConfig(StrictModel):
     test image, on images without a lesion). ``method``: ``pgd`` or ``fgsm``. ``eps``/``alpha``
     in pixel units (strings like ``8/255`` allowed; ``alpha`` defaults to eps/8).
     ``region_margin``: None perturbs the whole image; k >= 0 restricts the perturbation to the
-    lesion (the true one; the target one for inject) grown by k pixels.
+    lesion (the true one; the target one for inject) grown by k pixels. ``scale`` > 1: the
+    multi-scale variant - one perturbation value per block of scale x scale pixels (coarse,
+    low-frequency changes; the image side must be divisible by it).
     """
 
     name: str
@@ -29,6 +31,7 @@ class SegAttackConfig(StrictModel):
     alpha: Epsilon | None = Field(default=None, gt=0.0)
     steps: int = Field(default=20, gt=0, le=1000)
     region_margin: int | None = Field(default=None, ge=0)
+    scale: int = Field(default=1, ge=1, le=64)
 
 
 class SegAdversarialTraining(StrictModel):
@@ -51,6 +54,7 @@ def _default_attacks() -> tuple[SegAttackConfig, ...]:
         SegAttackConfig(name="seg_pgd_4", eps=4 / 255, steps=10),
         SegAttackConfig(name="seg_pgd", steps=10),
         SegAttackConfig(name="seg_pgd_16", eps=16 / 255, steps=10),
+        SegAttackConfig(name="seg_pgd_16_coarse4", eps=16 / 255, steps=10, scale=4),
         SegAttackConfig(name="seg_pgd_l2", norm="l2", eps=1.0, alpha=0.1),
         SegAttackConfig(name="seg_erase", kind="erase", eps=48 / 255, steps=30),
         SegAttackConfig(name="seg_erase_region", kind="erase", eps=48 / 255, steps=30,

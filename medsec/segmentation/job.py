@@ -144,10 +144,11 @@ def build_attack(model: torch.nn.Module, spec: SegAttackConfig, seed: int = 0) -
     """The configured dense attack (targeted for ``erase``/``inject``)."""
     targeted = spec.kind != "untargeted"
     if spec.method == "fgsm":
-        return SegFGSM(model, eps=spec.eps, norm=spec.norm, targeted=targeted, seed=seed)
+        return SegFGSM(model, eps=spec.eps, norm=spec.norm, targeted=targeted, seed=seed,
+                       scale=spec.scale)
     alpha = spec.alpha if spec.alpha is not None else spec.eps / 8
     return SegPGD(model, eps=spec.eps, alpha=alpha, steps=spec.steps, norm=spec.norm,
-                  targeted=targeted, seed=seed)
+                  targeted=targeted, seed=seed, scale=spec.scale)
 
 
 @dataclass
@@ -236,7 +237,7 @@ def run_attack(model: torch.nn.Module, spec: SegAttackConfig, test: SegSplit, n:
     metrics = attack_metrics(spec.kind, images, adv, masks, targets, pred_clean, pred_adv,
                              num_classes, overlap)
     pred_noise = predict_masks(model, random_perturbation(images, spec.eps, spec.norm, seed,
-                                                          region))
+                                                          region, spec.scale))
     if spec.kind != "inject":
         metrics["dice_noise"] = segmentation_metrics(pred_noise, masks, num_classes)["dice"]
     if spec.kind != "untargeted":
