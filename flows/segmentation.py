@@ -7,10 +7,11 @@ MLflow: one run tagged ``medsec.stage=train`` (data checks as ``data_*``, clean 
 checkpoint) and one run per attack tagged ``medsec.stage=attack``, ``medsec.attack=<name>``
 (metrics, overlay figure, dataset); all carry ``medsec.task=segmentation``. Files:
 ``models/segmenter.pt``, ``metrics/segmentation.json``,
-``outputs/segmentation/<attack>.{npz,json}``. With ``segmentation.adversarial_training`` a
-PGD-adversarially-trained segmenter is trained and attacked the same way (runs tagged
-``medsec.defense=pgd_at``, files in ``outputs/segmentation/pgd_at/``); the first one is tagged
-``medsec.defense=none``.
+``outputs/segmentation/<attack>.{npz,json}``, ``outputs/segmentation/scorecard.md`` (every
+attack on every segmenter in one table; also an artifact of the first train run). With
+``segmentation.adversarial_training`` a PGD-adversarially-trained segmenter is trained and
+attacked the same way (runs tagged ``medsec.defense=pgd_at``, files in
+``outputs/segmentation/pgd_at/``); the first one is tagged ``medsec.defense=none``.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from prefect import flow
 from flows.outputs import METRICS, MODELS
 from medsec.config import MedSecConfig
 from medsec.data.validation import raise_if_failed, write_report
-from medsec.io import write_json
+from medsec.io import write_json, write_text
 from medsec.segmentation.checkpoint import save_segmenter
 from medsec.segmentation.config import SegAdversarialTraining, SegmentationConfig
 from medsec.segmentation.data import SegData
 from medsec.segmentation.dataset import save_seg_adversarial
 from medsec.segmentation.job import TrainedSegmenter
+from medsec.segmentation.scorecard import scorecard_markdown
 from medsec.segmentation.viz import overlay_figure
 from tasks.common import load_config_task, load_dataset_task
 from tasks.segmentation import (
@@ -119,6 +121,10 @@ def segmentation_flow(
         metrics["defended"] = {"pgd_at": {"clean": d_clean, "best_epoch": d_trained.fit.best_epoch,
                                           "attacks": d_attacks}}
         out |= {"defended_run_id": d_run.info.run_id, "defended_attack_run_ids": d_ids}
+    scorecard = write_text(SEGMENTATION_DIR / "scorecard.md",
+                           scorecard_markdown(metrics, seg.attacks))
+    with tracked_run("train", cfg, data.version, run_id=run.info.run_id):
+        log_artifact(scorecard, "segmentation")
     write_json(SEGMENTATION_METRICS, metrics)
     return out
 

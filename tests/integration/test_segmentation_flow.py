@@ -46,6 +46,13 @@ def test_segmentation_flow_tracks_everything(tmp_path, monkeypatch, phantom_dir,
     assert set(d_metrics["attacks"]) == {"seg_pgd", "seg_erase", "seg_inject"}
     assert (tmp_path / "outputs" / "segmentation" / "pgd_at" / "segmenter.pt").is_file()
     assert (tmp_path / "outputs" / "segmentation" / "pgd_at" / "seg_erase.npz").is_file()
+    # one scorecard with both segmenters, on disk and in the first train run
+    card = (tmp_path / "outputs" / "segmentation" / "scorecard.md").read_text()
+    assert "## undefended" in card and "## pgd_at" in card
+    assert "| seg_erase | PGD-2 L-inf 48/255, erase, lesion+1px |" in card
+    client_files = {a.path for a in mlflow.MlflowClient(tracking_uri).list_artifacts(
+        result["run_id"], "segmentation")}
+    assert "segmentation/scorecard.md" in client_files
     assert train.info.run_id == result["run_id"]
     for key in ("test_dice", "test_dice_lesion", "test_iou_lesion", "test_hd95_lesion",
                 "val_dice"):

@@ -213,3 +213,27 @@ def test_3d_volumes_validated() -> None:
     report = validate_seg_data(data, SegmentationConfig(data="phantoms3d"))
     assert report.success, report.hard_failures
     assert report.expected_shape == [1, 8, 8, 8]
+
+
+def test_scorecard_rows_follow_config_and_mark_missing() -> None:
+    from medsec.segmentation.scorecard import scorecard_markdown
+
+    specs = [SegAttackConfig(name="b_pgd", eps=8 / 255, steps=10),
+             SegAttackConfig(name="a_erase", kind="erase", eps=48 / 255, steps=30,
+                             region_margin=2, scale=4),
+             SegAttackConfig(name="l2", norm="l2", eps=0.5)]
+    record = {"clean": {"test_dice": 0.95},
+              "attacks": {"a_erase": {"dice_adv": 0.1, "target_success_rate": 0.8},
+                          "b_pgd": {"dice_adv": 0.8, "dice_noise": float("nan")},
+                          "l2": {"dice_adv": 0.7}, "extra": {"dice_adv": 0.5}},
+              "defended": {"pgd_at": {"clean": {"test_dice": 0.9},
+                                      "attacks": {"b_pgd": {"dice_adv": 0.85}}}}}
+    card = scorecard_markdown(record, specs)
+    rows = [line for line in card.splitlines() if line.startswith("| ") and "---" not in line
+            and not line.startswith("| attack")]
+    assert [r.split(" | ")[0] for r in rows] == ["| b_pgd", "| a_erase", "| l2", "| extra",
+                                                 "| b_pgd"]
+    assert rows[0].startswith("| b_pgd | PGD-10 L-inf 8/255 | 0.800 | - |")  # NaN -> '-'
+    assert "PGD-30 L-inf 48/255, erase, lesion+2px, 4x4 blocks" in rows[1]
+    assert "PGD-20 L2 0.5" in rows[2] and "| extra | - |" in rows[3]
+    assert "## undefended: clean Dice 0.950" in card and "## pgd_at: clean Dice 0.900" in card

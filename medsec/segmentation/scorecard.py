@@ -1,0 +1,66 @@
+"""The segmentation scorecard: one markdown table of every attack on every trained segmenter.
+
+Input is the stage's metrics record (``metrics/segmentation.json``): ``clean`` and ``attacks``
+of the undefended segmenter, optionally ``defended: {name: {clean, attacks}}``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from medsec.segmentation.config import SegAttackConfig
+
+COLUMNS = (("dice_adv", "Dice after"), ("dice_noise", "Dice, noise"),
+           ("target_success_rate", "target reached"), ("erased_fraction", "lesions erased"),
+           ("forged_fraction", "lesions forged"), ("l2_mean", "mean L2"),
+           ("ssim_mean", "SSIM"))
+"""(metric key, column title) of the per-attack rows; missing metrics print as '-'."""
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{float(value):.3f}"
+
+
+def describe(spec: SegAttackConfig) -> str:
+    """``PGD-10 L-inf 8/255, erase, lesion+4px, 4x4 blocks``-style summary of one attack."""
+    method = "FGSM" if spec.method == "fgsm" else f"PGD-{spec.steps}"
+    budget = f"L-inf {spec.eps * 255:.3g}/255" if spec.norm == "linf" else f"L2 {spec.eps:g}"
+    parts = [f"{method} {budget}"]
+    if spec.kind != "untargeted":
+        parts.append(spec.kind)
+    if spec.region_margin is not None:
+        parts.append(f"lesion+{spec.region_margin}px")
+    if spec.scale > 1:
+        parts.append(f"{spec.scale}x{spec.scale} blocks")
+    return ", ".join(parts)
+
+
+def scorecard_markdown(record: dict[str, Any], specs: Sequence[SegAttackConfig] = ()) -> str:
+    """Markdown: a header line per segmenter with its clean Dice, then one row per attack
+    (what it is, from ``specs`` when given; Dice after the attack and under same-size noise,
+    targeted success, lesions erased/forged, perturbation size and SSIM). Rows follow
+    ``specs``' order, then any other attack in the record."""
+    described = {spec.name: describe(spec) for spec in specs}
+    models = {"undefended": record}
+    models |= dict(record.get("defended", {}))
+    lines = ["# Segmentation scorecard", ""]
+    for name, block in models.items():
+        clean = block.get("clean", {})
+        lines += [f"## {name}: clean Dice {_cell(clean.get('test_dice'))}, "
+                  f"IoU {_cell(clean.get('test_iou_lesion'))}, "
+                  f"HD95 {_cell(clean.get('test_hd95_lesion'))} px", "",
+                  "| attack | what | " + " | ".join(t for _, t in COLUMNS) + " |",
+                  "|---" * (len(COLUMNS) + 2) + "|"]
+        attacks = block.get("attacks", {})
+        order = [n for n in described if n in attacks] + [n for n in attacks
+                                                           if n not in described]
+        for attack in order:
+            cells = [_cell(attacks[attack].get(key)) for key, _ in COLUMNS]
+            lines.append(f"| {attack} | {described.get(attack, '-')} | " + " | ".join(cells)
+                         + " |")
+        lines.append("")
+    return "\n".join(lines)
