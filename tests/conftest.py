@@ -24,6 +24,18 @@ os.environ.pop("MEDSEC_DATA_DIR", None)
 os.environ.pop("MEDSEC_TRACKING_URI", None)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread avoids OpenMP stalls on a shared 2-core machine.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def phantom_dir(tmp_path_factory) -> Path:
     """A directory with a small SYNTHETIC phantom file (96/48/48 images, 32x32)."""

@@ -10,7 +10,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import mlflow
 from flows.deepfake import DEEPFAKE_DIR, deepfake_flow
@@ -18,7 +17,7 @@ from flows.train import train_flow
 from medsec.deepfakes.checkpoint import file_sha256, load_generator
 from medsec.errors import DataError
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 OVERRIDES = [
     "train.num_threads=1", "deepfake.max_eval=48", "deepfake.gan.epochs=1",
@@ -28,14 +27,6 @@ OVERRIDES = [
     "deepfake.dp.epsilons=[8.0]",
 ]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread avoids OpenMP stalls on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_deepfake_flow_tracks_everything(tmp_path, monkeypatch, phantom_dir, tracking_uri):

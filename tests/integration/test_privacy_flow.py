@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 import mlflow
 from flows.privacy import audit_flow, privacy_flow
 from medsec.privacy.accounting import epsilon_reference
 from medsec.training.checkpoint import load_classifier
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 OVERRIDES = [
     "privacy.sweep=[8]", "train.epochs=2", "train.num_threads=1",
@@ -26,14 +25,6 @@ OVERRIDES = [
     "privacy.audit.extraction.epochs=3", "privacy.audit.inversion.steps=20",
 ]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread avoids OpenMP stalls on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_privacy_sweep_and_audit(tmp_path, monkeypatch, phantom_dir, tracking_uri):

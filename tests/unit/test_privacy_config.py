@@ -17,16 +17,10 @@ from medsec.privacy.sweep import record_label, sweep_points
 from medsec.training.checkpoint import load_classifier, save_classifier
 from medsec.training.job import build_module, train_classifier
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 N_TRAIN = 32
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP stalls on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _split(n: int, seed: int) -> ImageDataset:

@@ -23,16 +23,10 @@ from medsec.privacy.dp import (
 )
 from medsec.training.module import ClassifierModule
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 N_TRAIN = 128
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP stalls on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class TinyGN(nn.Module):

@@ -30,14 +30,8 @@ from medsec.privacy.membership import (
 )
 from medsec.privacy.plain_train import TrainFn, make_train_fn
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP stalls on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 K = 4  # classes

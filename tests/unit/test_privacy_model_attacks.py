@@ -18,14 +18,8 @@ from medsec.privacy.inversion import (
 )
 from medsec.privacy.plain_train import make_train_fn
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP stalls on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 _CENTRES = ((7, 7), (20, 20), (7, 20), (20, 7))
