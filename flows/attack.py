@@ -3,16 +3,14 @@ datasets (``outputs/adversarial``), MLflow parent run + one child run per attack
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 from prefect import flow
 
-from flows.outputs import CLASSIFIER_CKPT, CLASSIFIER_INFO, METRICS, PLOTS
+from flows.outputs import CLASSIFIER_CKPT, CLASSIFIER_INFO, METRICS, PLOTS, write_curve
 from medsec.attacks.dataset import write_suite
-from medsec.attacks.suite import SuiteResult, check_surrogate
-from medsec.io import write_atomic, write_json, write_text
+from medsec.attacks.suite import check_surrogate
+from medsec.io import write_json
 from medsec.viz import robustness_curve_figure, scaling_attack_figure
 from tasks.attack import (
     check_victim_task,
@@ -37,19 +35,6 @@ ADVERSARIAL_DIR = Path("outputs") / "adversarial"
 ATTACK_METRICS = METRICS / "attack.json"
 ROBUSTNESS_CSV = PLOTS / "robustness_curve.csv"
 ROBUSTNESS_PNG = PLOTS / "robustness_curve.png"
-
-
-def _curve_csv(result: SuiteResult) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(
-        buffer, fieldnames=["attack", "eps", "robust_acc", "norm"], lineterminator="\n"
-    )
-    writer.writeheader()
-    for row in result.curve_rows():
-        writer.writerow(
-            row | {"eps": f"{row['eps']:.6f}", "robust_acc": f"{row['robust_acc']:.6f}"}
-        )
-    return buffer.getvalue()
 
 
 @flow(name="attack")
@@ -86,11 +71,10 @@ def attack_flow(
         index = write_suite(ADVERSARIAL_DIR, result, source, data, cfg.attack.save_adversarial)
         metrics = result.metrics()
         write_json(ATTACK_METRICS, metrics)
-        write_text(ROBUSTNESS_CSV, _curve_csv(result))
         curve = robustness_curve_figure(
             result.curve_rows(), f"{data.name} / {source['model_name']}"
         )
-        write_atomic(ROBUSTNESS_PNG, lambda tmp: curve.savefig(tmp, format="png", dpi=100))
+        write_curve(result.curve_rows(), "robust_acc", ROBUSTNESS_CSV, ROBUSTNESS_PNG, curve)
         log_figure(curve, "robustness/robustness_curve.png")
         log_figure(
             examples_figure(

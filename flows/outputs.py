@@ -1,6 +1,13 @@
-"""Where stage outputs go (relative to the working directory = the repo root for DVC)."""
+"""Where stage outputs go (relative to the working directory = the repo root for DVC), and the
+one writer of robustness curves (CSV for ``dvc plots``, PNG)."""
 
+import csv
+import io
 from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from medsec.io import write_atomic, write_text
 
 REPORTS = Path("reports")
 METRICS = Path("metrics")
@@ -16,3 +23,18 @@ TRAIN_HISTORY = PLOTS / "train_history.csv"
 EVALUATE_METRICS = METRICS / "evaluate.json"
 CONFUSION_PNG = PLOTS / "confusion.png"
 SAMPLES_PNG = PLOTS / "samples.png"
+
+
+def write_curve(rows: list[dict], value: str, csv_path: Path, png_path: Path,
+                figure: Figure) -> None:
+    """Rows ``{attack, eps, <value>, norm}`` to ``csv_path`` (eps and value with 6 decimals)
+    and ``figure`` to ``png_path``, both atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["attack", "eps", value, "norm"],
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({"attack": row["attack"], "eps": f"{row['eps']:.6f}",
+                         value: f"{row[value]:.6f}", "norm": row.get("norm", "linf")})
+    write_text(csv_path, buffer.getvalue())
+    write_atomic(png_path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))

@@ -8,7 +8,8 @@ checkpoint) and one run per attack tagged ``medsec.stage=attack``, ``medsec.atta
 (metrics, overlay figure, dataset); all carry ``medsec.task=segmentation``. Files:
 ``models/segmenter.pt``, ``metrics/segmentation.json``,
 ``outputs/segmentation/<attack>.{npz,json}``, ``outputs/segmentation/scorecard.md`` (every
-attack on every segmenter in one table; also an artifact of the first train run). With
+attack on every segmenter in one table; also an artifact of the first train run),
+``plots/segmentation_curve.{csv,png}`` (Dice against the budget, PGD and noise). With
 ``segmentation.adversarial_training`` a PGD-adversarially-trained segmenter is trained and
 attacked the same way (runs tagged ``medsec.defense=pgd_at``, files in
 ``outputs/segmentation/pgd_at/``); the first one is tagged ``medsec.defense=none``.
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.outputs import METRICS, MODELS
+from flows.outputs import METRICS, MODELS, PLOTS, write_curve
 from medsec.config import MedSecConfig
 from medsec.data.validation import raise_if_failed, write_report
 from medsec.io import write_json, write_text
@@ -29,8 +30,9 @@ from medsec.segmentation.config import SegAdversarialTraining, SegmentationConfi
 from medsec.segmentation.data import SegData
 from medsec.segmentation.dataset import save_seg_adversarial
 from medsec.segmentation.job import TrainedSegmenter
-from medsec.segmentation.scorecard import scorecard_markdown
+from medsec.segmentation.scorecard import curve_rows, scorecard_markdown
 from medsec.segmentation.viz import overlay_figure
+from medsec.viz import robustness_curve_figure
 from tasks.common import load_config_task, load_dataset_task
 from tasks.segmentation import (
     evaluate_segmenter_task,
@@ -45,6 +47,8 @@ SEGMENTATION_DIR = Path("outputs") / "segmentation"
 SEGMENTATION_METRICS = METRICS / "segmentation.json"
 SEGMENTER_CKPT = MODELS / "segmenter.pt"
 DEFENDED_DIR = SEGMENTATION_DIR / "pgd_at"
+SEGMENTATION_CURVE_CSV = PLOTS / "segmentation_curve.csv"
+SEGMENTATION_CURVE_PNG = PLOTS / "segmentation_curve.png"
 
 
 def _train(seg: SegmentationConfig, data: SegData, adversarial: SegAdversarialTraining | None,
@@ -123,8 +127,13 @@ def segmentation_flow(
         out |= {"defended_run_id": d_run.info.run_id, "defended_attack_run_ids": d_ids}
     scorecard = write_text(SEGMENTATION_DIR / "scorecard.md",
                            scorecard_markdown(metrics, seg.attacks))
+    rows = curve_rows(metrics, seg.attacks)
+    curve = robustness_curve_figure(rows, f"{data.name}: lesion Dice under attack", "dice",
+                                    "lesion Dice")
+    write_curve(rows, "dice", SEGMENTATION_CURVE_CSV, SEGMENTATION_CURVE_PNG, curve)
     with tracked_run("train", cfg, data.version, run_id=run.info.run_id):
         log_artifact(scorecard, "segmentation")
+        log_figure(curve, "segmentation/dice_curve.png")
     write_json(SEGMENTATION_METRICS, metrics)
     return out
 

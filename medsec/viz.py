@@ -80,21 +80,24 @@ def _imshow(ax, image: np.ndarray, **kwargs) -> None:
     ax.set_yticks([])
 
 
-def robustness_curve_figure(rows: list[dict], title: str = "") -> Figure:
-    """Accuracy against epsilon, one line per attack, from rows ``{attack, eps, robust_acc,
-    norm}`` (eps in pixel units, plotted in grey levels x/255); one panel per norm;
-    ``worst_case`` is drawn dashed black."""
+def robustness_curve_figure(rows: list[dict], title: str = "", value: str = "robust_acc",
+                            ylabel: str = "accuracy") -> Figure:
+    """A score against epsilon, one line per attack, from rows ``{attack, eps, <value>,
+    norm}`` (default: robust accuracy; eps in pixel units, plotted in grey levels x/255 for
+    L-inf, as is for L2); one panel per norm; ``worst_case`` is drawn dashed black."""
     norms = list(dict.fromkeys(r.get("norm", "linf") for r in rows)) or ["linf"]
     fig, axes = plt.subplots(1, len(norms), figsize=(6 * len(norms), 4), squeeze=False)
     for ax, norm in zip(axes[0], norms, strict=True):
         part = [r for r in rows if r.get("norm", "linf") == norm]
         for name in dict.fromkeys(r["attack"] for r in part):
-            pts = sorted((r["eps"] * 255, r["robust_acc"]) for r in part if r["attack"] == name)
+            scale = 255 if norm == "linf" else 1
+            pts = sorted((r["eps"] * scale, r[value]) for r in part if r["attack"] == name)
             style = ({"color": "black", "linestyle": "--", "linewidth": 2, "zorder": 1}
                      if name == "worst_case" else {})
             ax.plot(*zip(*pts, strict=True), marker="o", label=name, **style)
-        ax.set_xlabel(f"{norm} epsilon (grey levels, x/255)")
-        ax.set_ylabel("accuracy")
+        ax.set_xlabel(f"{norm} epsilon (grey levels, x/255)" if norm == "linf"
+                      else f"{norm} epsilon")
+        ax.set_ylabel(ylabel)
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -64,3 +64,24 @@ def scorecard_markdown(record: dict[str, Any], specs: Sequence[SegAttackConfig] 
                          + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def curve_rows(record: dict[str, Any], specs: Sequence[SegAttackConfig]) -> list[dict[str, Any]]:
+    """Dice against the budget for every segmenter: rows ``{attack, eps, dice, norm}`` with
+    attack ``"<segmenter> PGD"`` (the untargeted whole-image pixel-scale PGD attacks of
+    ``specs``) and ``"<segmenter> noise"`` (same-size random noise); eps 0 is the clean Dice."""
+    models = {"undefended": record} | dict(record.get("defended", {}))
+    curve = [s for s in specs if s.kind == "untargeted" and s.method == "pgd" and s.scale == 1
+             and s.region_margin is None]
+    rows: list[dict[str, Any]] = []
+    for name, block in models.items():
+        clean = block.get("clean", {}).get("test_dice")
+        for norm in dict.fromkeys(s.norm for s in curve):
+            for series, key in (("PGD", "dice_adv"), ("noise", "dice_noise")):
+                points = [(0.0, clean)] + [
+                    (s.eps, block["attacks"][s.name].get(key)) for s in curve
+                    if s.norm == norm and s.name in block.get("attacks", {})]
+                rows += [{"attack": f"{name} {series}", "eps": eps, "dice": value, "norm": norm}
+                         for eps, value in points
+                         if value is not None and math.isfinite(value)]
+    return rows

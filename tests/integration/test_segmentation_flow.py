@@ -53,6 +53,11 @@ def test_segmentation_flow_tracks_everything(tmp_path, monkeypatch, phantom_dir,
     client_files = {a.path for a in mlflow.MlflowClient(tracking_uri).list_artifacts(
         result["run_id"], "segmentation")}
     assert "segmentation/scorecard.md" in client_files
+    assert "segmentation/dice_curve.png" in client_files
+    curve = (tmp_path / "plots" / "segmentation_curve.csv").read_text().splitlines()
+    assert curve[0] == "attack,eps,dice,norm"
+    assert {line.split(",")[0] for line in curve[1:]} == {
+        "undefended PGD", "undefended noise", "pgd_at PGD", "pgd_at noise"}
     assert train.info.run_id == result["run_id"]
     for key in ("test_dice", "test_dice_lesion", "test_iou_lesion", "test_hd95_lesion",
                 "val_dice"):
