@@ -167,6 +167,16 @@ def test_config_errors() -> None:
         config_from_dict({"segmentation": {"attacks": [{"name": "a"}, {"name": "a"}]}})
     cfg = config_from_dict({"segmentation": {"attacks": [{"name": "a", "eps": "8/255"}]}})
     assert cfg.segmentation.attacks[0].eps == pytest.approx(8 / 255)
+    bad = [({"attacks": [{"name": "a", "eps": "8/0"}]}, "segmentation.attacks.0.eps"),
+           ({"attacks": [{"name": "a", "scale": 0}]}, "segmentation.attacks.0.scale"),
+           ({"adversarial_training": {"eps": 2.0}}, "segmentation.adversarial_training.eps"),
+           ({"adversarial_training": {"foo": 1}}, "segmentation.adversarial_training.foo"),
+           ({"num_classes": 1}, "segmentation.num_classes")]
+    for section, field in bad:
+        with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+            config_from_dict({"segmentation": section})
+    at = config_from_dict({"segmentation": {"adversarial_training": {"eps": "4/255"}}})
+    assert at.segmentation.adversarial_training.step_size == pytest.approx(2.5 * 4 / 255 / 3)
 
 
 def _png_folder(root, mask_value: int = 1) -> None:
