@@ -183,10 +183,14 @@ def attack_inputs(spec: SegAttackConfig, test: SegSplit,
         return idx, test.masks[idx]
     if spec.kind == "erase":
         idx = np.flatnonzero(has)[:n]
+        if not len(idx):
+            raise ConfigError(f"attack {spec.name!r} (erase) needs test images with a lesion; "
+                              f"none of the {len(test)} test masks has foreground")
         return idx, np.zeros_like(test.masks[idx])
     idx, donors = np.flatnonzero(~has)[:n], np.flatnonzero(has)
     if not len(donors) or not len(idx):
-        raise ConfigError("inject needs test images both with and without a lesion")
+        raise ConfigError(f"attack {spec.name!r} (inject) needs test images both with and "
+                          f"without a lesion; {int(has.sum())} of {len(test)} have one")
     return idx, test.masks[donors[np.arange(len(idx)) % len(donors)]]
 
 

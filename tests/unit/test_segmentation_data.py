@@ -12,6 +12,7 @@ from medsec.segmentation.attacks import SegPGD
 from medsec.segmentation.checkpoint import load_segmenter, save_segmenter
 from medsec.segmentation.config import SegAttackConfig, SegmentationConfig
 from medsec.segmentation.data import (
+    SegSplit,
     check_pair,
     load_segmentation_folder,
     phantom_volumes,
@@ -247,3 +248,13 @@ def test_scorecard_rows_follow_config_and_mark_missing() -> None:
     assert "PGD-30 L-inf 48/255, erase, lesion+2px, 4x4 blocks" in rows[1]
     assert "PGD-20 L2 0.5" in rows[2] and "| extra | - |" in rows[3]
     assert "## undefended: clean Dice 0.950" in card and "## pgd_at: clean Dice 0.900" in card
+
+
+def test_targeted_attacks_need_suitable_test_images() -> None:
+    model = build_segmenter("unet", 2, 1, 2, (4, 8)).eval()
+    empty = SegSplit(np.random.default_rng(0).random((4, 1, 16, 16), dtype=np.float32),
+                     np.zeros((4, 16, 16), np.int64))
+    with pytest.raises(ConfigError, match="'e' \\(erase\\) needs test images with a lesion"):
+        run_attack(model, SegAttackConfig(name="e", kind="erase", steps=1), empty, 4, 2)
+    with pytest.raises(ConfigError, match="'i' \\(inject\\) needs .* 0 of 4 have one"):
+        run_attack(model, SegAttackConfig(name="i", kind="inject", steps=1), empty, 4, 2)
