@@ -113,6 +113,13 @@ def train_segmenter(cfg: SegmentationConfig, data: SegData,
     by SegPGD examples (the classifiers' :class:`AdversarialBatches` with a dense attack)."""
     seed_everything(cfg.seed)
     train = data.splits["train"]
+    factor = 2 ** (len(cfg.channels) - 1)
+    spatial = tuple(int(side) for side in train.images.shape[2:])
+    if any(side % factor for side in spatial):
+        raise ConfigError(f"segmentation.channels={list(cfg.channels)} halves the image "
+                          f"{len(cfg.channels) - 1} time(s), so every side must be divisible by "
+                          f"{factor}; {data.name} images are {spatial} (pad or resample them, "
+                          f"or use fewer levels)")
     axes = (0, *range(2, train.images.ndim))
     mean = train.images.mean(axis=axes).astype(float).tolist()
     std = np.maximum(train.images.std(axis=axes), 1e-3).astype(float).tolist()

@@ -258,3 +258,12 @@ def test_targeted_attacks_need_suitable_test_images() -> None:
         run_attack(model, SegAttackConfig(name="e", kind="erase", steps=1), empty, 4, 2)
     with pytest.raises(ConfigError, match="'i' \\(inject\\) needs .* 0 of 4 have one"):
         run_attack(model, SegAttackConfig(name="i", kind="inject", steps=1), empty, 4, 2)
+
+
+def test_image_size_must_fit_the_unet_levels() -> None:
+    from medsec.segmentation.data import SegData
+
+    split = SegSplit(np.zeros((2, 1, 15, 15), np.float32), np.zeros((2, 15, 15), np.int64))
+    data = SegData("odd", {"train": split, "val": split, "test": split}, 2, "v")
+    with pytest.raises(ConfigError, match=r"divisible by 2; odd images are \(15, 15\)"):
+        train_segmenter(SegmentationConfig(epochs=1, channels=(4, 8)), data)
