@@ -23,13 +23,13 @@ from prefect import flow
 
 from flows.outputs import METRICS, MODELS, PLOTS, write_curve
 from medsec.config import MedSecConfig
-from medsec.data.validation import raise_if_failed, write_report
+from medsec.data.validation import write_report
 from medsec.io import write_json, write_text
 from medsec.segmentation.checkpoint import save_segmenter
 from medsec.segmentation.config import SegAdversarialTraining, SegmentationConfig
 from medsec.segmentation.data import SegData
 from medsec.segmentation.dataset import save_seg_adversarial
-from medsec.segmentation.job import TrainedSegmenter
+from medsec.segmentation.job import TrainedSegmenter, raise_if_invalid
 from medsec.segmentation.scorecard import curve_rows, scorecard_markdown
 from medsec.segmentation.viz import overlay_figure
 from medsec.viz import robustness_curve_figure
@@ -108,7 +108,7 @@ def segmentation_flow(
         for path in write_report(report, SEGMENTATION_DIR / "validation").values():
             log_artifact(path, "validation")
         log_metrics({f"data_{k}": v for k, v in report.summary_metrics().items()})
-        raise_if_failed(report)
+        raise_if_invalid(report, data)
         trained, clean = _train(seg, data, None, SEGMENTER_CKPT)
     attacks, run_ids = _attack_all(cfg, data, trained, run.info.run_id, tags, SEGMENTATION_DIR)
     metrics: dict = {"clean": clean, "best_epoch": trained.fit.best_epoch, "attacks": attacks}

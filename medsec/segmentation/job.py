@@ -21,7 +21,7 @@ from medsec.attacks.noise import random_perturbation
 from medsec.data.types import LoadedDataset
 from medsec.data.validation import ValidationReport, validate_dataset
 from medsec.defenses.training import AdversarialBatches
-from medsec.errors import ConfigError
+from medsec.errors import ConfigError, ValidationFailed
 from medsec.metrics.image_quality import perturbation_norms, ssim
 from medsec.segmentation.attacks import SegFGSM, SegPGD, dilate_region
 from medsec.segmentation.config import (
@@ -85,11 +85,19 @@ def validate_seg_data(data: SegData, cfg: SegmentationConfig,
                               min_class_fraction=min_class_fraction,
                               num_mask_classes=data.num_classes,
                               max_foreground_fraction=cfg.max_foreground_fraction)
-    failures = [_name_images(f, data.names) for f in report.hard_failures]
-    warnings = [_name_images(w, data.names) for w in report.warnings]
     return replace(report, dataset_name=data.name, dataset_version=data.version,
-                   class_names=["no_foreground", "foreground"], hard_failures=failures,
-                   warnings=warnings)
+                   class_names=["no_foreground", "foreground"])
+
+
+def raise_if_invalid(report: ValidationReport, data: SegData) -> None:
+    """Raise :class:`ValidationFailed` for a failed report, naming the failing files of folder
+    data (``train[3] (case007)``). The names go only into the exception, never into the report
+    (which is logged to MLflow): file names can carry patient identifiers."""
+    if report.success:
+        return
+    failures = [_name_images(f, data.names) for f in report.hard_failures]
+    raise ValidationFailed(f"data validation of {data.name} failed: {len(failures)} hard "
+                           f"failure(s):\n  - " + "\n  - ".join(failures))
 
 
 def _name_images(message: str, names: dict[str, list[str]] | None) -> str:

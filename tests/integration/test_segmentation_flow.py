@@ -118,6 +118,7 @@ def test_segmentation_flow_on_a_folder_validates_first(tmp_path, monkeypatch, tr
     report = json.loads((tmp_path / "outputs" / "segmentation" / "validation" /
                          "report.json").read_text())
     assert report["success"] is False and report["dataset_name"] == "bad"
+    assert "case1" not in json.dumps(report)  # file names are not logged
     mlflow.set_tracking_uri(tracking_uri)
     (failed,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert failed.info.status == "FAILED" and failed.data.metrics["data_success"] == 0.0

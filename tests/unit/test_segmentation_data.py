@@ -192,7 +192,8 @@ def _png_folder(root, mask_value: int = 1) -> None:
 
 
 def test_folder_validated_by_great_expectations(tmp_path) -> None:
-    from medsec.segmentation.job import load_seg_data, validate_seg_data
+    from medsec.errors import ValidationFailed
+    from medsec.segmentation.job import load_seg_data, raise_if_invalid, validate_seg_data
 
     _png_folder(tmp_path / "good")
     cfg = SegmentationConfig(data="folder", folder=str(tmp_path / "good"), num_classes=2)
@@ -208,7 +209,12 @@ def test_folder_validated_by_great_expectations(tmp_path) -> None:
     cfg_bad = SegmentationConfig(data="folder", folder=str(tmp_path / "bad"), num_classes=2)
     report = validate_seg_data(load_seg_data(cfg_bad), cfg_bad)
     assert not report.success
-    assert any("val[3] (case3)" in f for f in report.hard_failures), report.hard_failures
+    assert any("val[3]" in f for f in report.hard_failures), report.hard_failures
+    # file names (possible patient identifiers) stay out of the report logged to MLflow and
+    # appear only in the error raised to the user
+    assert not any("case3" in f for f in report.hard_failures)
+    with pytest.raises(ValidationFailed, match=r"val\[3\] \(case3\)"):
+        raise_if_invalid(report, load_seg_data(cfg_bad))
     cfg_three = cfg_bad.model_copy(update={"num_classes": 3})
     assert validate_seg_data(load_seg_data(cfg_three), cfg_three).success
     # large lesions are a warning, not a failure
