@@ -12,7 +12,9 @@ attack on every segmenter in one table; also an artifact of the first train run)
 ``plots/segmentation_curve.{csv,png}`` (Dice against the budget, PGD and noise). With
 ``segmentation.adversarial_training`` a PGD-adversarially-trained segmenter is trained and
 attacked the same way (runs tagged ``medsec.defense=pgd_at``, files in
-``outputs/segmentation/pgd_at/``); the first one is tagged ``medsec.defense=none``.
+``outputs/segmentation/pgd_at/``; the undefended model's adversarial images are also scored
+on it as a black-box transfer attack, ``metrics["defended"]["pgd_at"]["transfer"]``); the
+first one is tagged ``medsec.defense=none``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,12 @@ from medsec.segmentation.checkpoint import save_segmenter
 from medsec.segmentation.config import SegAdversarialTraining, SegmentationConfig
 from medsec.segmentation.data import SegData
 from medsec.segmentation.dataset import save_seg_adversarial
-from medsec.segmentation.job import TrainedSegmenter, raise_if_invalid
+from medsec.segmentation.job import (
+    SegAttackResult,
+    TrainedSegmenter,
+    raise_if_invalid,
+    transfer_metrics,
+)
 from medsec.segmentation.scorecard import curve_rows, scorecard_markdown
 from medsec.segmentation.viz import overlay_figure
 from medsec.viz import robustness_curve_figure
@@ -63,13 +70,16 @@ def _train(seg: SegmentationConfig, data: SegData, adversarial: SegAdversarialTr
 
 
 def _attack_all(cfg: MedSecConfig, data: SegData, trained: TrainedSegmenter, source_run: str,
-                tags: dict[str, str], out_dir: Path) -> tuple[dict[str, dict], dict[str, str]]:
-    """One MLflow run per configured attack; adversarial datasets into ``out_dir``."""
+                tags: dict[str, str], out_dir: Path,
+                ) -> tuple[dict[str, dict], dict[str, str], list[SegAttackResult]]:
+    """One MLflow run per configured attack; adversarial datasets into ``out_dir``. Returns
+    the metrics and run ids by attack name, and the results (for transfer scoring)."""
     seg = cfg.segmentation
     source = {"mlflow_run_id": source_run, "model": seg.model, "dataset": data.name,
               "data_version": data.version, "defense": trained.meta["defense"]}
     attacks: dict[str, dict[str, float]] = {}
     run_ids: dict[str, str] = {}
+    results: list[SegAttackResult] = []
     for spec in seg.attacks:
         with tracked_run("attack", cfg, data.version,
                          tags=tags | {"medsec.attack": spec.name,
@@ -86,7 +96,8 @@ def _attack_all(cfg: MedSecConfig, data: SegData, trained: TrainedSegmenter, sou
                 log_artifact(paths["npz"], "segmentation")
             attacks[spec.name] = {k: v for k, v in result.metrics.items() if k != "seconds"}
             run_ids[spec.name] = attack_run.info.run_id
-    return attacks, run_ids
+            results.append(result)
+    return attacks, run_ids, results
 
 
 @flow(name="segmentation")
@@ -110,7 +121,8 @@ def segmentation_flow(
         log_metrics({f"data_{k}": v for k, v in report.summary_metrics().items()})
         raise_if_invalid(report, data)
         trained, clean = _train(seg, data, None, SEGMENTER_CKPT)
-    attacks, run_ids = _attack_all(cfg, data, trained, run.info.run_id, tags, SEGMENTATION_DIR)
+    attacks, run_ids, results = _attack_all(cfg, data, trained, run.info.run_id, tags,
+                                            SEGMENTATION_DIR)
     metrics: dict = {"clean": clean, "best_epoch": trained.fit.best_epoch, "attacks": attacks}
     out: dict = {"run_id": run.info.run_id, "attack_run_ids": run_ids, "metrics": metrics}
     if seg.adversarial_training is not None:
@@ -120,10 +132,16 @@ def segmentation_flow(
                          run_name=f"segmentation-train-{data.name}-{seg.model}-pgd_at") as d_run:
             log_metrics({"at_eps": at.eps, "at_steps": at.steps, "at_alpha": at.step_size})
             d_trained, d_clean = _train(seg, data, at, DEFENDED_DIR / "segmenter.pt")
-        d_attacks, d_ids = _attack_all(cfg, data, d_trained, d_run.info.run_id, d_tags,
-                                       DEFENDED_DIR)
+        d_attacks, d_ids, _ = _attack_all(cfg, data, d_trained, d_run.info.run_id, d_tags,
+                                          DEFENDED_DIR)
+        # black-box transfer: the undefended model's adversarial images against PGD-AT
+        transfer = {r.spec.name: transfer_metrics(d_trained.model, r, data.num_classes,
+                                                  seg.lesion_overlap) for r in results}
+        with tracked_run("train", cfg, data.version, run_id=d_run.info.run_id):
+            log_metrics({f"transfer_{name}_{k}": v for name, m in transfer.items()
+                         for k, v in m.items()})
         metrics["defended"] = {"pgd_at": {"clean": d_clean, "best_epoch": d_trained.fit.best_epoch,
-                                          "attacks": d_attacks}}
+                                          "attacks": d_attacks, "transfer": transfer}}
         out |= {"defended_run_id": d_run.info.run_id, "defended_attack_run_ids": d_ids}
     scorecard = write_text(SEGMENTATION_DIR / "scorecard.md",
                            scorecard_markdown(metrics, seg.attacks))

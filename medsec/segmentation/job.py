@@ -264,3 +264,15 @@ def run_attack(model: torch.nn.Module, spec: SegAttackConfig, test: SegSplit, n:
     metrics |= {"epsilon": spec.eps, "seconds": attack.last_stats.seconds
                 if attack.last_stats else float("nan")}
     return SegAttackResult(spec, idx, images, adv, masks, targets, pred_clean, pred_adv, metrics)
+
+
+def transfer_metrics(model: torch.nn.Module, result: SegAttackResult, num_classes: int,
+                     overlap: float = 0.5) -> dict[str, float]:
+    """Score ``model`` on adversarial images crafted against another segmenter (a transfer,
+    black-box attack): :func:`attack_metrics` with ``model``'s predictions on the clean and
+    the adversarial images of ``result``. On the source model itself it reproduces the
+    attack's own metrics."""
+    pred_clean = predict_masks(model, result.images)
+    pred_adv = predict_masks(model, result.adversarial)
+    return attack_metrics(result.spec.kind, result.images, result.adversarial, result.masks,
+                          result.targets, pred_clean, pred_adv, num_classes, overlap)

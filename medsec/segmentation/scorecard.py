@@ -46,7 +46,12 @@ def scorecard_markdown(record: dict[str, Any], specs: Sequence[SegAttackConfig] 
     ``specs``' order, then any other attack in the record."""
     described = {spec.name: describe(spec) for spec in specs}
     models = {"undefended": record}
-    models |= dict(record.get("defended", {}))
+    for name, block in record.get("defended", {}).items():
+        models[name] = block
+        if block.get("transfer"):
+            models[f"{name}, attacked with the undefended model's adversarial images "
+                   f"(transfer)"] = {"clean": block.get("clean", {}),
+                                     "attacks": block["transfer"]}
     lines = ["# Segmentation scorecard", ""]
     for name, block in models.items():
         clean = block.get("clean", {})

@@ -44,11 +44,16 @@ def test_segmentation_flow_tracks_everything(tmp_path, monkeypatch, phantom_dir,
     assert d_train.data.metrics["at_eps"] == pytest.approx(8 / 255)
     d_metrics = result["metrics"]["defended"]["pgd_at"]
     assert set(d_metrics["attacks"]) == {"seg_pgd", "seg_erase", "seg_inject"}
+    # the undefended model's adversarial images, scored on PGD-AT (black-box transfer)
+    assert set(d_metrics["transfer"]) == {"seg_pgd", "seg_erase", "seg_inject"}
+    assert d_metrics["transfer"]["seg_erase"]["linf_max"] == pytest.approx(
+        result["metrics"]["attacks"]["seg_erase"]["linf_max"])
+    assert "transfer_seg_erase_target_dice" in d_train.data.metrics
     assert (tmp_path / "outputs" / "segmentation" / "pgd_at" / "segmenter.pt").is_file()
     assert (tmp_path / "outputs" / "segmentation" / "pgd_at" / "seg_erase.npz").is_file()
     # one scorecard with both segmenters, on disk and in the first train run
     card = (tmp_path / "outputs" / "segmentation" / "scorecard.md").read_text()
-    assert "## undefended" in card and "## pgd_at" in card
+    assert "## undefended" in card and "## pgd_at" in card and "(transfer)" in card
     assert "| seg_erase | PGD-2 L-inf 48/255, erase, lesion+1px |" in card
     client_files = {a.path for a in mlflow.MlflowClient(tracking_uri).list_artifacts(
         result["run_id"], "segmentation")}

@@ -164,3 +164,24 @@ def test_coarse_scale_perturbation_is_block_constant(trained) -> None:
         SegPGD(model, eps=8 / 255, steps=1, scale=5)(x[:2], y[:2])
     with pytest.raises(ValueError, match="scale must be an integer >= 1"):
         SegPGD(model, scale=0)
+
+
+def test_saved_set_reloads_and_transfer_on_the_source_reproduces_the_attack(trained,
+                                                                             tmp_path) -> None:
+    """Oracle for transfer scoring: the source model scored on its own adversarial images
+    gives the attack's own metrics; the saved dataset reloads to the same arrays."""
+    from medsec.segmentation.dataset import load_seg_adversarial, save_seg_adversarial
+    from medsec.segmentation.job import transfer_metrics
+
+    model, data = trained
+    spec = SegAttackConfig(name="erase", kind="erase", eps=32 / 255, steps=5)
+    result = run_attack(model, spec, data.splits["test"], 8, 2)
+    again = transfer_metrics(model, result, 2)
+    for key, value in again.items():
+        assert value == pytest.approx(result.metrics[key], nan_ok=True), key
+    paths = save_seg_adversarial(tmp_path, result, {"mlflow_run_id": "r"})
+    loaded = load_seg_adversarial(paths["npz"])
+    assert np.array_equal(loaded.images, result.adversarial.numpy())
+    assert np.array_equal(loaded.targets, result.targets.numpy())
+    assert np.array_equal(loaded.clean_indices, result.indices)
+    assert loaded.meta["attack"] == "erase" and len(loaded) == len(result.indices)

@@ -273,3 +273,37 @@ def test_image_size_must_fit_the_unet_levels() -> None:
     data = SegData("odd", {"train": split, "val": split, "test": split}, 2, "v")
     with pytest.raises(ConfigError, match=r"divisible by 2; odd images are \(15, 15\)"):
         train_segmenter(SegmentationConfig(epochs=1, channels=(4, 8)), data)
+
+
+def test_adversarial_set_loader_errors(tmp_path) -> None:
+    import json
+
+    from medsec.segmentation.dataset import FORMAT, load_seg_adversarial
+
+    with pytest.raises(DataError, match="not found"):
+        load_seg_adversarial(tmp_path / "nope.npz")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="bad.npz: not a readable .npz"):
+        load_seg_adversarial(tmp_path / "bad.npz")
+    images = np.zeros((2, 1, 8, 8), np.float32)
+    masks = np.zeros((2, 8, 8), np.int64)
+    np.savez(tmp_path / "a.npz", test_images=images, test_masks=masks)
+    with pytest.raises(DataError, match="missing array\\(s\\) target_masks, clean_indices"):
+        load_seg_adversarial(tmp_path / "a.npz")
+    np.savez(tmp_path / "a.npz", test_images=images, test_masks=masks[:, :4],
+             target_masks=masks, clean_indices=np.arange(2))
+    with pytest.raises(DataError, match="test_masks must be integer masks of shape"):
+        load_seg_adversarial(tmp_path / "a.npz")
+    np.savez(tmp_path / "a.npz", test_images=images + 2, test_masks=masks,
+             target_masks=masks, clean_indices=np.arange(2))
+    with pytest.raises(DataError, match="lie in \\[0, 1\\]"):
+        load_seg_adversarial(tmp_path / "a.npz")
+    np.savez(tmp_path / "a.npz", test_images=images, test_masks=masks,
+             target_masks=masks, clean_indices=np.arange(2))
+    with pytest.raises(DataError, match="metadata record a.json is missing"):
+        load_seg_adversarial(tmp_path / "a.npz")
+    (tmp_path / "a.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(DataError, match="is not 'medsec-adversarial-segmentation-v1'"):
+        load_seg_adversarial(tmp_path / "a.npz")
+    (tmp_path / "a.json").write_text(json.dumps({"format": FORMAT}))
+    assert len(load_seg_adversarial(tmp_path / "a.npz")) == 2
