@@ -1,13 +1,17 @@
 """Where stage outputs go (relative to the working directory = the repo root for DVC), and the
 one writer of robustness curves (CSV for ``dvc plots``, PNG)."""
 
+from __future__ import annotations
+
 import csv
 import io
 from pathlib import Path
-
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
 from medsec.io import write_atomic, write_text
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REPORTS = Path("reports")
 METRICS = Path("metrics")

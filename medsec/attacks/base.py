@@ -135,6 +135,19 @@ def clip_to_ball(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
     return (x + project(x_adv - x, eps, norm)).clamp_(0.0, 1.0)
 
 
+def coarsen(x: Tensor, scale: int) -> Tensor:
+    """Project a dense tensor (N, C, *S) onto tensors that are constant on blocks of ``scale``
+    pixels/voxels per side (block mean, repeated); ``scale=1`` returns it as is. Raises
+    ValueError when ``scale`` does not divide every spatial side."""
+    if scale == 1:
+        return x
+    spatial = x.shape[2:]
+    if scale < 1 or any(side % scale for side in spatial):
+        raise ValueError(f"scale {scale} must divide the image size {tuple(spatial)}")
+    pool = F.avg_pool3d if len(spatial) == 3 else F.avg_pool2d
+    return F.interpolate(pool(x, scale), scale_factor=scale, mode="nearest")
+
+
 def random_init(x: Tensor, eps: float, norm: str, generator: torch.Generator) -> Tensor:
     """A random start inside the ball: uniform in the linf cube, uniform in the l2 ball."""
     if norm == "linf":

@@ -7,8 +7,9 @@ vulnerability; scorecards report both (e.g. ``dice_noise`` beside ``dice_adv``).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from medsec.attacks.base import coarsen
 
 
 def random_perturbation(images: Tensor, eps: float, norm: str = "linf", seed: int = 0,
@@ -18,8 +19,9 @@ def random_perturbation(images: Tensor, eps: float, norm: str = "linf", seed: in
     ``linf``: a random sign per pixel times ``eps`` (a random corner of the ball, the
     largest random change the budget allows); ``l2``: a Gaussian direction scaled to L2 norm
     ``eps`` per example. ``region`` (N, *S) bool confines the noise (zero outside it; the L2
-    norm is then spent inside the region). ``scale`` > 1 draws one value per block of
-    ``scale`` pixels per side (the noise counterpart of a coarse-scale attack). Deterministic
+    norm is then spent inside the region). ``scale`` > 1 makes the noise constant on blocks
+    of ``scale`` pixels per side (:func:`~medsec.attacks.base.coarsen`, as the coarse-scale
+    attacks). Deterministic
     for a given ``seed``.
     """
     if norm not in ("linf", "l2"):
@@ -27,20 +29,13 @@ def random_perturbation(images: Tensor, eps: float, norm: str = "linf", seed: in
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
     generator = torch.Generator().manual_seed(seed)
-    spatial = images.shape[2:]
-    if scale < 1 or any(side % scale for side in spatial):
-        raise ValueError(f"scale must be >= 1 and divide the image size {tuple(spatial)}, "
-                         f"got {scale}")
-    coarse = (*images.shape[:2], *(side // scale for side in spatial))
-    noise = torch.randn(coarse, generator=generator, dtype=torch.float32)
-    if scale > 1:
-        noise = F.interpolate(noise, scale_factor=scale, mode="nearest")
-    noise = noise.to(device=images.device, dtype=images.dtype)
+    noise = torch.randn(images.shape, generator=generator, dtype=torch.float32)
+    noise = coarsen(noise, scale).to(device=images.device, dtype=images.dtype)
     if region is not None:
         noise = noise * region.to(noise.dtype).unsqueeze(1)
     if norm == "linf":
         delta = eps * noise.sign()
     else:
-        scale = noise.flatten(1).norm(dim=1).clamp_min(1e-12)
-        delta = noise * (eps / scale).view(-1, *([1] * (noise.dim() - 1)))
+        length = noise.flatten(1).norm(dim=1).clamp_min(1e-12)
+        delta = noise * (eps / length).view(-1, *([1] * (noise.dim() - 1)))
     return (images + delta).clamp(0.0, 1.0)

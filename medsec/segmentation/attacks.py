@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor, nn
 
-from medsec.attacks.base import Attack, LossFn
+from medsec.attacks.base import Attack, LossFn, coarsen
 from medsec.attacks.fgsm import FGSM
 from medsec.attacks.pgd import PGD
 
@@ -44,18 +44,6 @@ def dilate_region(masks: Tensor, margin: int) -> Tensor:
         fg = torch.stack([torch.from_numpy(ndimage.binary_dilation(
             m, structure=structure, iterations=margin)) for m in fg]).numpy()
     return torch.from_numpy(fg).to(masks.device)
-
-
-def coarsen(grad: Tensor, scale: int) -> Tensor:
-    """Project a dense tensor (N, C, *S) onto perturbations that are constant on blocks of
-    ``scale`` pixels/voxels per side (block mean, repeated); ``scale=1`` returns it as is."""
-    if scale == 1:
-        return grad
-    spatial = grad.shape[2:]
-    if any(side % scale for side in spatial):
-        raise ValueError(f"scale {scale} must divide the image size {tuple(spatial)}")
-    pool = F.avg_pool3d if len(spatial) == 3 else F.avg_pool2d
-    return F.interpolate(pool(grad, scale), scale_factor=scale, mode="nearest")
 
 
 class DenseAttackMixin(Attack):

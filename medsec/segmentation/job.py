@@ -252,9 +252,8 @@ def run_attack(model: torch.nn.Module, spec: SegAttackConfig, test: SegSplit, n:
         region = dilate_region(targets if spec.kind == "inject" else masks, spec.region_margin)
     attack = build_attack(model, spec, seed)
     adv = attack(images, targets, region=region)
-    pred_clean, pred_adv = predict_masks(model, images), predict_masks(model, adv)
-    metrics = attack_metrics(spec.kind, images, adv, masks, targets, pred_clean, pred_adv,
-                             num_classes, overlap)
+    pred_clean, pred_adv, metrics = _score(model, spec.kind, images, adv, masks, targets,
+                                           num_classes, overlap)
     pred_noise = predict_masks(model, random_perturbation(images, spec.eps, spec.norm, seed,
                                                           region, spec.scale))
     if spec.kind != "inject":
@@ -272,7 +271,15 @@ def transfer_metrics(model: torch.nn.Module, result: SegAttackResult, num_classe
     black-box attack): :func:`attack_metrics` with ``model``'s predictions on the clean and
     the adversarial images of ``result``. On the source model itself it reproduces the
     attack's own metrics."""
-    pred_clean = predict_masks(model, result.images)
-    pred_adv = predict_masks(model, result.adversarial)
-    return attack_metrics(result.spec.kind, result.images, result.adversarial, result.masks,
-                          result.targets, pred_clean, pred_adv, num_classes, overlap)
+    return _score(model, result.spec.kind, result.images, result.adversarial, result.masks,
+                  result.targets, num_classes, overlap)[2]
+
+
+def _score(model: torch.nn.Module, kind: str, images: torch.Tensor, adv: torch.Tensor,
+           masks: torch.Tensor, targets: torch.Tensor, num_classes: int, overlap: float,
+           ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """``model``'s predictions on the clean and adversarial images, and their
+    :func:`attack_metrics`."""
+    pred_clean, pred_adv = predict_masks(model, images), predict_masks(model, adv)
+    return pred_clean, pred_adv, attack_metrics(kind, images, adv, masks, targets, pred_clean,
+                                                pred_adv, num_classes, overlap)
