@@ -16,7 +16,7 @@ from flows.outputs import (
 )
 from medsec.io import write_atomic, write_json
 from medsec.training.checkpoint import load_classifier, require_data_version
-from medsec.training.job import split_for
+from medsec.stages.classifier import split
 from medsec.viz import confusion_figure, sample_grid
 from tasks.common import load_config_task, load_dataset_task
 from tasks.tracking import log_figure, log_metrics, tracked_run
@@ -43,7 +43,7 @@ def evaluate_flow(
     with tracked_run("train", cfg, data.version, run_id=run_id):
         evaluation = evaluate_task(cfg, data, model, "test")
         log_metrics(evaluation.metrics)
-        test = split_for(cfg, data, "test")
+        test = split(cfg, data, "test")
         preds = evaluation.logits.argmax(1).numpy()
         cm_fig = confusion_figure(evaluation.confusion, data.class_names, "test confusion")
         grid = sample_grid(test.images, test.labels, data.class_names, preds,

@@ -19,7 +19,9 @@ from medsec.defenses.config import DefenseConfig
 from medsec.errors import ConfigError
 from medsec.federated.config import FederatedConfig
 from medsec.privacy.config import PrivacyConfig
+from medsec.models.config import ModelConfig
 from medsec.segmentation.config import SegmentationConfig
+from medsec.training.config import ClassifierRecipe, TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRESET_DIR = REPO_ROOT / "configs" / "presets"
@@ -60,34 +62,6 @@ class PhantomConfig(StrictModel):
     n_test: int = Field(default=200, gt=0)
     size: int = Field(default=32, ge=16, le=256)
     seed: int = 0
-
-
-class ModelConfig(StrictModel):
-    """Network by name (see ``medsec models``); ``norm='group'`` gives DP-compatible models."""
-
-    name: str = "small_cnn"
-    norm: Literal["batch", "group", "instance"] = "batch"
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-
-    @field_validator("name")
-    @classmethod
-    def _known_name(cls, value: str) -> str:
-        from medsec.models.factory import known_model_names
-
-        if value not in known_model_names():
-            raise ValueError(f"unknown model {value!r}; known: {', '.join(known_model_names())}")
-        return value
-
-
-class TrainConfig(StrictModel):
-    epochs: int = Field(default=5, gt=0, le=1000)
-    batch_size: int = Field(default=64, gt=0)
-    lr: float = Field(default=1e-3, gt=0.0, le=10.0)
-    weight_decay: float = Field(default=0.0, ge=0.0)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    augment: bool = False
-    select_best: bool = True
-    num_threads: int | None = Field(default=None, gt=0)
 
 
 class ValidationConfig(StrictModel):

@@ -7,8 +7,8 @@ from prefect import task
 
 from medsec.config import MedSecConfig
 from medsec.data.types import LoadedDataset
-from medsec.training.job import Evaluation, TrainedClassifier, evaluate_classifier, split_for
-from medsec.training.job import train_classifier as _train
+from medsec.stages import classifier as stage
+from medsec.training.job import Evaluation, TrainedClassifier, evaluate_classifier
 from tasks.tracking import log_metrics
 
 
@@ -24,10 +24,10 @@ class MlflowEpochLogger(Callback):
 
 @task(name="train-classifier")
 def train_task(cfg: MedSecConfig, data: LoadedDataset, progress: bool = False) -> TrainedClassifier:
-    return _train(cfg, data, callbacks=[MlflowEpochLogger()], progress=progress)
+    return stage.train(cfg, data, callbacks=[MlflowEpochLogger()], progress=progress)
 
 
 @task(name="evaluate-classifier")
 def evaluate_task(cfg: MedSecConfig, data: LoadedDataset, model, split: str = "test") -> Evaluation:
-    return evaluate_classifier(model, split_for(cfg, data, split), data.num_classes,
+    return evaluate_classifier(model, stage.split(cfg, data, split), data.num_classes,
                                prefix=f"{split}_")

@@ -1,6 +1,7 @@
-"""DP-SGD in the project's one training path (``medsec.training.job.train_classifier``).
+"""DP-SGD as a fit strategy of the project's one training path
+(``medsec.training.job.train_classifier(..., strategy=DPStrategy(dp))``).
 
-With ``privacy.dp.enabled`` the train path calls :func:`fit_private`: it plans the run
+:class:`DPStrategy` plans the run
 (:func:`plan_private_training`: delta, noise, compatibility; errors name the config field),
 then trains with :func:`medsec.privacy.dp.private_training` inside the usual
 ``fit_classifier``. Epsilon is written into every epoch's history record (``epsilon``), and
@@ -22,11 +23,11 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
-from medsec.config import MedSecConfig
 from medsec.errors import ConfigError
 from medsec.privacy.accounting import UnreachableEpsilonError, noise_for_target
 from medsec.privacy.config import DPConfig
 from medsec.privacy.dp import DPSettings, EpsilonLogger, check_dp_compatible, private_training
+from medsec.training.config import ClassifierRecipe
 from medsec.training.fit import FitResult, fit_classifier
 from medsec.training.module import ClassifierModule
 
@@ -71,14 +72,13 @@ def dp_settings(dp: DPConfig, noise_multiplier: float | None = None,
                       max_physical_batch_size=dp.max_physical_batch_size)
 
 
-def plan_private_training(cfg: MedSecConfig, net: torch.nn.Module,
+def plan_private_training(dp: DPConfig, recipe: ClassifierRecipe, net: torch.nn.Module,
                           train_loader: DataLoader) -> DPPlan:
     """Check and resolve DP-SGD for ``net`` on ``train_loader`` over ``train.epochs``.
 
     Raises :class:`ConfigError` naming the field: ``model.norm`` (a layer DP-SGD cannot train,
     named), ``privacy.dp.delta`` (>= 1/N) or ``privacy.dp.target_epsilon`` (unreachable).
     """
-    dp = cfg.privacy.dp
     if not dp.enabled:
         raise ValueError("plan_private_training needs privacy.dp.enabled")
     dataset = train_loader.dataset
@@ -93,7 +93,7 @@ def plan_private_training(cfg: MedSecConfig, net: torch.nn.Module,
     except ValueError as exc:
         raise ConfigError(
             f"model.norm: privacy.dp.enabled needs a DP-compatible network, but model "
-            f"{cfg.model.name!r} with norm={cfg.model.norm!r} is not: {exc} "
+            f"{recipe.model.name!r} with norm={recipe.model.norm!r} is not: {exc} "
             "(set model.norm=group)"
         ) from None
     steps_per_epoch = len(train_loader)
@@ -102,11 +102,12 @@ def plan_private_training(cfg: MedSecConfig, net: torch.nn.Module,
         assert dp.target_epsilon is not None
         try:
             sigma = noise_for_target(dp.target_epsilon, 1.0 / steps_per_epoch,
-                                     steps_per_epoch * cfg.train.epochs, delta, dp.accountant)
+                                     steps_per_epoch * recipe.train.epochs, delta, dp.accountant)
         except UnreachableEpsilonError as exc:
             raise ConfigError(f"privacy.dp.target_epsilon: {exc}") from None
     return DPPlan(settings=dp_settings(dp, sigma, delta), target_epsilon=dp.target_epsilon,
-                  num_examples=n, steps_per_epoch=steps_per_epoch, epochs=cfg.train.epochs)
+                  num_examples=n, steps_per_epoch=steps_per_epoch,
+                  epochs=recipe.train.epochs)
 
 
 class EpsilonHistory(EpsilonLogger):
@@ -151,26 +152,28 @@ def dp_metrics(record: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def fit_private(
-    cfg: MedSecConfig,
-    module: ClassifierModule,
-    train_loader: DataLoader,
-    val_loader: DataLoader,
-    callbacks: Sequence[Callback] = (),
-    progress: bool = False,
-) -> tuple[FitResult, dict[str, Any]]:
-    """DP-SGD version of ``fit_classifier`` for ``train.epochs``; returns (fit, record)."""
-    select_best = cfg.train.select_best and cfg.privacy.dp.val_is_public
-    selection = "best validation AUC (validation treated as public)" if select_best else (
-        "last epoch")
-    with warnings.catch_warnings():
-        for benign in _BENIGN_WARNINGS:
-            warnings.filterwarnings("ignore", message=benign)
-        plan = plan_private_training(cfg, module.net, train_loader)
-        with private_training(module, train_loader, plan.settings, plan.epochs) as (
-                loader, state):
-            history = EpsilonHistory(state)
-            fit = fit_classifier(module, loader, val_loader, plan.epochs, cfg.seed,
-                                 [history, *callbacks], select_best=select_best,
-                                 progress=progress)
-    return fit, privacy_record(state, plan, history.epsilons, selection)
+@dataclass(frozen=True)
+class DPStrategy:
+    """DP-SGD fit strategy (``medsec.training.job.FitStrategy``) for ``recipe.train.epochs``:
+    returns (fit, :func:`privacy_record`)."""
+
+    dp: DPConfig
+
+    def __call__(self, module: ClassifierModule, train_loader: DataLoader,
+                 val_loader: DataLoader, recipe: ClassifierRecipe,
+                 callbacks: Sequence[Callback] = (), progress: bool = False,
+                 ) -> tuple[FitResult, dict[str, Any]]:
+        select_best = recipe.train.select_best and self.dp.val_is_public
+        selection = "best validation AUC (validation treated as public)" if select_best else (
+            "last epoch")
+        with warnings.catch_warnings():
+            for benign in _BENIGN_WARNINGS:
+                warnings.filterwarnings("ignore", message=benign)
+            plan = plan_private_training(self.dp, recipe, module.net, train_loader)
+            with private_training(module, train_loader, plan.settings, plan.epochs) as (
+                    loader, state):
+                history = EpsilonHistory(state)
+                fit = fit_classifier(module, loader, val_loader, plan.epochs, recipe.seed,
+                                     [history, *callbacks], select_best=select_best,
+                                     progress=progress)
+        return fit, privacy_record(state, plan, history.epsilons, selection)

@@ -1,19 +1,24 @@
-"""Train and evaluate a classifier from a config: the core of the train/evaluate stages."""
+"""Train and evaluate a classifier from a :class:`ClassifierRecipe`.
+
+The fit itself is a strategy plugged in from outside (:data:`FitStrategy`): :func:`plain_fit`
+by default; DP-SGD (``medsec.privacy.training.DPStrategy``) is chosen by the stage layer.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from torch.utils.data import DataLoader
 
-from medsec.config import MedSecConfig
 from medsec.data.types import ImageDataset, LoadedDataset
 from medsec.metrics.classification import classification_metrics, confusion
 from medsec.models.factory import PixelSpaceClassifier, build_classifier
+from medsec.training.config import ClassifierRecipe
 from medsec.training.fit import FitResult, fit_classifier, make_loader, seed_everything
 from medsec.training.module import ClassifierModule
 from medsec.training.predict import predict_logits
@@ -33,12 +38,6 @@ class Evaluation:
     logits: torch.Tensor
 
 
-def split_for(cfg: MedSecConfig, data: LoadedDataset, split: str) -> ImageDataset:
-    """A split, truncated to ``dataset.max_train`` / ``dataset.max_eval`` when set."""
-    limit = cfg.dataset.max_train if split == "train" else cfg.dataset.max_eval
-    return data.splits[split].head(limit)
-
-
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of images (N, C, H, W); std floored at 1e-3."""
     mean = images.mean(axis=(0, 2, 3)).astype(float).tolist()
@@ -46,57 +45,67 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     return mean, std
 
 
-def model_meta(cfg: MedSecConfig, data: LoadedDataset) -> dict[str, Any]:
+FitStrategy = Callable[
+    [ClassifierModule, DataLoader, DataLoader, ClassifierRecipe, Sequence[Callback], bool],
+    tuple[FitResult, dict[str, Any]],
+]
+"""``(module, train_loader, val_loader, recipe, callbacks, progress) -> (fit, privacy record)``:
+how a classifier is fitted (plain, DP-SGD, ...). The record goes to ``meta["privacy"]``."""
+
+
+def plain_fit(module: ClassifierModule, train: DataLoader, val: DataLoader,
+              recipe: ClassifierRecipe, callbacks: Sequence[Callback] = (),
+              progress: bool = False) -> tuple[FitResult, dict[str, Any]]:
+    """Non-private fit for ``recipe.train.epochs`` (best val AUC when ``select_best``)."""
+    fit = fit_classifier(module, train, val, recipe.train.epochs, recipe.seed, callbacks,
+                         select_best=recipe.train.select_best, progress=progress)
+    return fit, {"mechanism": "none"}
+
+
+def model_meta(recipe: ClassifierRecipe, data: LoadedDataset) -> dict[str, Any]:
     """Everything needed to rebuild the network and trace its data (plain types)."""
     return {
-        "model_name": cfg.model.name, "in_channels": data.in_channels,
+        "model_name": recipe.model.name, "in_channels": data.in_channels,
         "num_classes": data.num_classes, "image_size": list(data.image_shape[1:]),
-        "norm": cfg.model.norm, "dropout": cfg.model.dropout, "dataset": data.name,
-        "data_version": data.version, "class_names": list(data.class_names), "seed": cfg.seed,
+        "norm": recipe.model.norm, "dropout": recipe.model.dropout, "dataset": data.name,
+        "data_version": data.version, "class_names": list(data.class_names),
+        "seed": recipe.seed,
     }
 
 
-def build_module(cfg: MedSecConfig, data: LoadedDataset) -> ClassifierModule:
+def build_module(recipe: ClassifierRecipe, data: LoadedDataset) -> ClassifierModule:
     """Seeded network (normalisation from the training split) inside a ClassifierModule."""
-    seed_everything(cfg.seed)
-    mean, std = channel_stats(split_for(cfg, data, "train").images)
+    seed_everything(recipe.seed)
+    mean, std = channel_stats(recipe.split(data, "train").images)
     net = build_classifier(
-        cfg.model.name, data.in_channels, data.num_classes, data.image_shape[1:],
-        mean=mean, std=std, norm=cfg.model.norm, dropout=cfg.model.dropout,
+        recipe.model.name, data.in_channels, data.num_classes, data.image_shape[1:],
+        mean=mean, std=std, norm=recipe.model.norm, dropout=recipe.model.dropout,
     )
+    train = recipe.train
     return ClassifierModule(
-        net, data.num_classes, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-        optimizer=cfg.train.optimizer, augment=cfg.train.augment,
+        net, data.num_classes, lr=train.lr, weight_decay=train.weight_decay,
+        optimizer=train.optimizer, augment=train.augment,
     )
 
 
 def train_classifier(
-    cfg: MedSecConfig,
+    recipe: ClassifierRecipe,
     data: LoadedDataset,
     callbacks: Sequence[Callback] = (),
     progress: bool = False,
     module: ClassifierModule | None = None,
+    strategy: FitStrategy = plain_fit,
 ) -> TrainedClassifier:
-    """Fit the configured classifier on ``train``, selecting on ``val`` (best val AUC).
-
-    With ``privacy.dp.enabled`` it trains with DP-SGD (:func:`medsec.privacy.training.
-    fit_private`); ``meta["privacy"]`` records the mechanism (epsilon, delta, accountant, ...).
-    """
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
-    module = module if module is not None else build_module(cfg, data)
-    train = make_loader(split_for(cfg, data, "train"), cfg.train.batch_size, True, cfg.seed)
-    val = make_loader(split_for(cfg, data, "val"), 512, False, cfg.seed)
-    if cfg.privacy.dp.enabled:
-        from medsec.privacy.training import fit_private  # Opacus: imported only when used
-
-        fit, privacy = fit_private(cfg, module, train, val, callbacks, progress)
-    else:
-        fit = fit_classifier(module, train, val, cfg.train.epochs, cfg.seed, callbacks,
-                             select_best=cfg.train.select_best, progress=progress)
-        privacy = {"mechanism": "none"}
-    meta = model_meta(cfg, data) | {"best_epoch": fit.best_epoch,
-                                    "num_train": len(train.dataset), "privacy": privacy}
+    """Fit ``recipe``'s classifier on ``train``, selecting on ``val`` (best val AUC), with
+    ``strategy`` (plain by default); ``meta["privacy"]`` is the strategy's record."""
+    if recipe.train.num_threads:
+        torch.set_num_threads(recipe.train.num_threads)
+    module = module if module is not None else build_module(recipe, data)
+    train = make_loader(recipe.split(data, "train"), recipe.train.batch_size, True, recipe.seed)
+    val = make_loader(recipe.split(data, "val"), 512, False, recipe.seed)
+    fit, privacy = strategy(module, train, val, recipe, callbacks, progress)
+    meta = model_meta(recipe, data) | {"best_epoch": fit.best_epoch,
+                                       "num_train": len(train.dataset), "privacy": privacy}
     return TrainedClassifier(model=module.net, meta=meta, fit=fit)
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from medsec.config import load_config
 from medsec.data.registry import load_dataset
-from medsec.training.job import evaluate_classifier, train_classifier
+from medsec.stages.classifier import train as train_classifier
+from medsec.training.job import evaluate_classifier
 
 pytestmark = pytest.mark.integration
 

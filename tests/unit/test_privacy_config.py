@@ -15,7 +15,9 @@ from medsec.errors import ConfigError
 from medsec.privacy.accounting import epsilon_reference
 from medsec.privacy.sweep import record_label, sweep_points
 from medsec.training.checkpoint import load_classifier, save_classifier
-from medsec.training.job import build_module, train_classifier
+from medsec.stages.classifier import recipe
+from medsec.stages.classifier import train as train_classifier
+from medsec.training.job import build_module
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -137,7 +139,7 @@ def test_non_private_training_is_recorded_as_such(data):
 
 
 def test_empty_poisson_batch_is_a_clean_noise_only_step(data):
-    module = build_module(_cfg(), data)
+    module = build_module(recipe(_cfg()), data)
     loss = module.training_step((torch.zeros(0, 1, 16, 16), torch.zeros(0, dtype=torch.long)), 0)
     assert loss.requires_grad and float(loss) == 0.0
     assert module._train_losses == []  # no NaN train_loss for the epoch
