@@ -139,7 +139,7 @@ def audit_flow(
 ) -> dict:
     """Audit ``checkpoint`` (default ``privacy.audit.checkpoint``) with ``privacy.audit``;
     one MLflow run (``medsec.stage=privacy``) and ``reports/privacy_audit/<name>.json``."""
-    from medsec.data.medmnist import file_md5
+    from medsec.io import file_digest
     from medsec.privacy.sweep import record_label
 
     cfg = load_config_task(config, preset, overrides)
@@ -150,7 +150,7 @@ def audit_flow(
     label = record_label(meta.get("privacy"))
     tags = {"medsec.verification": data.verification, "medsec.privacy": label,
             "medsec.privacy.checkpoint": str(path),
-            "medsec.privacy.checkpoint_md5": file_md5(path)}
+            "medsec.privacy.checkpoint_md5": file_digest(path)}
     if meta.get("defense"):
         tags["medsec.defense"] = str(meta["defense"])
     audited = cfg.model_copy(update={"model": cfg.model.model_copy(

@@ -27,7 +27,7 @@ from flows.outputs import METRICS, MODELS, PLOTS, write_curve
 from medsec.config import MedSecConfig
 from medsec.data.validation import write_report
 from medsec.io import write_json, write_text
-from medsec.segmentation.checkpoint import save_segmenter
+from medsec.segmentation.models import save_segmenter
 from medsec.segmentation.config import SegAdversarialTraining, SegmentationConfig
 from medsec.segmentation.data import SegData
 from medsec.segmentation.dataset import save_seg_adversarial

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -98,3 +99,25 @@ def save_npz_deterministic(path: str | Path, arrays: dict[str, np.ndarray]) -> P
                     np.lib.format.write_array(handle, np.ascontiguousarray(arrays[key]))
 
     return write_atomic(path, _write)
+
+
+def write_png(path: str | Path, figure: Any, dpi: int = 100) -> Path:
+    """Save a matplotlib ``figure`` as a PNG at ``path`` atomically (the one image writer)."""
+    return write_atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=dpi))
+
+
+def file_digest(path: str | Path, algorithm: str = "md5") -> str:
+    """Hex digest of a file's bytes (``md5`` for data versions, ``sha256`` for checkpoints)."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def arrays_digest(*arrays: np.ndarray, algorithm: str = "md5") -> str:
+    """Hex digest of the bytes of ``arrays`` (C order), e.g. the version of in-memory data."""
+    digest = hashlib.new(algorithm)
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()

@@ -21,9 +21,9 @@ from medsec.attacks.suite import (
     train_surrogate,
 )
 from medsec.config import MedSecConfig
-from medsec.data.medmnist import file_md5
 from medsec.data.types import LoadedDataset
 from medsec.errors import DataError
+from medsec.io import file_digest
 from medsec.training.checkpoint import load_classifier, require_data_version
 from medsec.training.job import split_for
 from medsec.viz import adversarial_grid
@@ -52,7 +52,7 @@ def load_victim_task(
         run_id = json.loads(Path(info).read_text()).get("run_id")
     source = {
         "checkpoint": str(checkpoint),
-        "checkpoint_md5": file_md5(checkpoint),
+        "checkpoint_md5": file_digest(checkpoint),
         "mlflow_run_id": run_id,
         "model_name": meta.get("model_name"),
         "dataset": meta.get("dataset"),

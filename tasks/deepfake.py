@@ -11,7 +11,7 @@ from torch import nn
 from medsec.config import MedSecConfig
 from medsec.data.types import ImageDataset, LoadedDataset
 from medsec.deepfakes import pipeline
-from medsec.deepfakes.checkpoint import save_generator
+from medsec.deepfakes.networks import save_generator
 from medsec.deepfakes.config import GanConfig
 from medsec.deepfakes.dataset import load_fake_dataset, write_fake_dataset
 from medsec.deepfakes.evaluate import RealReference

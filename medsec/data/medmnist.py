@@ -6,7 +6,6 @@ A file holds ``{train,val,test}_images`` (N,H,W) or (N,H,W,3) uint8 and
 
 from __future__ import annotations
 
-import hashlib
 import os
 import zipfile
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import numpy as np
 
 from medsec.data.types import SPLITS, ImageDataset, LoadedDataset
 from medsec.errors import DataError
+from medsec.io import file_digest
 
 DATA_DIR_ENV = "MEDSEC_DATA_DIR"
 
@@ -56,14 +56,6 @@ MEDMNIST_2D: dict[str, MedMNISTInfo] = {
     "organcmnist": _C(1, tuple(f"organ_{i}" for i in range(11)), {}),
     "organsmnist": _C(1, tuple(f"organ_{i}" for i in range(11)), {}),
 }
-
-
-def file_md5(path: str | Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_data_dir(config_dir: str | Path) -> Path:
@@ -163,7 +155,7 @@ def load_npz_dataset(
     ``extra_keys`` (e.g. ``("masks",)``) are optional per-split integer arrays (N,H,W).
     """
     path = Path(path)
-    md5 = file_md5(path)
+    md5 = file_digest(path)
     arrays = read_npz_arrays(path)
     required = [f"{split}_{kind}" for split in SPLITS for kind in ("images", "labels")]
     missing = [key for key in required if key not in arrays]

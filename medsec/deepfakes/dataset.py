@@ -15,12 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from medsec.data.medmnist import file_md5, load_npz_dataset
+from medsec.data.medmnist import load_npz_dataset
 from medsec.data.types import SPLITS, ImageDataset
-from medsec.deepfakes.checkpoint import file_sha256
 from medsec.deepfakes.networks import ConditionalGenerator
 from medsec.deepfakes.sampling import sample_per_class
-from medsec.io import save_npz_deterministic, write_json
+from medsec.io import file_digest, save_npz_deterministic, write_json
 
 FAKES_FILE = "fakes.npz"
 METADATA_FILE = "metadata.json"
@@ -89,8 +88,8 @@ def write_fake_dataset(
         "n_per_class": {split: n for split, n in sizes.items()},
         "n_images": {split: n * num_classes for split, n in sizes.items()},
         "checkpoint": Path(checkpoint).name,
-        "checkpoint_sha256": file_sha256(checkpoint),
-        "npz_md5": file_md5(npz),
+        "checkpoint_sha256": file_digest(checkpoint, "sha256"),
+        "npz_md5": file_digest(npz),
     }
     return npz, write_json(directory / METADATA_FILE, info)
 

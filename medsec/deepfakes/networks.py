@@ -16,6 +16,7 @@ one tensor, as Opacus expects.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from medsec.data.types import ImageDataset
-from medsec.errors import ConfigError
+from medsec.errors import ConfigError, DataError
+from medsec.training.checkpoint import load_weights, read_checkpoint, save_checkpoint
 
 
 @dataclass(frozen=True)
@@ -149,3 +151,46 @@ class ConditionedImages(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         return self.inputs[index], self.labels[index]
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_generator(path: str | Path, generator: ConditionalGenerator,
+                   meta: dict[str, Any]) -> Path:
+    """Generator checkpoint (the project's one format); ``meta`` gets the architecture."""
+    return save_checkpoint(path, generator, "generator", {**meta, **generator.arch.to_meta()})
+
+
+def check_generator_matches(
+    meta: dict[str, Any], source: str, dataset: str | None = None,
+    image_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
+) -> None:
+    """Raise DataError when a generator was trained on another dataset, shape or class count."""
+    if dataset is not None and meta.get("dataset") != dataset:
+        raise DataError(
+            f"generator {source} was trained on dataset {meta.get('dataset')!r}, not "
+            f"{dataset!r}: train a generator on {dataset!r} first"
+        )
+    shape = tuple(int(s) for s in meta["image_shape"])
+    if image_shape is not None and shape != tuple(image_shape):
+        raise DataError(
+            f"generator {source} makes images of shape {shape} (C, H, W), but "
+            f"{tuple(image_shape)} were requested"
+        )
+    if num_classes is not None and int(meta["num_classes"]) != num_classes:
+        raise DataError(
+            f"generator {source} has {meta['num_classes']} classes, but {num_classes} were "
+            f"requested"
+        )
+
+
+def load_generator(
+    path: str | Path, dataset: str | None = None, image_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+) -> tuple[ConditionalGenerator, dict[str, Any]]:
+    """Rebuild a generator (eval mode) and its metadata; checks it fits the expected data."""
+    state, card = read_checkpoint(path, "generator")
+    meta = card.meta()
+    check_generator_matches(meta, str(path), dataset, image_shape, num_classes)
+    return load_weights(ConditionalGenerator(GanArch.from_meta(meta)), state, path), meta

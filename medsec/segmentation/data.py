@@ -7,7 +7,6 @@ Arrays follow the project conventions: images float32 in [0, 1], channels first,
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from monai.data.synthetic import create_test_image_3d
 from medsec.data.phantoms import LESION_CONTRAST
 from medsec.data.types import ImageDataset, LoadedDataset
 from medsec.errors import DataError
+from medsec.io import arrays_digest
 
 IMAGE_SUFFIXES = (".png", ".nii", ".nii.gz")
 
@@ -85,13 +85,6 @@ def check_pair(image: np.ndarray, mask: np.ndarray, where: str = "") -> np.ndarr
     return mask.astype(np.int64)
 
 
-def _md5(*arrays: np.ndarray) -> str:
-    digest = hashlib.md5()
-    for a in arrays:
-        digest.update(np.ascontiguousarray(a).tobytes())
-    return digest.hexdigest()
-
-
 def from_loaded(data: LoadedDataset, max_train: int | None = None,
                 max_eval: int | None = None) -> SegData:
     """The 2D phantoms (or any LoadedDataset with ``masks``) as segmentation data."""
@@ -145,7 +138,7 @@ def phantom_volumes(n_train: int, n_val: int, n_test: int, size: int = 16,
         masks = np.stack([p[1] for p in pairs]).astype(np.int64) if pairs else np.zeros(
             (0, size, size, size), np.int64)
         splits[split] = SegSplit(images, masks)
-    version = _md5(*(a for s in splits.values() for a in (s.images, s.masks)))
+    version = arrays_digest(*(a for s in splits.values() for a in (s.images, s.masks)))
     return SegData("phantoms3d", splits, 2, version)
 
 
@@ -240,6 +233,6 @@ def load_segmentation_folder(root: str | Path) -> SegData:
     if len(set(shapes.values())) != 1:
         raise DataError(f"{root}: splits have different image shapes {shapes}")
     num_classes = max(2, max(int(s.masks.max()) for s in splits.values()) + 1)
-    version = _md5(*(a for s in splits.values() for a in (s.images, s.masks)))
+    version = arrays_digest(*(a for s in splits.values() for a in (s.images, s.masks)))
     return SegData(root.name, splits, num_classes, version,
                    names={s: names for s, (_, names) in read.items()})

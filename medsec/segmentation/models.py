@@ -8,6 +8,8 @@ per-channel normalisation is its first layer, so attacks work in pixel space.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 from monai.networks.nets import AttentionUnet, SegResNet, UNet
@@ -15,6 +17,7 @@ from torch import nn
 
 from medsec.errors import ConfigError
 from medsec.models.factory import Normalize
+from medsec.training.checkpoint import load_weights, read_checkpoint, save_checkpoint
 
 
 class NormalizeND(Normalize):
@@ -95,6 +98,15 @@ def build_segmenter(
     return PixelSpaceSegmenter(NormalizeND(mean, std), backbone, spatial_dims)
 
 
-def segmenter_meta_keys() -> tuple[str, ...]:
-    """Metadata keys needed to rebuild a segmenter with :func:`build_segmenter`."""
-    return ("name", "spatial_dims", "in_channels", "num_classes", "channels")
+def save_segmenter(path: str | Path, model: PixelSpaceSegmenter, meta: dict[str, Any]) -> Path:
+    """Segmenter checkpoint (the project's one format); ``meta`` holds the architecture keys."""
+    return save_checkpoint(path, model, "segmenter", meta)
+
+
+def load_segmenter(path: str | Path) -> tuple[PixelSpaceSegmenter, dict[str, Any]]:
+    """Rebuild the segmenter from its card, load the weights; returns (model, meta)."""
+    state, card = read_checkpoint(path, "segmenter")
+    a = card.architecture
+    model = build_segmenter(a["name"], a["spatial_dims"], a["in_channels"], a["num_classes"],
+                            tuple(a["channels"]))
+    return load_weights(model, state, path), card.meta()

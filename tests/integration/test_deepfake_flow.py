@@ -14,8 +14,9 @@ import pytest
 import mlflow
 from flows.deepfake import DEEPFAKE_DIR, deepfake_flow
 from flows.train import train_flow
-from medsec.deepfakes.checkpoint import file_sha256, load_generator
+from medsec.deepfakes.networks import load_generator
 from medsec.errors import DataError
+from medsec.io import file_digest
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
@@ -66,7 +67,7 @@ def test_deepfake_flow_tracks_everything(tmp_path, monkeypatch, phantom_dir, tra
     # The versioned DeepFake dataset and its metadata.
     out = tmp_path / DEEPFAKE_DIR
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["checkpoint_sha256"] == file_sha256(out / "generator.pt")
+    assert meta["checkpoint_sha256"] == file_digest(out / "generator.pt", "sha256")
     assert meta["dataset"] == "phantoms" and meta["n_images"]["train"] == 32
     with np.load(out / "fakes.npz") as fakes:
         assert fakes["train_images"].shape == (32, 32, 32)

@@ -4,10 +4,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from medsec.data.medmnist import MEDMNIST_2D, MedMNISTInfo, file_md5
+from medsec.data.medmnist import MEDMNIST_2D, MedMNISTInfo
 from medsec.data.phantoms import generate_phantom_arrays, write_phantoms
 from medsec.data.registry import load_dataset
 from medsec.errors import DataError
+from medsec.io import file_digest
 
 
 def _medmnist_arrays(n=6, size=8, classes=2, rng=None):
@@ -29,7 +30,7 @@ def test_phantoms_are_deterministic_and_consistent(tmp_path):
     a = write_phantoms(tmp_path / "a.npz", 40, 10, 10, 32, 0)
     b = write_phantoms(tmp_path / "b.npz", 40, 10, 10, 32, 0)
     c = write_phantoms(tmp_path / "c.npz", 40, 10, 10, 32, 1)
-    assert file_md5(a) == file_md5(b) != file_md5(c)
+    assert file_digest(a) == file_digest(b) != file_digest(c)
     arrays = generate_phantom_arrays(40, 10, 10, 32, 0)
     labels = arrays["train_labels"][:, 0]
     has_lesion = arrays["train_masks"].reshape(40, -1).max(1)
@@ -54,13 +55,13 @@ def test_real_pneumoniamnist_is_unverified_not_an_error(pneumonia_path):
     assert {k: len(v) for k, v in data.splits.items()} == {"train": 4708, "val": 524, "test": 624}
     assert data.image_shape == (1, 28, 28)
     assert data.verification.startswith("unverified")
-    assert data.version == file_md5(pneumonia_path)
+    assert data.version == file_digest(pneumonia_path)
 
 
 def test_official_md5_gives_verified(tmp_path, monkeypatch):
     path = _write(tmp_path, "breastmnist", _medmnist_arrays())
     info = MEDMNIST_2D["breastmnist"]
-    fake = MedMNISTInfo(info.n_channels, info.class_names, {8: file_md5(path)})
+    fake = MedMNISTInfo(info.n_channels, info.class_names, {8: file_digest(path)})
     monkeypatch.setitem(MEDMNIST_2D, "breastmnist", fake)
     assert load_dataset("breastmnist", tmp_path).verification == "verified"
 

@@ -8,13 +8,18 @@ import pytest
 import torch
 
 from medsec.config import load_config
-from medsec.data.medmnist import file_md5
-from medsec.deepfakes.checkpoint import file_sha256, load_generator, save_generator
 from medsec.deepfakes.dataset import load_fake_dataset, write_fake_dataset
 from medsec.deepfakes.gan import train_gan
-from medsec.deepfakes.networks import ConditionalDiscriminator, ConditionalGenerator, GanArch
+from medsec.deepfakes.networks import (
+    ConditionalDiscriminator,
+    ConditionalGenerator,
+    GanArch,
+    load_generator,
+    save_generator,
+)
 from medsec.deepfakes.sampling import sample_images, sample_per_class
 from medsec.errors import ConfigError, DataError
+from medsec.io import file_digest
 from medsec.models.factory import build_classifier
 from medsec.privacy.accounting import epsilon_for
 from medsec.privacy.dp import DPSettings, check_dp_compatible
@@ -75,7 +80,8 @@ def test_checkpoint_roundtrip_and_mismatched_data_are_rejected(tmp_path):
     assert meta["data_version"] == "v1"
     other = save_generator(tmp_path / "other-name.pt", gen, {"dataset": "phantoms",
                                                              "data_version": "v1"})
-    assert file_sha256(other) == file_sha256(path)  # bytes do not depend on the file name
+    # the bytes do not depend on the file name
+    assert file_digest(other, "sha256") == file_digest(path, "sha256")
     assert torch.equal(sample_images(gen, torch.tensor([1]), 0),
                        sample_images(loaded, torch.tensor([1]), 0))
     with pytest.raises(DataError, match="trained on dataset 'phantoms', not 'pneumoniamnist'"):
@@ -100,9 +106,9 @@ def test_fake_dataset_is_deterministic_with_metadata(tmp_path):
     ckpt = save_generator(tmp_path / "g.pt", gen, {"dataset": "phantoms"})
     npz, meta_path = write_fake_dataset(tmp_path / "a", gen, ckpt, {"dataset": "phantoms"}, 8, 3)
     again, _ = write_fake_dataset(tmp_path / "b", gen, ckpt, {"dataset": "phantoms"}, 8, 3)
-    assert file_md5(npz) == file_md5(again)
+    assert file_digest(npz) == file_digest(again)
     meta = __import__("json").loads(meta_path.read_text())
-    assert meta["checkpoint_sha256"] == file_sha256(ckpt) and meta["sample_seed"] == 3
+    assert meta["checkpoint_sha256"] == file_digest(ckpt, "sha256") and meta["sample_seed"] == 3
     assert meta["n_images"] == {"train": 16, "val": 4, "test": 4} and meta["synthetic"]
     splits = load_fake_dataset(npz, ["a", "b"])
     assert splits["train"].images.shape == (16, 1, 16, 16)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from medsec.errors import ConfigError, DataError
 from medsec.segmentation.attacks import SegPGD
-from medsec.segmentation.checkpoint import load_segmenter, save_segmenter
+from medsec.segmentation.models import load_segmenter, save_segmenter
 from medsec.segmentation.config import SegAttackConfig, SegmentationConfig
 from medsec.segmentation.data import (
     SegSplit,
