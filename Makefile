@@ -27,6 +27,7 @@ run: install
 	dvc repro
 
 test: install
+	lint-imports --no-cache   # the layering contract in pyproject.toml
 	pytest -q
 
 lint: install
