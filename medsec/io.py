@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -63,8 +64,33 @@ def write_atomic(path: str | Path, writer: Callable[[Path], Any]) -> Path:
     return Path(path)
 
 
+def json_safe(data: Any, where: str = "") -> tuple[Any, dict[str, str]]:
+    """``data`` with numpy values as Python ones and every NaN/Infinity replaced by None, and
+    the reasons: ``{"a.b[2]": "NaN: undefined for this data"}`` (strict JSON has no NaN or Infinity literals)."""
+    if isinstance(data, dict):
+        out, reasons = {}, {}
+        for key, value in data.items():
+            out[key], sub = json_safe(value, f"{where}.{key}" if where else str(key))
+            reasons |= sub
+        return out, reasons
+    if isinstance(data, list | tuple | np.ndarray):
+        pairs = [json_safe(v, f"{where}[{i}]") for i, v in enumerate(data)]
+        return [v for v, _ in pairs], {k: r for _, sub in pairs for k, r in sub.items()}
+    if isinstance(data, np.generic):
+        data = data.item()
+    if isinstance(data, float) and not math.isfinite(data):
+        kind = "NaN" if math.isnan(data) else f"{data:+}".replace("inf", "Infinity")
+        return None, {where: f"{kind}: undefined for this data"}
+    return data, {}
+
+
 def write_json(path: str | Path, data: Any) -> Path:
-    text = json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n"
+    """Strict JSON, atomically: NaN/Infinity become null, listed under ``null_reasons``."""
+    clean, reasons = json_safe(data)
+    if reasons and isinstance(clean, dict):
+        clean["null_reasons"] = reasons
+    text = json.dumps(clean, indent=2, sort_keys=True, default=_json_default,
+                      allow_nan=False) + "\n"
     return write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
