@@ -66,7 +66,8 @@ def write_atomic(path: str | Path, writer: Callable[[Path], Any]) -> Path:
 
 def json_safe(data: Any, where: str = "") -> tuple[Any, dict[str, str]]:
     """``data`` with numpy values as Python ones and every NaN/Infinity replaced by None, and
-    the reasons: ``{"a.b[2]": "NaN: undefined for this data"}`` (strict JSON has no NaN or Infinity literals)."""
+    the reasons, e.g. ``{"a.b[2]": "NaN: undefined for this data"}`` (strict JSON has no NaN
+    or Infinity literals)."""
     if isinstance(data, dict):
         out, reasons = {}, {}
         for key, value in data.items():
