@@ -9,11 +9,12 @@ import torch
 from prefect import flow
 
 from flows.outputs import CLASSIFIER_CKPT, CLASSIFIER_INFO, METRICS, MODELS, REPORTS
-from medsec.defenses.build import BuildContext, undefended
+from medsec.defenses.build import undefended
 from medsec.defenses.config import DefenseSpec
 from medsec.defenses.evaluate import DefenseResult
 from medsec.defenses.scorecard import scorecard_markdown
 from medsec.io import atomic_dir, write_json, write_text
+from medsec.stages import defense as stage
 from tasks.attack import load_victim_task
 from tasks.common import load_config_task, load_dataset_task
 from tasks.defense import (
@@ -46,7 +47,7 @@ def defense_flow(
     data = load_dataset_task(cfg)
     baseline, source = load_victim_task(checkpoint, info, data)
     images, labels = eval_split_task(cfg, data, baseline, source["model_name"])
-    ctx = BuildContext(cfg, data, baseline, callbacks=[MlflowEpochLogger()])
+    ctx = stage.context(cfg, data, baseline, callbacks=[MlflowEpochLogger()])
     tags = {"medsec.verification": data.verification,
             "medsec.source_run_id": str(source["mlflow_run_id"]),
             "medsec.checkpoint_md5": source["checkpoint_md5"]}

@@ -10,26 +10,20 @@ from torch import Tensor, nn
 
 from medsec.config import MedSecConfig
 from medsec.data.types import LoadedDataset
-from medsec.defenses.base import Defense, check_classifier
+from medsec.defenses.base import Defense
 from medsec.defenses.build import BuildContext, build_defense
 from medsec.defenses.config import DefenseSpec
-from medsec.defenses.evaluate import DefenseResult, evaluate_defense
-from medsec.errors import DataError
+from medsec.defenses.evaluate import DefenseResult
+from medsec.stages import defense as stage
 from medsec.training.checkpoint import save_classifier
-from medsec.training.job import split_for
 from tasks.tracking import log_artifact, log_dict, log_metrics, log_params, set_tags
 
 
 @task(name="defense-eval-split", cache_policy=NO_CACHE)
 def eval_split_task(cfg: MedSecConfig, data: LoadedDataset, model: nn.Module,
                     model_name: str | None) -> tuple[Tensor, Tensor]:
-    """The scored test images (N, C, H, W) in [0, 1] and labels (N,): the first
-    ``defense.eval.max_examples`` of the test split. Checks the undefended model first."""
-    if model_name != cfg.model.name:
-        raise DataError(f"the undefended checkpoint is a {model_name!r} but the config trains "
-                        f"{cfg.model.name!r}: retrain first")
-    check_classifier(model, data.image_shape, "undefended")
-    return split_for(cfg, data, "test").head(cfg.defense.eval.max_examples).tensors()
+    """The scored test images and labels (see :func:`medsec.stages.defense.eval_split`)."""
+    return stage.eval_split(cfg, data, model, model_name)
 
 
 @task(name="build-defense", cache_policy=NO_CACHE)
@@ -40,7 +34,7 @@ def build_defense_task(spec: DefenseSpec, ctx: BuildContext) -> Defense:
 @task(name="evaluate-defense", cache_policy=NO_CACHE)
 def evaluate_defense_task(defense: Defense, images: Tensor, labels: Tensor, cfg: MedSecConfig,
                           baseline: nn.Module) -> DefenseResult:
-    return evaluate_defense(defense, images, labels, cfg.defense.eval, cfg.seed, baseline)
+    return stage.evaluate(cfg, defense, images, labels, baseline)
 
 
 def log_defense_result(result: DefenseResult, spec: DefenseSpec | None,

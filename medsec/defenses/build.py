@@ -17,7 +17,6 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
-from medsec.config import MedSecConfig
 from medsec.data.types import LoadedDataset
 from medsec.defenses import config as dc
 from medsec.defenses.autoencoder import PixelAutoEncoder, Reformer, train_autoencoder
@@ -47,22 +46,27 @@ from medsec.defenses.transforms import (
     MedianFilter,
     Preprocessed,
 )
-from medsec.training.job import split_for
+from medsec.training.config import ClassifierRecipe
+from medsec.training.job import FitStrategy, plain_fit
 
 
 @dataclass
 class BuildContext:
-    """Everything builders share: config, data, the undefended model, training callbacks."""
+    """Everything builders share: the classifier ``recipe`` (network, training, seed, split
+    limits) and fit ``strategy`` of defended training, the scoring settings ``eval``, data, the
+    undefended model, training callbacks."""
 
-    cfg: MedSecConfig
+    recipe: ClassifierRecipe
+    eval: dc.DefenseEvalConfig
     data: LoadedDataset
     baseline: nn.Module
     callbacks: Sequence[Callback] = ()
+    strategy: FitStrategy = plain_fit
     _autoencoders: dict[tuple, tuple[PixelAutoEncoder, float]] = field(default_factory=dict)
 
     def split(self, name: str) -> tuple[Tensor, Tensor]:
         """Images (N, C, H, W) in [0, 1] and labels (N,) of a split (dataset limits applied)."""
-        return split_for(self.cfg, self.data, name).tensors()
+        return self.recipe.split(self.data, name).tensors()
 
     def autoencoder(self, p: dc.AutoEncoderParams) -> tuple[PixelAutoEncoder, float]:
         """MagNet autoencoder for these parameters (trained once per run) and its seconds."""
@@ -70,7 +74,7 @@ class BuildContext:
         if key not in self._autoencoders:
             start = time.perf_counter()
             ae = train_autoencoder(self.split("train")[0], p.channels, p.epochs, p.lr, p.noise,
-                                   self.cfg.train.batch_size, self.cfg.seed)
+                                   self.recipe.train.batch_size, self.recipe.seed)
             self._autoencoders[key] = (ae, time.perf_counter() - start)
         return self._autoencoders[key]
 
@@ -97,7 +101,7 @@ def _trained(p: Any, ctx: BuildContext, hooks: DefendedTraining) -> tuple[nn.Mod
     hooks.epochs = p.epochs
     if p.init == "baseline":
         hooks.init_state = {k: v.clone() for k, v in ctx.baseline.state_dict().items()}
-    result = train_defended(ctx.cfg, ctx.data, hooks, ctx.callbacks)
+    result = train_defended(ctx.recipe, ctx.data, hooks, ctx.callbacks, ctx.strategy)
     return result.model, dict(result.meta), result.fit.seconds
 
 
@@ -108,17 +112,17 @@ def _training_defense(p: Any, ctx: BuildContext, hooks: DefendedTraining) -> Def
 
 
 def _pgd_at(p: dc.PGDTrainingParams, ctx: BuildContext, k: int) -> Defense:
-    batches = AdversarialBatches(p.eps, p.alpha or p.eps / 4, p.steps, ctx.cfg.seed)
+    batches = AdversarialBatches(p.eps, p.alpha or p.eps / 4, p.steps, ctx.recipe.seed)
     return _training_defense(p, ctx, DefendedTraining(batch_transform=batches))
 
 
 def _fast_fgsm_at(p: dc.FastFGSMParams, ctx: BuildContext, k: int) -> Defense:
-    batches = AdversarialBatches.fast_fgsm(p.eps, p.alpha, ctx.cfg.seed)
+    batches = AdversarialBatches.fast_fgsm(p.eps, p.alpha, ctx.recipe.seed)
     return _training_defense(p, ctx, DefendedTraining(batch_transform=batches))
 
 
 def _trades(p: dc.TradesParams, ctx: BuildContext, k: int) -> Defense:
-    loss = TradesLoss(p.eps, p.alpha or p.eps / 4, p.steps, p.beta, ctx.cfg.seed)
+    loss = TradesLoss(p.eps, p.alpha or p.eps / 4, p.steps, p.beta, ctx.recipe.seed)
     return _training_defense(p, ctx, DefendedTraining(loss_fn=loss))
 
 
@@ -218,10 +222,10 @@ def smoothing_defense(base: nn.Module, num_classes: int, p: dc.SmoothingParams,
 
 def _smoothing(p: dc.SmoothingParams, ctx: BuildContext, k: int) -> Defense:
     if p.base == "baseline":
-        return smoothing_defense(ctx.baseline, k, p, ctx.cfg.defense.eval, ctx.cfg.seed)
+        return smoothing_defense(ctx.baseline, k, p, ctx.eval, ctx.recipe.seed)
     hooks = DefendedTraining(batch_transform=NoiseBatches(p.sigma), epochs=p.epochs)
-    result = train_defended(ctx.cfg, ctx.data, hooks, ctx.callbacks)
-    defense = smoothing_defense(result.model, k, p, ctx.cfg.defense.eval, ctx.cfg.seed)
+    result = train_defended(ctx.recipe, ctx.data, hooks, ctx.callbacks, ctx.strategy)
+    defense = smoothing_defense(result.model, k, p, ctx.eval, ctx.recipe.seed)
     defense.classifier, defense.meta = result.model, dict(result.meta)
     defense.train_seconds = result.fit.seconds
     return defense

@@ -25,9 +25,15 @@ from torch import Tensor, nn
 
 from medsec.attacks.base import LossFn, check_epsilon
 from medsec.attacks.pgd import PGD
-from medsec.config import MedSecConfig
 from medsec.data.types import LoadedDataset
-from medsec.training.job import TrainedClassifier, build_module, train_classifier
+from medsec.training.config import ClassifierRecipe
+from medsec.training.job import (
+    FitStrategy,
+    TrainedClassifier,
+    build_module,
+    plain_fit,
+    train_classifier,
+)
 from medsec.training.module import BatchTransform, LossHook
 
 
@@ -127,7 +133,7 @@ class DistillationLoss(TemperatureLoss):
 
 @dataclass
 class DefendedTraining:
-    """What :func:`train_defended` needs besides the config."""
+    """What :func:`train_defended` needs besides the recipe."""
 
     batch_transform: BatchTransform | None = None
     loss_fn: LossHook | None = None
@@ -136,22 +142,22 @@ class DefendedTraining:
 
 
 def train_defended(
-    cfg: MedSecConfig,
+    recipe: ClassifierRecipe,
     data: LoadedDataset,
     hooks: DefendedTraining,
     callbacks: Sequence[Callback] = (),
+    strategy: FitStrategy = plain_fit,
 ) -> TrainedClassifier:
-    """Train the configured classifier through the one training loop with defense hooks.
+    """Train ``recipe``'s classifier through the one training loop with defense hooks.
 
-    ``hooks.epochs`` overrides ``train.epochs``; ``hooks.init_state`` starts from given weights
-    (e.g. the undefended model's, to fine-tune). Model selection is ``train.select_best``.
+    ``hooks.epochs`` overrides ``recipe.train.epochs``; ``hooks.init_state`` starts from given
+    weights (e.g. the undefended model's, to fine-tune). Model selection is
+    ``recipe.train.select_best``; ``strategy`` is the fit (plain, or DP-SGD from the stage).
     """
-    if hooks.epochs is not None:
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
-            update={"epochs": hooks.epochs})})
-    module = build_module(cfg, data)
+    recipe = recipe.derive(epochs=hooks.epochs)
+    module = build_module(recipe, data)
     module.batch_transform = hooks.batch_transform
     module.loss_fn = hooks.loss_fn
     if hooks.init_state is not None:
         module.net.load_state_dict(hooks.init_state)
-    return train_classifier(cfg, data, callbacks, module=module)
+    return train_classifier(recipe, data, callbacks, module=module, strategy=strategy)

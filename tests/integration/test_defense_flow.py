@@ -12,8 +12,8 @@ import mlflow
 from flows.defense import defense_flow
 from medsec.config import load_config
 from medsec.data.registry import load_dataset
+from medsec.stages import classifier
 from medsec.training.checkpoint import load_classifier, save_classifier
-from medsec.training.job import train_classifier
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def test_defense_flow_tracks_every_defense(tmp_path, monkeypatch, phantom_dir, t
     try:
         cfg = load_config(overrides=overrides)  # the train stage's checkpoint, made directly
         data = load_dataset(cfg.dataset.name, cfg.dataset.data_dir)
-        trained = train_classifier(cfg, data)
+        trained = classifier.train(cfg, data)
         save_classifier(tmp_path / "models" / "classifier.pt", trained.model, trained.meta)
         result = defense_flow(overrides=overrides)
     finally:

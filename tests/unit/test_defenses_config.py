@@ -8,9 +8,10 @@ import pytest
 from medsec.config import PRESET_DIR, load_config
 from medsec.data.registry import load_dataset
 from medsec.defenses.base import DefenseError
-from medsec.defenses.build import BUILDERS, BuildContext, build_defense
+from medsec.defenses.build import BUILDERS, build_defense
 from medsec.defenses.config import DEFENSE_KINDS, DEFENSE_PARAMS, DefenseConfig, DefenseSpec
 from medsec.errors import ConfigError
+from medsec.stages import defense as stage
 from tests.unit.attack_fixtures import SegmentationModel
 
 
@@ -53,6 +54,6 @@ def test_bad_defense_config_names_the_field(override: str, needle: str) -> None:
 def test_incompatible_model_is_a_clear_error(phantom_dir) -> None:
     cfg = load_config(overrides=[f"dataset.data_dir={phantom_dir}"])
     data = load_dataset("phantoms", phantom_dir)
-    ctx = BuildContext(cfg, data, SegmentationModel())
+    ctx = stage.context(cfg, data, SegmentationModel())
     with pytest.raises(DefenseError, match="defense 'smoothing' needs a classifier"):
         build_defense(DefenseSpec(name="smoothing"), ctx)
