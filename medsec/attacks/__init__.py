@@ -17,7 +17,7 @@ _EXPORTS: dict[str, str] = {
     "DeepFool": "deepfool", "FGSM": "fgsm", "MIM": "mim", "OnePixel": "one_pixel",
     "PGD": "pgd", "Square": "square", "UAP": "uap",
     "Attack": "base", "AttackStats": "base", "cross_entropy_loss": "base",
-    "margin_loss": "base", "model_guard": "base", "predict_logits": "base",
+    "margin_loss": "base",
     "ImageScalingAttack": "image_scaling", "ResizeThenClassify": "image_scaling",
     "ScalingResult": "image_scaling",
     "ATTACKS": "registry", "attack_params": "registry", "build_attack": "registry",

@@ -1,8 +1,9 @@
 """The shared core of every evasion attack.
 
-One implementation each of: input/output validation, projection onto the Linf/L2 ball and
-the pixel box [0, 1], the model-state guard, seeded randomness, query counting and per-call
-statistics. Attacks subclass :class:`Attack` and implement :meth:`Attack._perturb`.
+One implementation each of: projection onto the Linf/L2 ball and the pixel box [0, 1],
+seeded randomness, query counting and per-call statistics; input/output validation and the
+model-state guard come from :mod:`medsec.models.checks` and :mod:`medsec.models.guard`.
+Attacks subclass :class:`Attack` and implement :meth:`Attack._perturb`.
 
 Conventions: images are float tensors in [0, 1], shape (N, C, H, W) or (N, C, D, H, W); the
 model maps pixel-space images to logits (N, num_classes); epsilons are in pixel units.
@@ -12,14 +13,22 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from medsec.models.checks import (
+    check_images,
+    check_label_dtype,
+    check_label_range,
+    check_label_shape,
+    check_logits,
+)
+from medsec.models.guard import model_guard
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 """``loss_fn(logits, labels) -> (N,)`` per-example loss that an untargeted attack maximises."""
@@ -160,35 +169,6 @@ def random_init(x: Tensor, eps: float, norm: str, generator: torch.Generator) ->
 
 
 # --------------------------------------------------------------------------- model state
-
-
-@contextmanager
-def model_guard(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode with frozen parameters; restore every flag afterwards.
-
-    Restores each submodule's ``training`` flag individually and each parameter's
-    ``requires_grad``; freezing also spares the backward pass the weight gradients.
-    """
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        for m, mode in modes:
-            m.training = mode
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
-    """Logits (N, K) of ``model`` on ``images`` in eval mode, in batches, state restored."""
-    with model_guard(model), torch.inference_mode():
-        outs = [model(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)]
-    return torch.cat(outs).clone()
 
 
 # --------------------------------------------------------------------------- statistics
@@ -337,88 +317,25 @@ class Attack:
 
         Returns the labels as int64 on the images' device.
         """
-        if not isinstance(images, Tensor):
-            raise ValueError(f"images must be a torch.Tensor, got {type(images).__name__}")
-        if not images.is_floating_point():
-            raise ValueError(f"images must be a float tensor in [0, 1], got dtype {images.dtype}")
-        if images.dim() - 2 not in self.spatial_dims:
-            shapes = " or ".join("N,C," + ",".join("DHW"[3 - d :]) for d in self.spatial_dims)
-            raise ValueError(
-                f"{type(self).__name__} expects images shaped {shapes}; got {tuple(images.shape)}"
-            )
-        if images.shape[0] == 0:
-            raise ValueError("images is empty (N = 0)")
-        if not torch.isfinite(images).all():
-            raise ValueError("images contain NaN or infinite values")
-        lo, hi = float(images.min()), float(images.max())
-        if lo < 0.0 or hi > 1.0:
-            raise ValueError(
-                f"images must lie in [0, 1] (pixel space; normalisation belongs inside the "
-                f"model), got min={lo:.4g} max={hi:.4g}"
-            )
-        if not isinstance(labels, Tensor):
-            raise ValueError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
-        if labels.is_floating_point() or labels.dtype == torch.bool or labels.is_complex():
-            raise ValueError(f"labels must be an integer (int64) tensor, got dtype {labels.dtype}")
+        check_images(images, self.spatial_dims, type(self).__name__)
+        check_label_dtype(labels)
         self.check_label_shape(labels, images)
         return labels.to(device=images.device, dtype=torch.int64)
 
     def check_label_shape(self, labels: Tensor, images: Tensor) -> None:
         """Classification: one label per image, shape (N,). Override for dense labels."""
-        if labels.shape != (images.shape[0],):
-            raise ValueError(
-                f"labels must have shape ({images.shape[0]},) to match images, "
-                f"got {tuple(labels.shape)}"
-            )
+        check_label_shape(labels, images)
 
     def check_output(self, logits: Tensor, images: Tensor) -> int:
         """Check the clean model output; return the number of classes.
 
         Classification contract: 2-D finite logits (N, K), K >= 2, not probabilities.
         """
-        n = images.shape[0]
-        if not isinstance(logits, Tensor):
-            raise ValueError(f"model must return a tensor of logits, got {type(logits).__name__}")
-        if logits.dim() != 2 or logits.shape[0] != n:
-            hint = (
-                " (this looks like a dense/segmentation output: use a segmentation attack or a "
-                "per-example loss_fn with an Attack subclass that overrides check_output)"
-                if logits.dim() > 2
-                else ""
-            )
-            raise ValueError(
-                f"model output must be 2-D logits of shape (N={n}, num_classes), "
-                f"got {tuple(logits.shape)}{hint}"
-            )
-        if logits.shape[1] < 2:
-            raise ValueError(
-                f"model must return at least 2 class logits, got {logits.shape[1]} "
-                "(for a single-logit binary model, return [-z, z] or [0, z])"
-            )
-        if not torch.isfinite(logits).all():
-            raise ValueError("model output contains NaN or infinite values")
-        in_unit = bool(((logits >= 0) & (logits <= 1)).all())
-        sums_to_one = bool(
-            torch.allclose(
-                logits.sum(dim=1),
-                torch.ones(n, dtype=logits.dtype, device=logits.device),
-                atol=1e-4,
-            )
-        )
-        if in_unit and sums_to_one:
-            raise ValueError(
-                "model output looks like probabilities (every row in [0, 1] summing to 1); "
-                "attacks need logits: remove the final softmax from the model"
-            )
-        return int(logits.shape[1])
+        return check_logits(logits, images.shape[0])
 
     def check_labels(self, labels: Tensor, num_classes: int) -> None:
         """Check that labels (N,) lie in [0, num_classes)."""
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-            raise ValueError(
-                f"labels must lie in [0, {num_classes}) for a model with {num_classes} classes, "
-                f"got min={int(labels.min())} max={int(labels.max())}"
-            )
+        check_label_range(labels, num_classes)
 
     def _validate(self, logits: Tensor, images: Tensor, labels: Tensor) -> None:
         """Check the model output, the label range and the loss shape once per call."""

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from medsec.attacks.base import Attack, predict_logits
+from medsec.attacks.base import Attack
 from medsec.attacks.config import (
     AttackConfig,
     AttackSpec,
@@ -38,6 +38,8 @@ from medsec.attacks.uap import UAP
 from medsec.data.types import ImageDataset
 from medsec.errors import ConfigError
 from medsec.metrics.robustness import run_attack
+from medsec.models.checks import check_classifier
+from medsec.training.predict import predict_logits
 
 if TYPE_CHECKING:
     from medsec.config import MedSecConfig
@@ -198,18 +200,6 @@ def _prefixed(prefix: str, metrics: dict[str, float], timings: bool) -> dict[str
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def check_classifier(model: nn.Module, images: Tensor, labels: Tensor) -> int:
-    """Raise ValueError (the attack core's messages) unless ``images`` are float (N, C, H, W)
-    in [0, 1] and ``model`` maps them to logits (N, K) - not probabilities, not a dense
-    (segmentation) output - with ``labels`` in [0, K). Returns K."""
-    probe = Attack(model, eps=None)
-    labels = probe.check_inputs(images, labels)
-    head = images[: min(len(images), 64)]
-    num_classes = probe.check_output(predict_logits(model, head), head)
-    probe.check_labels(labels, num_classes)
-    return num_classes
 
 
 def check_surrogate(cfg: MedSecConfig) -> None:

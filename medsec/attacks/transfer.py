@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from medsec.attacks.base import Attack, lp_norm, predict_logits
+from medsec.attacks.base import Attack, lp_norm
+from medsec.training.predict import predict_logits
 
 
 def transfer_evaluate(

@@ -11,9 +11,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from medsec.attacks.base import Attack, predict_logits
+from medsec.attacks.base import Attack
 from medsec.attacks.registry import build_attack
 from medsec.metrics.image_quality import PSNR_MAX_DB, perturbation_norms, psnr, ssim
+from medsec.training.predict import predict_logits
 
 
 def _mean(t: Tensor, default: float) -> float:

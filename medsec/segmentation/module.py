@@ -58,6 +58,6 @@ def fit_segmenter(module: SegmenterModule, train: SegSplit, val: SegSplit, epoch
 @torch.no_grad()
 def predict_masks(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """Class-index predictions (N, *S) in eval mode (training flags restored)."""
-    from medsec.attacks.base import predict_logits
+    from medsec.training.predict import predict_logits
 
     return predict_logits(model, images, batch_size).argmax(1)

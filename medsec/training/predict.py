@@ -5,14 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from medsec.models.guard import model_guard
+
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Logits (N, K) for images (N, C, H, W) in [0,1]; model put in eval mode and restored."""
-    was_training = model.training
-    model.eval()
-    try:
+    """Logits (N, K) for images (N, C, H, W) in [0, 1], in batches; the model runs in eval mode
+    with frozen parameters (:func:`medsec.models.guard.model_guard`, state restored)."""
+    with model_guard(model), torch.inference_mode():
         out = [model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
+    return torch.cat(out).clone() if out else torch.empty(0)
