@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -12,14 +13,14 @@ import typer
 
 import flows  # noqa: F401  (sets Prefect/GX environment defaults)
 from medsec.errors import MedSecError
+from medsec.stages.pipeline import STAGE_NAMES, get_stage
 
 app = typer.Typer(help="MedSec: security and privacy benchmark for medical-imaging models.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Manage the raw data in data/.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-STAGES = ("validate", "train", "evaluate", "federated", "deepfake", "privacy", "audit",
-          "attack", "defense", "segmentation")
+STAGES = STAGE_NAMES  # medsec/stages/pipeline.py: the one table of stages
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config file.")]
 PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="configs/presets/<name>")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override: key.sub=value")]
@@ -60,23 +61,12 @@ def stage(
         config = "params.yaml"
     if name not in STAGES:
         _fail(ValueError(f"unknown stage {name!r}; known: {', '.join(STAGES)}"))
-    from flows.attack import attack_flow
-    from flows.deepfake import deepfake_flow
-    from flows.defense import defense_flow
-    from flows.evaluate import evaluate_flow
-    from flows.federated import federated_flow
-    from flows.privacy import audit_flow, privacy_flow
-    from flows.segmentation import segmentation_flow
-    from flows.train import train_flow
-    from flows.validate import validate_flow
-
-    flow_fn = {"validate": validate_flow, "train": train_flow, "evaluate": evaluate_flow,
-               "federated": federated_flow, "deepfake": deepfake_flow,
-               "privacy": privacy_flow, "audit": audit_flow, "attack": attack_flow,
-               "defense": defense_flow, "segmentation": segmentation_flow}[name]
+    entry = get_stage(name)
+    module, func = entry.flow.split(":")
+    flow_fn = getattr(importlib.import_module(module), func)
     from medsec.config import load_config
 
-    kwargs = {"progress": True} if name == "train" else {}
+    kwargs = {"progress": True} if entry.progress else {}
     try:
         load_config(config, preset, set or [])  # fail fast, before Prefect starts
         flow_fn(config=config, preset=preset, overrides=set or [], **kwargs)
@@ -84,26 +74,45 @@ def stage(
         _fail(exc)
 
 
+RAW_README = """# data/: the raw input folder (versioned by data.dvc, never edited by the pipeline)
+
+Put source files here, e.g. MedMNIST `<name>.npz` (or point MEDSEC_DATA_DIR elsewhere).
+The data stage (`medsec stage data`) turns them into prepared/, which every later stage reads;
+the built-in SYNTHETIC phantoms are generated there from the `phantoms` params. A
+`phantoms.npz` placed here is used instead, as a fixed phantom set.
+"""
+
+
 @data_app.command("init")
 def data_init(config: ConfigOpt = "params.yaml", set: SetOpt = None,
-              force: bool = typer.Option(False, help="Regenerate even if present.")) -> None:
-    """Generate the built-in SYNTHETIC phantom dataset into data/ (deterministic, offline)."""
+              phantoms: bool = typer.Option(False, help="Also write a fixed phantom set "
+                                            "(from the phantoms params) into the folder."),
+              force: bool = typer.Option(False, help="Rewrite the phantom set if present.")
+              ) -> None:
+    """Create the raw data folder that data.dvc versions (offline; same bytes every time)."""
     from medsec.config import load_config
     from medsec.data.medmnist import resolve_data_dir
-    from medsec.data.phantoms import PHANTOM_FILE, write_phantoms
+    from medsec.data.phantoms import PHANTOM_FILE
+    from medsec.io import write_text
+    from medsec.stages.data import data_source
 
     try:
         cfg = load_config(config if config and Path(config).is_file() else None,
                           overrides=set or [])
     except MedSecError as exc:
         _fail(exc)
-    path = resolve_data_dir(cfg.dataset.data_dir) / PHANTOM_FILE
-    if path.is_file() and not force:
-        typer.echo(f"{path} exists (use --force to regenerate)")
-        return
-    p = cfg.phantoms
-    write_phantoms(path, p.n_train, p.n_val, p.n_test, p.size, p.seed)
-    typer.echo(f"wrote synthetic phantoms to {path}")
+    folder = resolve_data_dir(cfg.dataset.data_dir)
+    readme = folder / "README.md"
+    if not readme.is_file() or readme.read_text() != RAW_README:
+        write_text(readme, RAW_README)
+    path = folder / PHANTOM_FILE
+    if phantoms and (force or not path.is_file()):
+        data_source(cfg).phantoms.write(path)
+        typer.echo(f"wrote a fixed SYNTHETIC phantom set to {path}")
+    elif path.is_file():
+        typer.echo(f"{path} is used as a fixed phantom set (the phantoms params are not); "
+                   "delete it to generate the phantoms from the params")
+    typer.echo(f"raw data folder: {folder}")
 
 
 @app.command()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medsec.io import write_atomic, write_text
+from medsec.stages.pipeline import PREPARED_DIR
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -17,6 +18,7 @@ REPORTS = Path("reports")
 METRICS = Path("metrics")
 MODELS = Path("models")
 PLOTS = Path("plots")
+PREPARED = Path(PREPARED_DIR)  # the data stage's output: the dataset every later stage reads
 
 VALIDATION_REPORT_DIR = REPORTS / "validation"
 VALIDATION_METRICS = METRICS / "validation.json"

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import task
 
 from medsec.config import MedSecConfig, load_config
-from medsec.data.registry import load_dataset
+from medsec.data.prepare import load_prepared, prepare_dataset
 from medsec.data.types import LoadedDataset
+from medsec.stages.data import data_source
+from medsec.stages.pipeline import PREPARED_DIR
 
 
 @task(name="load-config")
@@ -16,6 +20,13 @@ def load_config_task(
     return load_config(config, preset, tuple(overrides or ()))
 
 
+@task(name="prepare-dataset")
+def prepare_dataset_task(cfg: MedSecConfig, prepared: str | Path = PREPARED_DIR) -> LoadedDataset:
+    """The data stage: (re)write ``prepared/`` from the raw source and the params."""
+    return prepare_dataset(data_source(cfg), prepared)
+
+
 @task(name="load-dataset")
-def load_dataset_task(cfg: MedSecConfig) -> LoadedDataset:
-    return load_dataset(cfg.dataset.name, cfg.dataset.data_dir)
+def load_dataset_task(cfg: MedSecConfig, prepared: str | Path = PREPARED_DIR) -> LoadedDataset:
+    """The dataset in ``prepared/``, prepared first when missing or made for other params."""
+    return load_prepared(data_source(cfg), prepared)

@@ -65,6 +65,8 @@ def resolve_data_dir(config_dir: str | Path) -> Path:
 
 def find_medmnist_file(name: str, data_dir: str | Path) -> Path:
     """Locate ``<name>.npz``; a missing file is an error that says where to put it."""
+    if name in MEDMNIST_2D and MEDMNIST_2D[name].multi_label:
+        raise DataError(f"{name} is a multi-label dataset; MedSec supports single-label tasks")
     directory = resolve_data_dir(data_dir)
     path = directory / f"{name}.npz"
     if path.is_file():
@@ -196,12 +198,10 @@ def load_npz_dataset(
     return splits, md5
 
 
-def load_medmnist(name: str, data_dir: str | Path) -> LoadedDataset:
-    """Load a MedMNIST 2D subset (28x28 file ``<name>.npz``) with integrity checks."""
+def load_medmnist(name: str, path: str | Path) -> LoadedDataset:
+    """Load the MedMNIST 2D subset ``name`` from its ``.npz`` file with integrity checks."""
     info = MEDMNIST_2D[name]
-    if info.multi_label:
-        raise DataError(f"{name} is a multi-label dataset; MedSec supports single-label tasks")
-    path = find_medmnist_file(name, data_dir)
+    path = Path(path)
     splits, md5 = load_npz_dataset(path, name, info.class_names, info.n_channels)
     size = int(splits["train"].images.shape[-1])
     return LoadedDataset(

@@ -9,6 +9,7 @@ Stored in MedMNIST format plus ``{split}_masks``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,22 @@ PHANTOM_CLASSES = ("no_lesion", "lesion")
 PHANTOM_FILE = "phantoms.npz"
 LESION_CONTRAST = (0.35, 0.55)
 """Default range of the lesions' brightness above the tissue (pixel units, [0, 1] scale)."""
+
+
+@dataclass(frozen=True)
+class PhantomSpec:
+    """What to generate: images per split, side length in pixels, seed (the ``phantoms``
+    config section)."""
+
+    n_train: int = 800
+    n_val: int = 200
+    n_test: int = 200
+    size: int = 32
+    seed: int = 0
+
+    def write(self, path: str | Path) -> Path:
+        """:func:`write_phantoms` with these settings (same settings, same bytes)."""
+        return write_phantoms(path, self.n_train, self.n_val, self.n_test, self.size, self.seed)
 
 
 def _background(size: int, rng: np.random.RandomState) -> np.ndarray:

@@ -9,7 +9,12 @@ The CLI (``medsec stage NAME``), the benchmark flow (``in_benchmark``), ``dvc.ya
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import yaml
+
+from medsec.io import write_text
 
 PARAMS_FILE = "params.yaml"
 PREPARED_DIR = "prepared"
@@ -83,7 +88,7 @@ _ATTACK_CODE = tuple(f"medsec/attacks/{m}.py" for m in ("base", "pgd", "fgsm", "
 STAGES: tuple[Stage, ...] = (
     Stage("data", "flows.data:data_flow", ("dataset", "phantoms"),
           deps=("data", "medsec/data/phantoms.py", "medsec/data/medmnist.py",
-                "medsec/data/prepare.py", "flows/data.py"),
+                "medsec/data/registry.py", "medsec/data/prepare.py", "flows/data.py"),
           outs=(_P,), in_benchmark=True),
     Stage("validate", "flows.validate:validate_flow", ("dataset", "validation"),
           deps=(_P, "medsec/data", "flows/validate.py"),
@@ -136,7 +141,7 @@ STAGES: tuple[Stage, ...] = (
           ("seed", "dataset", "segmentation"),
           deps=(_P, "medsec/segmentation", *_ATTACK_CODE, "medsec/training/fit.py",
                 "medsec/training/module.py", "medsec/defenses/training.py",
-                "medsec/data/validation.py", "medsec/viz.py", "flows/segmentation.py",
+                "medsec/data/validation", "medsec/viz.py", "flows/segmentation.py",
                 "tasks/segmentation.py"),
           outs=("models/segmenter.pt", "outputs/segmentation"),
           metrics=("metrics/segmentation.json",),
@@ -163,3 +168,17 @@ def benchmark_stages() -> tuple[Stage, ...]:
 def dvc_yaml() -> dict[str, Any]:
     """``dvc.yaml``'s content (as a mapping) generated from :data:`STAGES`."""
     return {"stages": {s.name: s.dvc_entry() for s in STAGES if s.dvc}}
+
+
+DVC_HEADER = ("# GENERATED from medsec/stages/pipeline.py by `python -m medsec.stages.pipeline`;\n"
+              "# edit the table there. Every stage calls the same Prefect flow as `medsec run`.\n")
+
+
+def write_dvc_yaml(path: str | Path = "dvc.yaml") -> Path:
+    """Write :func:`dvc_yaml` to ``path`` (atomically)."""
+    body = yaml.safe_dump(dvc_yaml(), sort_keys=False, default_flow_style=False, width=100)
+    return write_text(path, DVC_HEADER + body)
+
+
+if __name__ == "__main__":
+    print(write_dvc_yaml())
