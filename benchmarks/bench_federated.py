@@ -31,9 +31,10 @@ import numpy as np
 from medsec.config import MedSecConfig, load_config
 from medsec.data.registry import load_dataset
 from medsec.federated.arrays import model_arrays
-from medsec.federated.simulation import FederatedResult, run_federation
+from medsec.federated.simulation import FederatedResult
 from medsec.federated.strategies import FederationError
-from tasks.federated import centralized_task
+from medsec.stages import classifier
+from medsec.stages import federated as stage
 
 ROOT = Path(__file__).resolve().parents[1]
 FLIP = {"kind": "label_flip", "malicious_clients": [0]}
@@ -108,7 +109,8 @@ def he_aggregation_check(args: argparse.Namespace, data) -> dict[str, float | st
     from medsec.federated.local import train_locally
     from medsec.federated.simulation import setup_federation
 
-    setup = setup_federation(base_config(args, [], {"secure_aggregation": "ckks"}), data)
+    cfg = base_config(args, [], {"secure_aggregation": "ckks"})
+    setup = setup_federation(cfg.federated, classifier.recipe(cfg), data)
     updates, weights = [], []
     for site in setup.sites:
         net = site.build_net()
@@ -159,7 +161,7 @@ def main() -> None:
     if not wanted or "central" in wanted or "iid" in wanted:
         cfg = base_config(args, [], {})
         start = time.perf_counter()
-        base = centralized_task.fn(cfg, data)
+        base = stage.centralized_baseline(cfg, data)
         rows.append({"scenario": "centralized", "test_acc": base["centralized_test_acc"],
                      "test_auc": base["centralized_test_auc"],
                      "epochs": base["centralized_epochs"],
@@ -169,7 +171,7 @@ def main() -> None:
         cfg = base_config(args, extra, federated)
         start = time.perf_counter()
         try:
-            result = run_federation(cfg, data)
+            result = stage.run(cfg, data)
         except FederationError as exc:  # e.g. a poisoned FedAvg whose model diverged
             rows.append({"scenario": name, "error": str(exc)[:300]})
             print(rows[-1], flush=True)

@@ -23,9 +23,10 @@ from medsec.config import MedSecConfig
 from medsec.data.types import ImageDataset
 from medsec.deepfakes.dataset import METADATA_FILE, to_uint8
 from medsec.deepfakes.figures import class_grid, tamper_figure, utility_figure
-from medsec.deepfakes.pipeline import eps_tag, real_reference, reference_metrics
+from medsec.deepfakes.pipeline import eps_tag, reference_metrics
 from medsec.deepfakes.sampling import sample_per_class
 from medsec.io import save_npz_deterministic, write_atomic, write_json
+from medsec.stages.deepfake import real_reference
 from tasks.common import load_config_task, load_dataset_task
 from tasks.deepfake import (
     detector_task,

@@ -10,13 +10,14 @@ from torch import nn
 
 from medsec.config import MedSecConfig
 from medsec.data.types import ImageDataset, LoadedDataset
-from medsec.deepfakes import pipeline
-from medsec.deepfakes.networks import save_generator
 from medsec.deepfakes.config import GanConfig
 from medsec.deepfakes.dataset import load_fake_dataset, write_fake_dataset
 from medsec.deepfakes.evaluate import RealReference
 from medsec.deepfakes.gan import TrainedGan, train_gan
+from medsec.deepfakes.networks import save_generator
+from medsec.deepfakes.pipeline import TamperReport
 from medsec.errors import DataError
+from medsec.stages import deepfake as stage
 from medsec.training.checkpoint import load_classifier
 from tasks.tracking import log_metrics
 
@@ -68,22 +69,22 @@ def publish_dataset_task(cfg: MedSecConfig, data: LoadedDataset, ref: RealRefere
 def generator_report_task(cfg: MedSecConfig, gan: TrainedGan, ref: RealReference,
                           splits: dict[str, ImageDataset] | None = None,
                           prefix: str = "") -> dict[str, float]:
-    return pipeline.generator_report(cfg, gan.generator, ref, splits, prefix)
+    return stage.generator_report(cfg, gan.generator, ref, splits, prefix)
 
 
 @task(name="deepfake-detector")
 def detector_task(cfg: MedSecConfig, ref: RealReference, seen: TrainedGan,
                   unseen: TrainedGan) -> dict[str, float]:
-    return pipeline.detector_report(cfg, ref, seen.generator, unseen.generator)
+    return stage.detector_report(cfg, ref, seen.generator, unseen.generator)
 
 
 @task(name="tamper")
 def tamper_task(cfg: MedSecConfig, ref: RealReference, victim: nn.Module
-                ) -> pipeline.TamperReport:
-    return pipeline.tamper_report(cfg, ref, victim)
+                ) -> TamperReport:
+    return stage.tamper_report(cfg, ref, victim)
 
 
 @task(name="private-generator")
 def private_generator_task(cfg: MedSecConfig, ref: RealReference, epsilon: float
                            ) -> tuple[dict[str, float], TrainedGan]:
-    return pipeline.private_report(cfg, ref, epsilon)
+    return stage.private_report(cfg, ref, epsilon)

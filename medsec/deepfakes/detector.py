@@ -12,9 +12,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
-from medsec.config import MedSecConfig
 from medsec.data.types import ImageDataset
 from medsec.deepfakes.classify import fit_on
+from medsec.training.config import ClassifierRecipe
 from medsec.training.predict import predict_logits
 
 DETECTOR_CLASSES = ["real", "fake"]
@@ -34,10 +34,10 @@ def detection_split(real: Tensor | np.ndarray, fake: Tensor | np.ndarray, seed: 
     return ImageDataset(np.ascontiguousarray(images[order]), labels[order])
 
 
-def train_detector(cfg: MedSecConfig, train: ImageDataset, val: ImageDataset, epochs: int,
-                   seed: int, name: str = "deepfake-detection") -> nn.Module:
-    """Fit the configured classifier on a real-vs-fake split (see :func:`detection_split`)."""
-    return fit_on(cfg, train, val, DETECTOR_CLASSES, name, epochs=epochs, seed=seed)
+def train_detector(recipe: ClassifierRecipe, train: ImageDataset, val: ImageDataset,
+                   epochs: int, seed: int, name: str = "deepfake-detection") -> nn.Module:
+    """Fit ``recipe``'s classifier on a real-vs-fake split (see :func:`detection_split`)."""
+    return fit_on(recipe, train, val, DETECTOR_CLASSES, name, epochs=epochs, seed=seed)
 
 
 def fake_scores(detector: nn.Module, images: Tensor | np.ndarray) -> np.ndarray:

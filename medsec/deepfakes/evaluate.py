@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from medsec.config import MedSecConfig
 from medsec.data.types import ImageDataset
 from medsec.deepfakes.classify import fit_on
 from medsec.deepfakes.features import penultimate_features
@@ -28,6 +27,7 @@ from medsec.metrics.generative import (
     synthetic_membership_scores,
 )
 from medsec.metrics.privacy import mia_metrics
+from medsec.training.config import ClassifierRecipe
 from medsec.training.job import evaluate_classifier
 
 
@@ -79,10 +79,10 @@ def quality_metrics(fakes: Tensor, ref: RealReference, k: int = 3,
 
 
 def tstr_metrics(
-    cfg: MedSecConfig, fake_train: ImageDataset, fake_val: ImageDataset, ref: RealReference,
-    epochs: int | None, seed: int, prefix: str = "tstr_",
+    recipe: ClassifierRecipe, fake_train: ImageDataset, fake_val: ImageDataset,
+    ref: RealReference, epochs: int | None, seed: int, prefix: str = "tstr_",
 ) -> dict[str, float]:
-    """Train the configured classifier on synthetic images only (selected on synthetic val),
+    """Train ``recipe``'s classifier on synthetic images only (selected on synthetic val),
     test on the real test split: ``{prefix}acc``, ``auc``, ``f1``, ``loss``, recalls."""
-    model = fit_on(cfg, fake_train, fake_val, ref.class_names, "synthetic", epochs, seed)
+    model = fit_on(recipe, fake_train, fake_val, ref.class_names, "synthetic", epochs, seed)
     return evaluate_classifier(model, ref.test, len(ref.class_names), prefix=prefix).metrics

@@ -1,8 +1,10 @@
-"""The steps of the DeepFake stage, each composing the core modules (the flow's tasks call
-these; nothing here imports Prefect or MLflow).
+"""The steps of the DeepFake stage, each composing the core modules (``medsec.stages.deepfake``
+calls these; nothing here imports Prefect or MLflow).
 
-Seeds: every step derives its sampling seeds from ``deepfake.dataset.sample_seed`` (fakes)
-and ``cfg.seed`` (classifiers), so the same config and data give the same numbers.
+Each step takes the ``deepfake`` section (:class:`DeepfakeConfig`) and the
+:class:`ClassifierRecipe` its classifiers are trained with. Seeds: every step derives its
+sampling seeds from ``dataset.sample_seed`` (fakes) and ``recipe.seed`` (classifiers), so the
+same settings and data give the same numbers.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from medsec.config import MedSecConfig
 from medsec.data.types import ImageDataset, LoadedDataset
 from medsec.deepfakes.classify import fit_on
+from medsec.deepfakes.config import DeepfakeConfig
 from medsec.deepfakes.dataset import fake_splits
 from medsec.deepfakes.detector import detection_auc, detection_split, train_detector
 from medsec.deepfakes.evaluate import (
@@ -33,18 +35,18 @@ from medsec.deepfakes.tamper import (
     tamper_split,
     train_inpainter,
 )
-from medsec.privacy.dp import DPSettings
+from medsec.privacy.config import DPConfig
+from medsec.training.config import ClassifierRecipe
 from medsec.training.predict import predict_logits
 
 # Offsets from deepfake.dataset.sample_seed for the fakes of each purpose (disjoint latents).
 SEED_QUALITY, SEED_DET_TRAIN, SEED_DET_VAL, SEED_DET_TEST, SEED_UNSEEN = 100, 200, 300, 400, 500
 
 
-def real_reference(cfg: MedSecConfig, data: LoadedDataset, feature_net: nn.Module
+def real_reference(dcfg: DeepfakeConfig, data: LoadedDataset, feature_net: nn.Module
                    ) -> RealReference:
-    """Generators train on ``train`` (first ``deepfake.max_train``); the ``val`` split (first
-    ``deepfake.max_eval``) is the held-out reference; ``test`` is the TSTR test split."""
-    dcfg = cfg.deepfake
+    """Generators train on ``train`` (first ``dcfg.max_train``); the ``val`` split (first
+    ``dcfg.max_eval``) is the held-out reference; ``test`` is the TSTR test split."""
     return RealReference(
         train=data.splits["train"].head(dcfg.max_train),
         holdout=data.splits["val"].head(dcfg.max_eval),
@@ -58,17 +60,17 @@ def eps_tag(epsilon: float) -> str:
 
 
 def generator_report(
-    cfg: MedSecConfig, generator: ConditionalGenerator, ref: RealReference,
-    splits: dict[str, ImageDataset] | None = None, prefix: str = "",
+    dcfg: DeepfakeConfig, recipe: ClassifierRecipe, generator: ConditionalGenerator,
+    ref: RealReference, splits: dict[str, ImageDataset] | None = None, prefix: str = "",
 ) -> dict[str, float]:
     """Quality, memorisation, membership and TSTR metrics of one generator (see
     :mod:`medsec.deepfakes.evaluate`); ``splits`` is its synthetic dataset (sampled when None)."""
-    dcfg = cfg.deepfake
     seed = dcfg.dataset.sample_seed
     fakes = fakes_like(generator, ref.holdout, seed + SEED_QUALITY)
     metrics = quality_metrics(fakes, ref, k=dcfg.knn_k)
     splits = splits or fake_splits(generator, dcfg.dataset.n_per_class, seed)
-    metrics |= tstr_metrics(cfg, splits["train"], splits["val"], ref, dcfg.tstr_epochs, cfg.seed)
+    metrics |= tstr_metrics(recipe, splits["train"], splits["val"], ref, dcfg.tstr_epochs,
+                            recipe.seed)
     return {f"{prefix}{key}": value for key, value in metrics.items()}
 
 
@@ -82,19 +84,18 @@ def reference_metrics(victim: nn.Module, ref: RealReference) -> dict[str, float]
 
 
 def detector_report(
-    cfg: MedSecConfig, ref: RealReference, seen: ConditionalGenerator,
-    unseen: ConditionalGenerator,
+    dcfg: DeepfakeConfig, recipe: ClassifierRecipe, ref: RealReference,
+    seen: ConditionalGenerator, unseen: ConditionalGenerator,
 ) -> dict[str, float]:
     """Real-vs-fake detector trained on fakes of ``seen``; AUROC on held-out fakes of ``seen``
     (``detector_auc_seen``) and of ``unseen`` (``detector_auc_unseen``), vs real test images."""
-    dcfg = cfg.deepfake
     seed = dcfg.dataset.sample_seed
     real_train = ref.train.head(dcfg.detector.n_train)
     train = detection_split(real_train.images,
-                            fakes_like(seen, real_train, seed + SEED_DET_TRAIN), cfg.seed)
+                            fakes_like(seen, real_train, seed + SEED_DET_TRAIN), recipe.seed)
     val = detection_split(ref.holdout.images,
-                          fakes_like(seen, ref.holdout, seed + SEED_DET_VAL), cfg.seed)
-    detector = train_detector(cfg, train, val, dcfg.detector.epochs, cfg.seed)
+                          fakes_like(seen, ref.holdout, seed + SEED_DET_VAL), recipe.seed)
+    detector = train_detector(recipe, train, val, dcfg.detector.epochs, recipe.seed)
     real_test = ref.test.images
     return {
         "detector_auc_seen": detection_auc(
@@ -113,47 +114,48 @@ class TamperReport:
     inpainter: TrainedInpainter
 
 
-def tamper_report(cfg: MedSecConfig, ref: RealReference, victim: nn.Module) -> TamperReport:
+def tamper_report(dcfg: DeepfakeConfig, recipe: ClassifierRecipe, ref: RealReference,
+                  victim: nn.Module) -> TamperReport:
     """Train the attacker's surrogate and inpainter on ``ref.train``, tamper the first
     ``tamper.n_images`` test images towards the other diagnosis, measure the victim's flips,
     and train/evaluate a real-vs-tampered detector (``tamper_detector_auc``)."""
-    tcfg = cfg.deepfake.tamper
+    tcfg = dcfg.tamper
     k = len(ref.class_names)
     surrogate = None
     if tcfg.evidence_weight > 0:
-        surrogate = fit_on(cfg, ref.train, ref.holdout, ref.class_names, "surrogate",
+        surrogate = fit_on(recipe, ref.train, ref.holdout, ref.class_names, "surrogate",
                            seed=tcfg.surrogate_seed)
     trained = train_inpainter(ref.train, k, tcfg, surrogate, tcfg.surrogate_seed)
-    seed = cfg.deepfake.dataset.sample_seed
+    seed = dcfg.dataset.sample_seed
     result = tamper_split(trained, ref.test, tcfg.dilate, tcfg.n_images, seed)
     metrics = tamper_metrics(victim, result, k)
     if surrogate is not None:
         metrics["tamper_surrogate_flip_rate"] = tamper_metrics(surrogate, result, k)[
             "tamper_flip_rate"]
     # Real vs tampered: pairs of originals and their tampered copies.
-    n_train = cfg.deepfake.detector.n_train
+    n_train = dcfg.detector.n_train
     tr = tamper_split(trained, ref.train, tcfg.dilate, n_train or len(ref.train), seed + 1)
     va = tamper_split(trained, ref.holdout, tcfg.dilate, len(ref.holdout), seed + 2)
-    detector = train_detector(cfg, detection_split(tr.originals, tr.tampered, cfg.seed),
-                              detection_split(va.originals, va.tampered, cfg.seed),
-                              cfg.deepfake.detector.epochs, cfg.seed, "tamper-detection")
+    detector = train_detector(recipe, detection_split(tr.originals, tr.tampered, recipe.seed),
+                              detection_split(va.originals, va.tampered, recipe.seed),
+                              dcfg.detector.epochs, recipe.seed, "tamper-detection")
     metrics["tamper_detector_auc"] = detection_auc(detector, result.originals, result.tampered)
     before = predict_logits(victim, result.originals).argmax(1)
     after = predict_logits(victim, result.tampered).argmax(1)
     return TamperReport(metrics, result, before, after, trained)
 
 
-def private_report(cfg: MedSecConfig, ref: RealReference, epsilon: float
-                   ) -> tuple[dict[str, float], TrainedGan]:
+def private_report(dcfg: DeepfakeConfig, recipe: ClassifierRecipe, ref: RealReference,
+                   epsilon: float) -> tuple[dict[str, float], TrainedGan]:
     """A GAN whose discriminator is trained with DP-SGD at ``epsilon``; its metrics (see
     :func:`generator_report`) prefixed ``dp_eps{tag}_`` plus the epsilon actually spent."""
-    dp = cfg.deepfake.dp
-    settings = DPSettings(target_epsilon=epsilon, delta=dp.delta,
-                          max_grad_norm=dp.max_grad_norm, accountant=dp.accountant)
-    gan_cfg = cfg.deepfake.gan.model_copy(update={"batch_size": dp.batch_size})
+    dp = dcfg.dp
+    settings = DPConfig(enabled=True, target_epsilon=epsilon, delta=dp.delta,
+                        max_grad_norm=dp.max_grad_norm, accountant=dp.accountant)
+    gan_cfg = dcfg.gan.model_copy(update={"batch_size": dp.batch_size})
     gan = train_gan(ref.train, len(ref.class_names), gan_cfg, dp=settings, epochs=dp.epochs)
     prefix = f"dp_eps{eps_tag(epsilon)}_"
-    metrics = generator_report(cfg, gan.generator, ref, prefix=prefix)
+    metrics = generator_report(dcfg, recipe, gan.generator, ref, prefix=prefix)
     metrics |= {f"{prefix}epsilon": float(gan.epsilon or 0.0), f"{prefix}delta": gan.delta,
                 f"{prefix}noise_multiplier": (gan.dp_params or {}).get("dp_noise_multiplier")}
     return metrics, gan

@@ -32,7 +32,7 @@ from medsec.deepfakes.regions import (
     check_regions,
     lesion_regions,
 )
-from medsec.metrics.image_quality import psnr, ssim
+from medsec.metrics.image_quality import psnr, ssim, total_variation
 from medsec.training.fit import make_trainer, seed_everything
 from medsec.training.predict import predict_logits
 
@@ -119,17 +119,6 @@ def other_class(labels: Tensor, num_classes: int, generator: torch.Generator | N
     return (labels + shift) % num_classes
 
 
-def total_variation(delta: Tensor) -> Tensor:
-    """Anisotropic total variation per image (N,) of a change ``delta`` (N, C, H, W).
-
-    Zero outside the region, so it also counts the seam at the region's border: penalising it
-    favours smooth, blended edits over high-frequency (adversarial-looking) patterns.
-    """
-    dy = (delta[:, :, 1:, :] - delta[:, :, :-1, :]).abs().flatten(1).sum(1)
-    dx = (delta[:, :, :, 1:] - delta[:, :, :, :-1]).abs().flatten(1).sum(1)
-    return dy + dx
-
-
 class InpaintingModule(L.LightningModule):
     """Trains an :class:`Inpainter` (reconstruction + surrogate evidence; see module doc)."""
 
@@ -162,7 +151,10 @@ class InpaintingModule(L.LightningModule):
         err = ((out - images).abs().sum(1) * regions).flatten(1).sum(1) / area
         keep = ~flip
         rec = err[keep].mean() if keep.any() else out.sum() * 0.0
-        loss = rec + self.cfg.smoothness_weight * (total_variation(out - images) / area).mean()
+        # TV of the change (zero outside the region, so the seam counts too): favours smooth,
+        # blended edits over high-frequency (adversarial-looking) patterns.
+        tv = total_variation(out - images, per_image=True) / area
+        loss = rec + self.cfg.smoothness_weight * tv.mean()
         evidence = torch.zeros(())
         if self._judge and self.cfg.evidence_weight > 0:
             evidence = F.cross_entropy(self._judge[0](out), targets)

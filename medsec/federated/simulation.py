@@ -1,6 +1,8 @@
 """Simulate hospitals on one machine: partition the data, build the Flower apps, run them.
 
-:func:`run_federation` is the entry point of the pipeline stage. ``federated.runtime``:
+:func:`run_federation` is the entry point of the pipeline stage; it takes the ``federated``
+section (:class:`FederatedConfig`) and the :class:`ClassifierRecipe` of the hospitals' network,
+optimisation, seed and split limits. ``federated.runtime``:
 
 - ``inprocess`` (default): the ``ServerApp`` drives :class:`~medsec.federated.grid.
   InProcessGrid`, which runs each hospital's ``ClientApp`` in this process, one after the
@@ -24,7 +26,6 @@ from flwr.app import Context, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 
-from medsec.config import MedSecConfig
 from medsec.data.types import ImageDataset, LoadedDataset
 from medsec.errors import ConfigError
 from medsec.federated import he
@@ -43,8 +44,9 @@ from medsec.federated.server import (
 )
 from medsec.metrics.classification import classification_metrics
 from medsec.models.factory import PixelSpaceClassifier, build_classifier
+from medsec.training.config import ClassifierRecipe
 from medsec.training.fit import seed_everything
-from medsec.training.job import model_meta, split_for
+from medsec.training.job import model_meta
 from medsec.training.predict import predict_logits
 
 
@@ -76,13 +78,14 @@ class FederatedResult:
     clients: list[dict[str, float]] = field(default_factory=list)
 
 
-def net_builder(cfg: MedSecConfig, data: LoadedDataset) -> Callable[[], PixelSpaceClassifier]:
-    """A function building the configured (untrained) network for ``data``'s image shape."""
+def net_builder(recipe: ClassifierRecipe, data: LoadedDataset
+                ) -> Callable[[], PixelSpaceClassifier]:
+    """A function building ``recipe.model`` (untrained) for ``data``'s image shape."""
+    model = recipe.model
 
     def build() -> PixelSpaceClassifier:
-        return build_classifier(cfg.model.name, data.in_channels, data.num_classes,
-                                data.image_shape[1:], norm=cfg.model.norm,
-                                dropout=cfg.model.dropout)
+        return build_classifier(model.name, data.in_channels, data.num_classes,
+                                data.image_shape[1:], norm=model.norm, dropout=model.dropout)
 
     return build
 
@@ -101,29 +104,28 @@ def _val_parts(val: ImageDataset, train_parts: list[ImageDataset], fed: Federate
     return [ImageDataset(val.images[p], val.labels[p]) for p in parts]
 
 
-def setup_federation(cfg: MedSecConfig, data: LoadedDataset,
+def setup_federation(fed: FederatedConfig, recipe: ClassifierRecipe, data: LoadedDataset,
                      keys: he.HEKeys | None = None) -> FederationSetup:
     """Partition ``train`` across hospitals and build their sites and the server plan."""
-    fed = cfg.federated
-    check_compatible(cfg, data)
-    train = split_for(cfg, data, "train")
-    parts = partition_indices(train.labels, fed.num_clients, fed.partition, seed=cfg.seed,
+    check_compatible(fed, recipe, data)
+    seed, opt = recipe.seed, recipe.train
+    train = recipe.split(data, "train")
+    parts = partition_indices(train.labels, fed.num_clients, fed.partition, seed=seed,
                               alpha=fed.dirichlet_alpha,
                               classes_per_client=fed.classes_per_client)
     train_parts = [ImageDataset(train.images[p], train.labels[p]) for p in parts]
-    val_parts = _val_parts(split_for(cfg, data, "val"), train_parts, fed, cfg.seed)
+    val_parts = _val_parts(recipe.split(data, "val"), train_parts, fed, seed)
     if fed.secure_aggregation == "ckks" and keys is None:
         keys = he.generate_keys(fed.he.poly_modulus_degree, fed.he.scale_bits)
-    build = net_builder(cfg, data)
-    spec = LocalTraining(epochs=fed.local_epochs, batch_size=cfg.train.batch_size,
-                         lr=cfg.train.lr, optimizer=cfg.train.optimizer,
-                         weight_decay=cfg.train.weight_decay, augment=cfg.train.augment,
-                         total_rounds=fed.rounds)
+    build = net_builder(recipe, data)
+    spec = LocalTraining(epochs=fed.local_epochs, batch_size=opt.batch_size, lr=opt.lr,
+                         optimizer=opt.optimizer, weight_decay=opt.weight_decay,
+                         augment=opt.augment, total_rounds=fed.rounds)
     roles = _roles(fed)
     sites = [
         ClientSite(
             partition_id=i, train=train_parts[i], val=val_parts[i],
-            num_classes=data.num_classes, build_net=build, training=spec, seed=cfg.seed,
+            num_classes=data.num_classes, build_net=build, training=spec, seed=seed,
             role=roles.get(i, "honest"), attack=fed.attack, num_clients=fed.num_clients,
             dp=fed.client_dp if fed.client_dp.enabled else None,
             crash_round=fed.faults.crash_round if i in fed.faults.crash_clients else None,
@@ -131,10 +133,10 @@ def setup_federation(cfg: MedSecConfig, data: LoadedDataset,
         )
         for i in range(fed.num_clients)
     ]
-    seed_everything(cfg.seed)
+    seed_everything(seed)
     initial = model_arrays(build())
-    plan = ServerPlan(fed=fed, initial=initial, seed=cfg.seed,
-                      evaluate=global_evaluator(cfg, data),
+    plan = ServerPlan(fed=fed, initial=initial, seed=seed,
+                      evaluate=global_evaluator(fed, recipe, data),
                       he_public=keys.public if keys else None,
                       max_client_examples=max(len(p) for p in parts))
     partition = {
@@ -145,10 +147,10 @@ def setup_federation(cfg: MedSecConfig, data: LoadedDataset,
     return FederationSetup(sites=sites, plan=plan, partition=partition)
 
 
-def check_compatible(cfg: MedSecConfig, data: LoadedDataset) -> None:
+def check_compatible(fed: FederatedConfig, recipe: ClassifierRecipe, data: LoadedDataset
+                     ) -> None:
     """Cross-section checks the ``federated`` section cannot do alone (ConfigError)."""
-    fed = cfg.federated
-    if (fed.client_dp.enabled or fed.central_dp.mode != "off") and cfg.model.norm == "batch":
+    if (fed.client_dp.enabled or fed.central_dp.mode != "off") and recipe.model.norm == "batch":
         raise ConfigError(
             "model.norm: differential privacy (federated.client_dp / federated.central_dp) "
             "needs model.norm=group: BatchNorm mixes examples and its running statistics "
@@ -164,12 +166,13 @@ def check_compatible(cfg: MedSecConfig, data: LoadedDataset) -> None:
                           f"fit {data.image_shape[1:]} images")
 
 
-def global_evaluator(cfg: MedSecConfig, data: LoadedDataset) -> GlobalEvaluator:
+def global_evaluator(fed: FederatedConfig, recipe: ClassifierRecipe, data: LoadedDataset
+                     ) -> GlobalEvaluator:
     """Server-side evaluation of the global model on the held-out test split: ``test_acc``,
     ``test_auc``, ``test_f1``, ``test_loss`` (and the backdoor rates under a backdoor)."""
-    build = net_builder(cfg, data)
-    test = split_for(cfg, data, "test")
-    attack = cfg.federated.attack
+    build = net_builder(recipe, data)
+    test = recipe.split(data, "test")
+    attack = fed.attack
 
     images, labels = test.tensors()
 
@@ -267,25 +270,26 @@ def _history(fed: FederatedConfig, outcome: FederationOutcome) -> list[dict[str,
     return rows
 
 
-def run_federation(cfg: MedSecConfig, data: LoadedDataset) -> FederatedResult:
-    """Partition, federate for ``federated.rounds`` rounds, return the global model + numbers."""
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
-    setup = setup_federation(cfg, data)
-    outcome = run_setup(setup, cfg.federated.runtime)
-    model = net_builder(cfg, data)()
+def run_federation(fed: FederatedConfig, recipe: ClassifierRecipe, data: LoadedDataset
+                   ) -> FederatedResult:
+    """Partition, federate for ``fed.rounds`` rounds, return the global model + numbers."""
+    if recipe.train.num_threads:
+        torch.set_num_threads(recipe.train.num_threads)
+    setup = setup_federation(fed, recipe, data)
+    outcome = run_setup(setup, fed.runtime)
+    model = net_builder(recipe, data)()
     load_arrays(model, outcome.arrays, who="server")
     model.eval()
-    history = _history(cfg.federated, outcome)
+    history = _history(fed, outcome)
     last = dict(history[-1]) if history else {}
     summary = {k: v for k, v in last.items() if k != "round"}
     summary |= {
-        "rounds": float(cfg.federated.rounds), "federation_seconds": outcome.seconds,
+        "rounds": float(fed.rounds), "federation_seconds": outcome.seconds,
         "mean_round_seconds": float(np.mean([h["round_seconds"] for h in history])),
         "label_skew": float(setup.partition["label_skew"]),
         "initial_test_acc": outcome.global_metrics.get(0, {}).get("test_acc", np.nan),
     }
-    meta = model_meta(cfg, data) | {"federated": True, "rounds": cfg.federated.rounds}
+    meta = model_meta(recipe, data) | {"federated": True, "rounds": fed.rounds}
     clients = outcome.rounds[-1].clients if outcome.rounds else []
     return FederatedResult(model=model, meta=meta, history=history, summary=summary,
                            partition=setup.partition, clients=clients)

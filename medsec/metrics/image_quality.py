@@ -1,6 +1,7 @@
-"""Image-quality metrics in torch: SSIM, PSNR and perturbation norms, per example.
+"""Image-quality metrics in torch: SSIM, PSNR, perturbation norms, total variation.
 
-All functions take float tensors (N, C, H, W) or (N, C, D, H, W) and return (N,) tensors.
+All functions take float tensors (N, C, H, W) or (N, C, D, H, W) and return (N,) tensors
+(:func:`total_variation`: a scalar unless ``per_image``).
 :func:`ssim` reproduces ``skimage.metrics.structural_similarity`` (uniform window, sample
 covariance, K1 = 0.01, K2 = 0.03, mean over channels), with a window shrunk to fit small
 images such as 28x28.
@@ -68,3 +69,17 @@ def perturbation_norms(delta: Tensor) -> dict[str, Tensor]:
     changed = (delta != 0).any(dim=1).flatten(1).sum(1).to(delta.dtype)
     flat = delta.flatten(1)
     return {"l0": changed, "l2": flat.norm(dim=1), "linf": flat.abs().amax(dim=1)}
+
+
+def total_variation(images: Tensor, per_image: bool = False) -> Tensor:
+    """Anisotropic total variation of images (N, C, H, W) (or of a change between images):
+    absolute differences of vertically plus horizontally neighbouring pixels.
+
+    ``per_image``: their sum over each image, shape (N,); else the mean vertical plus the mean
+    horizontal difference over the whole batch, a scalar (the inversion prior's scale).
+    """
+    dy = (images[..., 1:, :] - images[..., :-1, :]).abs()
+    dx = (images[..., :, 1:] - images[..., :, :-1]).abs()
+    if per_image:
+        return dy.flatten(1).sum(1) + dx.flatten(1).sum(1)
+    return dy.mean() + dx.mean()

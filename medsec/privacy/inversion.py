@@ -18,12 +18,7 @@ import torch
 from skimage.metrics import structural_similarity
 from torch import Tensor, nn
 
-
-def total_variation(images: Tensor) -> Tensor:
-    """Mean absolute difference of neighbouring pixels (anisotropic TV) of (N,C,H,W)."""
-    dh = (images[..., 1:, :] - images[..., :-1, :]).abs().mean()
-    dw = (images[..., :, 1:] - images[..., :, :-1]).abs().mean()
-    return dh + dw
+from medsec.metrics.image_quality import total_variation
 
 
 def invert_class(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from medsec.config import MedSecConfig, config_from_dict
 from medsec.data.types import ImageDataset, LoadedDataset
+from medsec.federated.config import FederatedConfig
+from medsec.models.config import ModelConfig
+from medsec.training.config import ClassifierRecipe, TrainConfig
 
 SIZE = 16
 
@@ -28,9 +30,9 @@ def tiny_dataset(n_train: int = 160, n_eval: int = 80, seed: int = 0) -> LoadedD
                          version="tiny", verification="synthetic", synthetic=True)
 
 
-def tiny_cfg(**federated) -> MedSecConfig:
-    """Config for :func:`tiny_dataset`: small_cnn, batch 32, lr 3e-3, one thread."""
-    return config_from_dict({
-        "train": {"batch_size": 32, "lr": 3e-3, "num_threads": 1},
-        "federated": {"compare_centralized": False, **federated},
-    })
+def tiny_settings(norm: str = "batch", **federated) -> tuple[FederatedConfig, ClassifierRecipe]:
+    """Settings for :func:`tiny_dataset`: small_cnn (``norm``), batch 32, lr 3e-3, one thread."""
+    fed = FederatedConfig.model_validate({"compare_centralized": False, **federated})
+    recipe = ClassifierRecipe(model=ModelConfig(norm=norm),
+                              train=TrainConfig(batch_size=32, lr=3e-3, num_threads=1))
+    return fed, recipe

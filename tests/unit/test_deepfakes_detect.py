@@ -7,6 +7,7 @@ import pytest
 
 from medsec.config import load_config
 from medsec.deepfakes.detector import detection_auc, detection_split, train_detector
+from medsec.stages.deepfake import recipe
 from tests.unit.deepfake_fixtures import blob_dataset, single_thread  # noqa: F401
 
 
@@ -18,7 +19,7 @@ def _easy_fakes(images: np.ndarray, seed: int) -> np.ndarray:
 
 
 def test_detector_beats_chance_on_easy_fakes():
-    cfg = load_config(preset="tiny", overrides=["train.epochs=3", "train.batch_size=16"])
+    cfg = recipe(load_config(preset="tiny", overrides=["train.epochs=3", "train.batch_size=16"]))
     real_train, real_val, real_test = (blob_dataset(48, seed=s) for s in (0, 1, 2))
     train = detection_split(real_train.images, _easy_fakes(real_train.images, 0), seed=0)
     val = detection_split(real_val.images, _easy_fakes(real_val.images, 1), seed=0)

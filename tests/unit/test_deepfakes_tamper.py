@@ -16,9 +16,10 @@ from medsec.deepfakes.tamper import (
     tamper,
     tamper_metrics,
     tamper_split,
-    total_variation,
     train_inpainter,
 )
+from medsec.metrics.image_quality import total_variation
+from medsec.stages.deepfake import recipe
 from tests.unit.deepfake_fixtures import blob_dataset, single_thread  # noqa: F401
 
 
@@ -75,8 +76,8 @@ def test_lesion_regions_and_policy_follow_the_masks():
 
 
 def test_tampering_flips_a_tiny_victim(phantom_dir):
-    cfg = load_config(preset="tiny", overrides=[f"dataset.data_dir={phantom_dir}",
-                                                "train.epochs=10", "train.lr=0.003"])
+    cfg = recipe(load_config(preset="tiny", overrides=[f"dataset.data_dir={phantom_dir}",
+                                                       "train.epochs=10", "train.lr=0.003"]))
     data = load_dataset("phantoms", phantom_dir)
     train, val, test = (data.splits[s] for s in ("train", "val", "test"))
     victim = fit_on(cfg, train, val, data.class_names, "victim", seed=0)
@@ -97,6 +98,8 @@ def test_total_variation_prefers_smooth_blended_edits():
     smooth = 0.2 * region.float()
     board = (torch.arange(16).view(16, 1) + torch.arange(16).view(1, 16)) % 2
     checker = 0.2 * region.float() * board
-    assert total_variation(torch.zeros(1, 1, 16, 16)).item() == 0.0
-    assert total_variation(smooth).item() == pytest.approx(0.2 * 32)  # the seam only
-    assert total_variation(checker).item() > 3 * total_variation(smooth).item()
+    zero, smooth_tv, checker_tv = (total_variation(x, per_image=True).item()
+                                   for x in (torch.zeros(1, 1, 16, 16), smooth, checker))
+    assert zero == 0.0 and smooth_tv == pytest.approx(0.2 * 32)  # the seam only
+    assert checker_tv > 3 * smooth_tv
+    assert total_variation(smooth).item() == pytest.approx(0.2 * 32 / (15 * 16))  # batch mean

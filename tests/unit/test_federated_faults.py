@@ -15,25 +15,25 @@ from medsec.federated.server import run_server
 from medsec.federated.simulation import run_federation, setup_federation
 from medsec.federated.strategies import ARRAYS_KEY, FederationError
 from medsec.models.factory import build_classifier
-from tests.unit.federated_fixtures import tiny_cfg, tiny_dataset
+from tests.unit.federated_fixtures import tiny_dataset, tiny_settings
 
 logging.getLogger("flwr").setLevel(logging.CRITICAL)
 DATA = tiny_dataset(n_train=96, n_eval=32)
 
 
 def test_crash_mid_round_completes_with_the_configured_minimum():
-    cfg = tiny_cfg(num_clients=3, rounds=2, min_fit_clients=2,
+    cfg = tiny_settings(num_clients=3, rounds=2, min_fit_clients=2,
                    faults={"crash_clients": [1], "crash_round": 1})
-    result = run_federation(cfg, DATA)
+    result = run_federation(*cfg, DATA)
     first, second = result.history
     assert (first["clients_ok"], first["clients_failed"]) == (2, 1)
     assert (second["clients_ok"], second["clients_failed"]) == (3, 0)
 
 
 def test_crash_mid_round_fails_clearly_below_the_minimum():
-    cfg = tiny_cfg(num_clients=3, rounds=2, faults={"crash_clients": [1], "crash_round": 2})
+    cfg = tiny_settings(num_clients=3, rounds=2, faults={"crash_clients": [1], "crash_round": 2})
     with pytest.raises(FederationError) as info:
-        run_federation(cfg, DATA)
+        run_federation(*cfg, DATA)
     message = str(info.value)
     assert "round 2: only 2 of 3 sampled clients" in message
     assert "min_fit_clients requires 3" in message and "crashed in round 2" in message
@@ -44,7 +44,7 @@ def _grid_with(setup, client_app):
 
 
 def test_hospital_with_another_model_fails_the_round_clearly():
-    setup = setup_federation(tiny_cfg(num_clients=2, rounds=1), DATA)
+    setup = setup_federation(*tiny_settings(num_clients=2, rounds=1), DATA)
     setup.sites[1].build_net = lambda: build_classifier("small_cnn", 1, 3, (16, 16))  # 3 classes
     app = build_client_app(lambda ctx: setup.sites[int(ctx.node_config["partition-id"])])
     with pytest.raises(FederationError, match=r"ModelMismatchError: hospital 1: .* has shape"):
@@ -52,7 +52,7 @@ def test_hospital_with_another_model_fails_the_round_clearly():
 
 
 def test_update_of_another_shape_is_rejected_by_the_server():
-    setup = setup_federation(tiny_cfg(num_clients=2, rounds=1), DATA)
+    setup = setup_federation(*tiny_settings(num_clients=2, rounds=1), DATA)
     app = build_client_app(lambda ctx: setup.sites[int(ctx.node_config["partition-id"])])
 
     def tampered(message, context):
@@ -70,11 +70,11 @@ def test_update_of_another_shape_is_rejected_by_the_server():
 
 def test_more_clients_than_samples_is_a_clear_error():
     with pytest.raises(PartitionError, match="federated.num_clients=5 is more than the 4"):
-        run_federation(tiny_cfg(num_clients=5), tiny_dataset(n_train=4, n_eval=8))
+        run_federation(*tiny_settings(num_clients=5), tiny_dataset(n_train=4, n_eval=8))
 
 
 def test_non_finite_aggregate_fails_the_round_clearly():
-    setup = setup_federation(tiny_cfg(num_clients=2, rounds=1), DATA)
+    setup = setup_federation(*tiny_settings(num_clients=2, rounds=1), DATA)
     app = build_client_app(lambda ctx: setup.sites[int(ctx.node_config["partition-id"])])
 
     def diverged(message, context):

@@ -12,7 +12,7 @@ from medsec.errors import ConfigError
 from medsec.federated import poisoning
 from medsec.federated.simulation import run_federation
 from medsec.privacy.accounting import epsilon_for
-from tests.unit.federated_fixtures import tiny_cfg, tiny_dataset
+from tests.unit.federated_fixtures import tiny_dataset, tiny_settings
 
 logging.getLogger("flwr").setLevel(logging.WARNING)
 DATA = tiny_dataset()
@@ -22,8 +22,8 @@ FLIP = {"kind": "label_flip", "malicious_clients": [0], "boost": 5.0}
 
 
 def _acc(**federated) -> float:
-    cfg = tiny_cfg(num_clients=5, rounds=1, local_epochs=2, **federated)
-    return run_federation(cfg, DATA).summary["test_acc"]
+    cfg = tiny_settings(num_clients=5, rounds=1, local_epochs=2, **federated)
+    return run_federation(*cfg, DATA).summary["test_acc"]
 
 
 def test_robust_aggregators_resist_a_label_flipping_client():
@@ -61,16 +61,16 @@ def test_backdoor_poisoning_and_model_replacement_mechanics():
 
 def test_backdoor_federation_reports_success_and_baseline_rates():
     backdoor = {"kind": "backdoor", "malicious_clients": [0], "from_round": 2}
-    last = run_federation(tiny_cfg(num_clients=3, rounds=2, attack=backdoor), DATA).history[-1]
+    settings = tiny_settings(num_clients=3, rounds=2, attack=backdoor)
+    last = run_federation(*settings, DATA).history[-1]
     for key in ("backdoor_success_rate", "backdoor_baseline_rate", "test_acc"):
         assert 0.0 <= last[key] <= 1.0, key
 
 
 def test_client_dp_reports_a_growing_per_client_epsilon():
     dp = {"enabled": True, "noise_multiplier": 1.0, "max_grad_norm": 1.0}
-    cfg = tiny_cfg(num_clients=2, rounds=2, client_dp=dp).model_copy(
-        update={"model": tiny_cfg().model.model_copy(update={"norm": "group"})})
-    history = run_federation(cfg, DATA).history
+    cfg = tiny_settings("group", num_clients=2, rounds=2, client_dp=dp)
+    history = run_federation(*cfg, DATA).history
     eps = [row["epsilon_client_max"] for row in history]
     assert 0 < eps[0] < eps[1]
     # 80 examples per hospital, batch 32 -> 3 steps per epoch, delta = 1/(10 * 80)
@@ -80,10 +80,9 @@ def test_client_dp_reports_a_growing_per_client_epsilon():
 @pytest.mark.parametrize("mode", ["fixed", "adaptive"])
 def test_central_dp_runs_and_accounts_user_level_epsilon(mode):
     central = {"mode": mode, "noise_multiplier": 1.0, "clipping_norm": 1.0}
-    cfg = tiny_cfg(num_clients=3, rounds=2, central_dp=central)
-    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"norm": "group"})})
-    history = run_federation(cfg, DATA).history
+    cfg = tiny_settings("group", num_clients=3, rounds=2, central_dp=central)
+    history = run_federation(*cfg, DATA).history
     assert [row["epsilon_central"] for row in history] == pytest.approx(
         [epsilon_for(1.0, 1.0, r, 1 / 30, "rdp") for r in (1, 2)])
     with pytest.raises(ConfigError, match="model.norm"):
-        run_federation(tiny_cfg(num_clients=3, central_dp=central), DATA)
+        run_federation(*tiny_settings(num_clients=3, central_dp=central), DATA)

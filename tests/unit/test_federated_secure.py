@@ -15,7 +15,7 @@ from medsec.federated.arrays import flatten, model_arrays, to_record, unflatten
 from medsec.federated.simulation import run_federation
 from medsec.federated.strategies import HomomorphicFedAvg
 from medsec.models.factory import build_classifier
-from tests.unit.federated_fixtures import tiny_cfg, tiny_dataset
+from tests.unit.federated_fixtures import tiny_dataset, tiny_settings
 
 logging.getLogger("flwr").setLevel(logging.WARNING)
 
@@ -61,8 +61,8 @@ def test_server_side_cannot_decrypt(keys):
 
 
 def _final_arrays(mode: str) -> tuple[dict[str, np.ndarray], list[dict[str, float]]]:
-    cfg = tiny_cfg(num_clients=3, rounds=1, secure_aggregation=mode)
-    result = run_federation(cfg, tiny_dataset(n_train=96, n_eval=32))
+    cfg = tiny_settings(num_clients=3, rounds=1, secure_aggregation=mode)
+    result = run_federation(*cfg, tiny_dataset(n_train=96, n_eval=32))
     return model_arrays(result.model), result.history
 
 

@@ -1,0 +1,49 @@
+"""Config -> the federated stage: the federation (``federated`` section + the classifier
+recipe), its centralised baseline, and the Flower deployment apps of ``federated_app/``
+(``flwr run`` reads :data:`server_app` and :data:`client_app`), which load the MedSec config
+named in the run config."""
+
+from __future__ import annotations
+
+import shlex
+from functools import lru_cache
+
+from medsec.config import MedSecConfig, load_config
+from medsec.data.registry import load_dataset
+from medsec.data.types import LoadedDataset
+from medsec.federated.apps import Deployment, deployment_apps
+from medsec.federated.simulation import FederatedResult, run_federation
+from medsec.stages import classifier
+from medsec.training.job import evaluate_classifier, train_classifier
+
+
+def run(cfg: MedSecConfig, data: LoadedDataset) -> FederatedResult:
+    """Federate ``cfg``'s classifier for ``federated.rounds`` rounds."""
+    return run_federation(cfg.federated, classifier.recipe(cfg), data)
+
+
+def centralized_baseline(cfg: MedSecConfig, data: LoadedDataset) -> dict[str, float]:
+    """The same model trained on all training data for ``rounds * local_epochs`` epochs
+    (last epoch's weights, as the federation has no model selection)."""
+    fed, base = cfg.federated, classifier.recipe(cfg)
+    train = base.train.model_copy(update={"epochs": fed.rounds * fed.local_epochs,
+                                          "select_best": False})
+    base = base.model_copy(update={"train": train})
+    trained = train_classifier(base, data, strategy=classifier.fit_strategy(cfg))
+    ev = evaluate_classifier(trained.model, base.split(data, "test"), data.num_classes)
+    out = {f"centralized_{k}": v for k, v in ev.metrics.items()
+           if k in ("test_acc", "test_auc", "test_f1", "test_loss")}
+    return out | {"centralized_epochs": float(train.epochs),
+                  "centralized_seconds": trained.fit.seconds}
+
+
+@lru_cache(maxsize=2)
+def deployment(config: str, overrides: str) -> Deployment:
+    """A deployment run's settings and data: the config file ``config`` with the dotted
+    ``overrides`` (separated by spaces)."""
+    cfg = load_config(config, overrides=shlex.split(overrides))
+    return Deployment(cfg.federated, classifier.recipe(cfg),
+                      load_dataset(cfg.dataset.name, cfg.dataset.data_dir))
+
+
+server_app, client_app = deployment_apps(deployment)
