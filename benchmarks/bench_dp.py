@@ -24,7 +24,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from medsec.models.factory import build_classifier
-from medsec.privacy.dp import DPSettings, make_private
+from medsec.privacy.config import DPConfig
+from medsec.privacy.dp import make_private
+from medsec.privacy.plan import plan_dp
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA = REPO_ROOT / ".." / "shared" / "datasets" / "pneumoniamnist.npz"
@@ -65,11 +67,10 @@ def plain_epoch(data: TensorDataset, batch_size: int) -> Epoch:
 def dp_epoch(data: TensorDataset, batch_size: int, mode: str) -> Epoch:
     net = make_net()
     loader = DataLoader(data, batch_size=batch_size, shuffle=True)
-    settings = DPSettings(
-        noise_multiplier=1.0, max_grad_norm=1.0, accountant="rdp", grad_sample_mode=mode
-    )  # type: ignore[arg-type]
+    dp = DPConfig(enabled=True, noise_multiplier=1.0, max_grad_norm=1.0, accountant="rdp")
+    plan = plan_dp(dp, len(data), len(loader), 1, grad_sample_mode=mode)  # type: ignore[arg-type]
     optimizer, dp_loader, state = make_private(
-        net, torch.optim.Adam(net.parameters(), lr=1e-3), loader, settings, epochs=1
+        net, torch.optim.Adam(net.parameters(), lr=1e-3), loader, plan
     )
     criterion = state.criterion if state.criterion is not None else nn.CrossEntropyLoss()
 

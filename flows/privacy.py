@@ -90,7 +90,7 @@ def privacy_flow(
     per model (``medsec.privacy=none|dp-eps<target>``).
     """
     from medsec.privacy.report import privacy_utility_figure, table_csv, table_markdown
-    from medsec.privacy.sweep import sweep_points
+    from medsec.stages.privacy import sweep_points
 
     cfg = load_config_task(config, preset, overrides)
     data = load_dataset_task(cfg)

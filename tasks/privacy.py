@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from medsec.config import MedSecConfig
 from medsec.data.types import LoadedDataset
+from medsec.stages import privacy as stage
 from tasks.tracking import log_dict, log_figure, log_metrics, log_params, set_tags
 
 if TYPE_CHECKING:  # the audit imports sklearn/Opacus: only when a privacy flow runs
@@ -21,24 +22,20 @@ if TYPE_CHECKING:  # the audit imports sklearn/Opacus: only when a privacy flow 
 
 @task(name="privacy-audit-data", cache_policy=NO_CACHE)
 def audit_data_task(cfg: MedSecConfig, data: LoadedDataset) -> AuditData:
-    from medsec.privacy.audit_sets import audit_data_for
-
-    return audit_data_for(cfg, data)
+    return stage.audit_sets(cfg, data)
 
 
 @task(name="privacy-audit", cache_policy=NO_CACHE)
 def audit_task(model: nn.Module, meta: dict[str, Any], cfg: MedSecConfig, data: LoadedDataset,
                sets: AuditData) -> AuditResult:
-    from medsec.privacy.audit import audit_model
-
-    return audit_model(model, meta, cfg, data, sets)
+    return stage.audit(cfg, model, meta, data, sets)
 
 
 def log_dp_record(record: dict[str, Any]) -> dict[str, float]:
     """A DP run's final numbers as metrics (``epsilon``, ``dp_*``) and params (``dp_*``: also
     the accountant and the model selection), the whole record as ``privacy/dp.json``; returns
     the metrics (empty when non-private)."""
-    from medsec.privacy.training import dp_metrics
+    from medsec.privacy.plan import dp_metrics
 
     metrics = dp_metrics(record)
     if metrics:  # at the last epoch's step, where the per-epoch epsilon curve ends

@@ -37,7 +37,9 @@ from medsec.deepfakes.networks import (
     GanArch,
     condition_input,
 )
-from medsec.privacy.dp import DPSettings, DPState, make_private
+from medsec.privacy.config import DPConfig
+from medsec.privacy.dp import DPState, make_private
+from medsec.privacy.plan import plan_dp
 from medsec.training.fit import make_trainer, seed_everything
 
 
@@ -127,7 +129,7 @@ class GanModule(L.LightningModule):
 
 @contextmanager
 def private_discriminator(
-    module: GanModule, loader: DataLoader, settings: DPSettings, epochs: int
+    module: GanModule, loader: DataLoader, settings: DPConfig, epochs: int
 ) -> Iterator[tuple[DataLoader, DPState]]:
     """Make the discriminator of ``module`` train with DP-SGD inside the ``with`` block.
 
@@ -135,8 +137,9 @@ def private_discriminator(
     Poisson sampling, noise calibrated to ``settings.target_epsilon`` over ``epochs``) and
     yields the Poisson loader to train on and the :class:`DPState` (``state.epsilon()``).
     """
+    plan = plan_dp(settings, len(loader.dataset), len(loader), epochs)  # type: ignore[arg-type]
     optimizer, dp_loader, state = make_private(
-        module.discriminator.net, module.build_d_optimizer(), loader, settings, epochs,
+        module.discriminator.net, module.build_d_optimizer(), loader, plan,
         criterion=torch.nn.BCEWithLogitsLoss(),
     )
     module.external_d_optimizer = optimizer
@@ -178,7 +181,7 @@ def train_gan(
     data: ImageDataset,
     num_classes: int,
     cfg: GanConfig,
-    dp: DPSettings | None = None,
+    dp: DPConfig | None = None,
     epochs: int | None = None,
     callbacks: Sequence[Callback] = (),
     progress: bool = False,
@@ -212,6 +215,6 @@ def train_gan(
     return TrainedGan(
         generator=generator, arch=module.arch, history=list(module.history), seconds=seconds,
         seed=cfg.seed, epsilon=None if state is None else state.epsilon(),
-        delta=None if state is None else state.delta,
-        dp_params=None if state is None else state.params(),
+        delta=None if state is None else state.plan.delta,
+        dp_params=None if state is None else state.plan.params(),
     )

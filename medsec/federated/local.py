@@ -120,26 +120,13 @@ def train_locally(
 def _fit_private(module: ClassifierModule, loader, val_loader, spec: LocalTraining, seed: int,
                  dp: ClientDPConfig, rounds_done: int) -> float:
     """DP-SGD local epochs; returns epsilon after ``rounds_done + 1`` rounds of them."""
-    from medsec.privacy.accounting import epsilon_for, noise_for_target
-    from medsec.privacy.dp import DPSettings, private_training
+    from medsec.privacy.config import DPConfig
+    from medsec.privacy.dp import private_training
+    from medsec.privacy.plan import plan_dp
 
-    n = len(loader.dataset)
-    steps_per_round = len(loader) * spec.epochs
-    sample_rate = 1.0 / len(loader)
-    settings = DPSettings(noise_multiplier=dp.noise_multiplier, target_epsilon=dp.target_epsilon,
-                          delta=dp.delta, max_grad_norm=dp.max_grad_norm,
-                          accountant=dp.accountant,
-                          max_physical_batch_size=dp.max_physical_batch_size)
-    delta = settings.resolve_delta(n)
-    sigma = dp.noise_multiplier
-    if sigma is None:  # calibrate once for the whole federation (all rounds)
-        assert dp.target_epsilon is not None
-        sigma = noise_for_target(dp.target_epsilon, sample_rate,
-                                 steps_per_round * spec.total_rounds, delta, dp.accountant)
-    settings = DPSettings(noise_multiplier=sigma, delta=delta, max_grad_norm=dp.max_grad_norm,
-                          accountant=dp.accountant,
-                          max_physical_batch_size=dp.max_physical_batch_size)
-    with private_training(module, loader, settings, spec.epochs) as (dp_loader, _state):
+    # a target epsilon is calibrated once for the whole federation (all rounds)
+    plan = plan_dp(DPConfig.model_validate(dp.model_dump()), len(loader.dataset), len(loader),
+                   spec.epochs * spec.total_rounds)
+    with private_training(module, loader, plan) as (dp_loader, _state):
         fit_classifier(module, dp_loader, val_loader, spec.epochs, seed, select_best=False)
-    return epsilon_for(sigma, sample_rate, steps_per_round * (rounds_done + 1), delta,
-                       dp.accountant)
+    return plan.epsilon(len(loader) * spec.epochs * (rounds_done + 1))

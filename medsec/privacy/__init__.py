@@ -2,9 +2,11 @@
 
 - :mod:`~medsec.privacy.config`: ``PrivacyConfig`` (the ``privacy:`` config section).
 - :mod:`~medsec.privacy.accounting`: epsilon for a DP-SGD run, noise for a target epsilon.
-- :mod:`~medsec.privacy.dp`: ``DPSettings``, ``check_dp_compatible``, ``private_training``
-  (Opacus wired into the Lightning ``ClassifierModule``), ``EpsilonLogger``.
-- :mod:`~medsec.privacy.training`: DP-SGD in the project's one training path (from the config).
+- :mod:`~medsec.privacy.plan`: ``DPConfig`` -> ``DPPlan`` (``plan_dp``: delta, noise) ->
+  ``DPRecord`` (what a run spent; the checkpoint's ``meta["privacy"]``).
+- :mod:`~medsec.privacy.dp`: ``check_dp_compatible``, ``private_training`` (Opacus wired into
+  the Lightning ``ClassifierModule``), ``DPState``, ``EpsilonLogger``.
+- :mod:`~medsec.privacy.training`: DP-SGD as a fit strategy of the one training path.
 - :mod:`~medsec.privacy.membership`: loss-threshold and shadow-model membership inference.
 - :mod:`~medsec.privacy.lira`: LiRA (online/offline) and RMIA with reference models.
 - :mod:`~medsec.privacy.extraction`: model extraction through a prediction API.
@@ -12,7 +14,7 @@
 - :mod:`~medsec.privacy.plain_train`: the default tiny trainer (``TrainFn``) for the attacks.
 - :mod:`~medsec.privacy.audit_sets`, :mod:`~medsec.privacy.audit`: the audit's data sets and
   the audit of one model; :mod:`~medsec.privacy.sweep`, :mod:`~medsec.privacy.report`: the
-  privacy-utility sweep and its table/figures.
+  privacy-utility sweep's labels and its table/figures (its configs: ``medsec.stages``).
 
 Metrics over attack scores live in :mod:`medsec.metrics.privacy`.
 
@@ -25,7 +27,8 @@ from medsec.lazy import lazy_exports
 _EXPORTS: dict[str, str] = {
     "UnreachableEpsilonError": "accounting", "epsilon_for": "accounting",
     "epsilon_reference": "accounting", "noise_for_target": "accounting",
-    "DPSettings": "dp", "DPState": "dp", "EpsilonLogger": "dp",
+    "DPPlan": "plan", "DPRecord": "plan", "plan_dp": "plan",
+    "DPState": "dp", "EpsilonLogger": "dp",
     "check_dp_compatible": "dp", "make_private": "dp", "private_training": "dp",
     "ExtractionResult": "extraction", "extract_model": "extraction", "victim_api": "extraction",
     "InversionResult": "inversion", "class_representative_inversion": "inversion",

@@ -10,6 +10,7 @@ norm) composed over ``steps`` optimizer steps. Accountants (all from Opacus):
 - ``"gdp"``: Gaussian DP via the CLT (Bu et al. 2020); can *underestimate* epsilon.
 
 :func:`epsilon_reference` recomputes epsilon independently with Google's ``dp_accounting``.
+Opacus is imported on first use: :mod:`medsec.privacy.config` imports this module's names.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from __future__ import annotations
 import math
 import warnings
 from typing import Literal, get_args
-
-from opacus.accountants import create_accountant
 
 Accountant = Literal["prv", "rdp", "gdp"]
 ACCOUNTANTS: tuple[str, ...] = get_args(Accountant)
@@ -39,6 +38,16 @@ def check_accountant(accountant: str) -> None:
     """Raise ValueError unless ``accountant`` is one of :data:`ACCOUNTANTS`."""
     if accountant not in ACCOUNTANTS:
         raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
+
+
+def check_prv_noise(noise_multiplier: float, accountant: str) -> None:
+    """Raise ValueError when ``accountant`` is PRV and ``noise_multiplier`` is below
+    :data:`PRV_MIN_NOISE_MULTIPLIER` (the one check: the config and :func:`epsilon_for`)."""
+    if accountant == "prv" and noise_multiplier < PRV_MIN_NOISE_MULTIPLIER:
+        raise ValueError(
+            f"noise_multiplier={noise_multiplier} is below {PRV_MIN_NOISE_MULTIPLIER}, where the "
+            "PRV accountant runs out of memory; use accountant='rdp'"
+        )
 
 
 def _check_mechanism(noise_multiplier: float, sample_rate: float, steps: int,
@@ -64,13 +73,11 @@ def epsilon_for(
 
     ``sample_rate`` = expected batch size / N (Opacus uses 1 / batches per epoch).
     """
+    from opacus.accountants import create_accountant
+
     check_accountant(accountant)
     _check_mechanism(noise_multiplier, sample_rate, steps, delta)
-    if accountant == "prv" and noise_multiplier < PRV_MIN_NOISE_MULTIPLIER:
-        raise ValueError(
-            f"noise_multiplier={noise_multiplier} is below {PRV_MIN_NOISE_MULTIPLIER}: the PRV "
-            "accountant needs too much memory there; use accountant='rdp'"
-        )
+    check_prv_noise(noise_multiplier, accountant)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # gdp warns on every construction (see docstring)

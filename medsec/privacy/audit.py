@@ -4,9 +4,9 @@ The data sets come from :mod:`medsec.privacy.audit_sets`. Attacks (:func:`run_au
 in ``privacy.audit.attacks``): ``loss`` (Yeom), ``shadow`` (Shokri), ``lira`` (online and
 offline), ``rmia``, ``extraction`` (per budget, probabilities and labels), ``inversion`` (class
 representatives). Shadow and reference models are trained with the target's own recipe
-(:func:`recipe_train_fn`: the project's train path, same network, optimiser, epochs and DP
-noise); every reference model sees as many images as the target (its half of the audited
-images topped up from ``population``, as far as it goes).
+(:func:`target_recipe`, :func:`recipe_train_fn`: the project's train path, same network,
+optimiser, epochs and DP noise); every reference model sees as many images as the target
+(its half of the audited images topped up from ``population``, as far as it goes).
 
 Metrics: ``mia_<attack>_*`` per attack (:func:`medsec.metrics.privacy.mia_metrics`) and the
 contract names ``mia_auc``, ``mia_tpr_at_0.1pct_fpr``, ``mia_tpr_at_1pct_fpr`` ... of the
@@ -29,13 +29,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from medsec.config import MedSecConfig, config_from_dict, config_to_dict
 from medsec.data.types import ImageDataset, LoadedDataset
 from medsec.errors import ConfigError, DataError
 from medsec.metrics.privacy import mia_metrics
 from medsec.privacy.audit_sets import MIN_SET, AuditData, Examples, audit_data_for
-from medsec.privacy.config import AuditConfig
+from medsec.privacy.config import AuditConfig, DPConfig
 from medsec.privacy.plain_train import TrainFn
+from medsec.training.config import ClassifierRecipe
 
 MIA_SUFFIXES = ("auc", "balanced_acc", "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr",
                 "fpr_resolution", "num_members", "num_nonmembers")
@@ -87,38 +87,40 @@ def quiet_training() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def recipe_config(cfg: MedSecConfig, meta: dict[str, Any]) -> MedSecConfig:
-    """``cfg`` with the audited model's recipe from its checkpoint ``meta``: network
-    (``model.*``) and DP-SGD (same noise multiplier and clipping; delta 1/(10 N)). The
+def target_recipe(recipe: ClassifierRecipe, dp: DPConfig, meta: dict[str, Any]
+                  ) -> tuple[ClassifierRecipe, DPConfig]:
+    """``recipe`` and ``dp`` with the audited model's recipe from its checkpoint ``meta``:
+    network (``model.*``) and DP-SGD (same noise multiplier and clipping; delta 1/(10 N)). The
     references' epsilon is never reported, so they account with RDP, the cheapest (PRV takes
     about a second per epoch)."""
-    data = config_to_dict(cfg)
-    data["model"] |= {"name": meta["model_name"], "norm": meta["norm"],
-                      "dropout": meta["dropout"]}
+    model = recipe.model.model_copy(update={"name": meta["model_name"], "norm": meta["norm"],
+                                            "dropout": meta["dropout"]})
     record = meta.get("privacy") or {"mechanism": "none"}
-    dp = data["privacy"]["dp"]
     if record.get("mechanism") == "dp-sgd":
-        dp |= {"enabled": True, "noise_multiplier": record["noise_multiplier"],
-               "target_epsilon": None, "delta": None, "max_grad_norm": record["max_grad_norm"],
-               "accountant": "rdp"}
+        dp = DPConfig.model_validate(dp.model_dump() | {
+            "enabled": True, "noise_multiplier": record["noise_multiplier"],
+            "target_epsilon": None, "delta": None, "max_grad_norm": record["max_grad_norm"],
+            "accountant": "rdp"})
     else:
-        dp["enabled"] = False
-    return config_from_dict(data, source="audited model's recipe")
+        dp = dp.model_copy(update={"enabled": False})
+    return recipe.model_copy(update={"model": model}), dp
 
 
-def recipe_train_fn(cfg: MedSecConfig, data: LoadedDataset) -> TrainFn:
-    """A ``TrainFn`` that trains like the target: the project's train path with ``cfg`` on the
-    given images/int labels; ``seed`` replaces ``cfg.seed``; validation on ``data``'s val."""
-    from medsec.training.job import train_classifier
+def recipe_train_fn(recipe: ClassifierRecipe, dp: DPConfig, data: LoadedDataset) -> TrainFn:
+    """A ``TrainFn`` that trains like the target: the project's train path with ``recipe``
+    (DP-SGD with ``dp`` when enabled) on the given images/int labels (no ``max_train``
+    truncation); ``seed`` replaces ``recipe.seed``; validation on ``data``'s val."""
+    from medsec.privacy.training import DPStrategy
+    from medsec.training.job import plain_fit, train_classifier
 
-    seeded = cfg.dataset.model_copy(update={"max_train": None})
+    strategy = DPStrategy(dp) if dp.enabled else plain_fit
 
     def train_fn(images: Tensor, labels: Tensor, seed: int) -> nn.Module:
         split = ImageDataset(images.numpy(), labels.numpy())
         subset = dataclasses.replace(data, splits={**data.splits, "train": split})
-        run_cfg = cfg.model_copy(update={"seed": int(seed), "dataset": seeded})
+        run = recipe.model_copy(update={"seed": int(seed), "max_train": None})
         with quiet_training():
-            return train_classifier(run_cfg, subset).model
+            return train_classifier(run, subset, strategy=strategy).model
 
     return train_fn
 
@@ -280,10 +282,12 @@ def _extraction(model: nn.Module, meta: dict[str, Any], data: AuditData, audit: 
             for mode in audit.extraction.modes}
 
 
-def audit_model(model: nn.Module, meta: dict[str, Any], cfg: MedSecConfig,
-                data: LoadedDataset, sets: AuditData | None = None) -> AuditResult:
-    """Audit a trained classifier with ``cfg.privacy.audit``; shadow/reference models follow
-    the model's recipe (:func:`recipe_config` from ``meta``, the rest from ``cfg``)."""
-    sets = sets if sets is not None else audit_data_for(cfg, data)
-    train_fn = recipe_train_fn(recipe_config(cfg, meta), data)
-    return run_audit(model, meta, sets, cfg.privacy.audit, train_fn, seed=cfg.seed)
+def audit_model(model: nn.Module, meta: dict[str, Any], audit: AuditConfig,
+                recipe: ClassifierRecipe, dp: DPConfig, data: LoadedDataset,
+                sets: AuditData | None = None) -> AuditResult:
+    """Audit a trained classifier with ``audit``; ``recipe`` and ``dp`` are the configured
+    training (split limits, seed, optimisation), shadow/reference models follow the model's own
+    recipe (:func:`target_recipe` from ``meta``)."""
+    sets = sets if sets is not None else audit_data_for(audit, recipe, data)
+    train_fn = recipe_train_fn(*target_recipe(recipe, dp, meta), data)
+    return run_audit(model, meta, sets, audit, train_fn, seed=recipe.seed)

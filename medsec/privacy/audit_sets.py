@@ -22,11 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from medsec.config import MedSecConfig
 from medsec.data.types import ImageDataset, LoadedDataset
 from medsec.errors import DataError
 from medsec.privacy.config import AuditConfig
-from medsec.training.job import split_for
+from medsec.training.config import ClassifierRecipe
 
 MIN_SET = 4  # smallest member / non-member / population set an audit accepts
 
@@ -145,11 +144,12 @@ def audit_data(
     )
 
 
-def audit_data_for(cfg: MedSecConfig, data: LoadedDataset) -> AuditData:
-    """:func:`audit_data` for the configured target: its training split (``max_train``),
-    non-members from ``privacy.audit.nonmember_splits``, RMIA's population also from the other
-    held-out split, extraction scored on the test split (``max_eval``)."""
-    audit = cfg.privacy.audit
+def audit_data_for(audit: AuditConfig, recipe: ClassifierRecipe,
+                   data: LoadedDataset) -> AuditData:
+    """:func:`audit_data` for the target trained by ``recipe``: its training split
+    (``max_train``), non-members from ``audit.nonmember_splits``, RMIA's population also from
+    the other held-out split, extraction scored on the test split (``max_eval``); seeded by
+    ``recipe.seed``."""
 
     def joined(names: list[str]) -> ImageDataset | None:
         parts = [data.splits[name] for name in names]
@@ -159,5 +159,5 @@ def audit_data_for(cfg: MedSecConfig, data: LoadedDataset) -> AuditData:
     heldout = joined(list(audit.nonmember_splits))
     spare = joined([s for s in ("val", "test") if s not in audit.nonmember_splits])
     assert heldout is not None
-    return audit_data(split_for(cfg, data, "train"), heldout, split_for(cfg, data, "test"),
-                      audit, cfg.seed, spare=spare)
+    return audit_data(recipe.split(data, "train"), heldout, recipe.split(data, "test"),
+                      audit, recipe.seed, spare=spare)

@@ -1,14 +1,16 @@
 """``privacy:`` section of the config: DP-SGD training, the privacy audit and the sweep.
 
-- ``privacy.dp``: DP-SGD (Opacus) for the project's one training path (mirrors
-  :class:`medsec.privacy.dp.DPSettings`). Checks that need the data (delta < 1/N, a reachable
-  target epsilon, a DP-compatible model) run when training starts and name the field, e.g.
+- ``privacy.dp``: DP-SGD (Opacus) for the project's one training path, also the input of
+  :func:`medsec.privacy.plan.plan_dp` for any DP-SGD run. Checks that need the data (delta <
+  1/N, a reachable target epsilon, a DP-compatible model) run when training starts and name
+  the field, e.g.
   ``privacy.dp.target_epsilon: target_epsilon=0.01 is unreachable with 20 steps ...``.
 - ``privacy.audit``: which attacks audit a model and on how many examples.
 - ``privacy.sweep``: target epsilons of the privacy-utility sweep (plus the non-private
   baseline when ``sweep_baseline``).
 
-This module stays light (pydantic only): ``medsec.config`` imports it on every run.
+This module stays light (pydantic and :mod:`~medsec.privacy.accounting`, whose Opacus import is
+lazy): ``medsec.config`` imports it on every run.
 """
 
 from __future__ import annotations
@@ -18,12 +20,10 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from medsec.config_base import StrictModel
+from medsec.privacy.accounting import Accountant, check_prv_noise
 
-AccountantName = Literal["prv", "rdp", "gdp"]
 AttackName = Literal["loss", "shadow", "lira", "rmia", "extraction", "inversion"]
 ALL_ATTACKS: tuple[str, ...] = ("loss", "shadow", "lira", "rmia", "extraction", "inversion")
-# Below this noise the PRV accountant needs tens of GiB (see medsec.privacy.accounting).
-_PRV_MIN_NOISE = 0.2
 
 
 class DPConfig(StrictModel):
@@ -46,7 +46,7 @@ class DPConfig(StrictModel):
     target_epsilon: float | None = Field(default=None, gt=0.0)
     delta: float | None = Field(default=None, gt=0.0, lt=1.0)
     max_grad_norm: float = Field(default=1.0, gt=0.0)
-    accountant: AccountantName = "prv"
+    accountant: Accountant = "prv"
     max_physical_batch_size: int = Field(default=128, gt=0)
     val_is_public: bool = False
 
@@ -58,12 +58,8 @@ class DPConfig(StrictModel):
                 f"target_epsilon (got noise_multiplier={self.noise_multiplier}, "
                 f"target_epsilon={self.target_epsilon})"
             )
-        if (self.accountant == "prv" and self.noise_multiplier is not None
-                and self.noise_multiplier < _PRV_MIN_NOISE):
-            raise ValueError(
-                f"noise_multiplier: {self.noise_multiplier} is below {_PRV_MIN_NOISE}, where the "
-                "PRV accountant runs out of memory; use accountant=rdp"
-            )
+        if self.noise_multiplier is not None:
+            check_prv_noise(self.noise_multiplier, self.accountant)
         return self
 
 

@@ -7,12 +7,13 @@ DP optimizer (clip, add noise, account) is handed to Lightning through
 ``module.external_optimizer``; the loader Poisson-samples logical batches and splits them into
 physical batches (as Opacus' ``BatchMemoryManager``; the optimizer steps once per logical batch).
 
-Usage (the lead's training loop)::
+Usage (see :class:`medsec.privacy.training.DPStrategy`)::
 
-    with private_training(module, train_loader, settings, epochs) as (loader, state):
-        fit_classifier(module, loader, val_loader, epochs, seed,
+    plan = plan_dp(dp_config, len(train_loader.dataset), len(train_loader), epochs)
+    with private_training(module, train_loader, plan) as (loader, state):
+        fit_classifier(module, loader, val_loader, plan.epochs, seed,
                        callbacks=[EpsilonLogger(state)])
-    state.epsilon()  # epsilon spent, with state.delta and state.accountant
+    state.epsilon()  # epsilon spent at state.plan.delta with state.plan.accountant
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any
 
 import lightning as L
 import torch
@@ -34,86 +35,7 @@ from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader
 
-from medsec.privacy.accounting import (
-    PRV_MIN_NOISE_MULTIPLIER,
-    Accountant,
-    check_accountant,
-    epsilon_for,
-    noise_for_target,
-)
-
-GradSampleMode = Literal["hooks", "functorch", "ghost"]
-
-
-# --------------------------------------------------------------------------- settings
-
-
-def _positive(name: str, value: float | int | None) -> None:
-    if value is not None and not value > 0:
-        raise ValueError(f"DPSettings.{name} must be > 0, got {value}")
-
-
-@dataclass
-class DPSettings:
-    """What DP-SGD needs; exactly one of ``noise_multiplier`` / ``target_epsilon``.
-
-    ``delta`` None means ``1 / (10 N)``; an explicit delta must be < 1/N (checked against the
-    training set in :meth:`resolve_delta`). ``grad_sample_mode`` "ghost" (ghost clipping) only
-    works with :func:`make_private` in a plain torch loop, not with Lightning. The accountants
-    assume Poisson sampling: with ``poisson_sampling=False`` (shuffled fixed-size batches) the
-    reported epsilon is only an approximation.
-    """
-
-    noise_multiplier: float | None = None
-    target_epsilon: float | None = None
-    delta: float | None = None
-    max_grad_norm: float = 1.0
-    accountant: Accountant = "prv"
-    max_physical_batch_size: int = 128
-    poisson_sampling: bool = True
-    grad_sample_mode: GradSampleMode = "hooks"
-
-    def __post_init__(self) -> None:
-        if (self.noise_multiplier is None) == (self.target_epsilon is None):
-            raise ValueError(
-                "DPSettings needs exactly one of noise_multiplier and target_epsilon, got "
-                f"noise_multiplier={self.noise_multiplier}, target_epsilon={self.target_epsilon}"
-            )
-        for name in ("noise_multiplier", "target_epsilon", "max_grad_norm",
-                     "max_physical_batch_size"):
-            _positive(name, getattr(self, name))
-        if self.delta is not None and not 0 < self.delta < 1:
-            raise ValueError(f"DPSettings.delta must be in (0, 1), got {self.delta}")
-        try:
-            check_accountant(self.accountant)
-        except ValueError as exc:
-            raise ValueError(f"DPSettings.{exc}") from None
-        if (self.accountant == "prv" and self.noise_multiplier is not None
-                and self.noise_multiplier < PRV_MIN_NOISE_MULTIPLIER):
-            raise ValueError(
-                f"DPSettings.noise_multiplier={self.noise_multiplier} is below "
-                f"{PRV_MIN_NOISE_MULTIPLIER}, where the PRV accountant runs out of memory; "
-                "use accountant='rdp'"
-            )
-        if self.grad_sample_mode not in get_args(GradSampleMode):
-            raise ValueError(
-                f"DPSettings.grad_sample_mode must be one of {get_args(GradSampleMode)}, "
-                f"got {self.grad_sample_mode!r}"
-            )
-
-    def resolve_delta(self, num_examples: int) -> float:
-        """Delta for a training set of ``num_examples``: default 1/(10 N); must be < 1/N."""
-        if num_examples < 1:
-            raise ValueError(f"training set is empty (N={num_examples})")
-        if self.delta is None:
-            return 1.0 / (10 * num_examples)
-        if self.delta >= 1.0 / num_examples:
-            raise ValueError(
-                f"DPSettings.delta={self.delta:g} must be < 1/N = {1.0 / num_examples:.3g} "
-                f"(N={num_examples}): a delta that large allows leaking a whole record"
-            )
-        return self.delta
-
+from medsec.privacy.plan import DPPlan
 
 # --------------------------------------------------------------------------- compatibility
 
@@ -208,107 +130,61 @@ def _example_batch(loader: DataLoader) -> torch.Tensor | None:
 
 @dataclass
 class DPState:
-    """A running DP-SGD setup: what was chosen and how much privacy it has spent.
+    """A running DP-SGD setup: its ``plan``, Opacus' engine (the accountant), DP optimizer and
+    per-sample-gradient ``hooks``; ``criterion`` is Opacus' two-pass loss (ghost clipping only,
+    else None)."""
 
-    ``sample_rate`` = 1 / logical batches per epoch (Opacus' convention); ``steps_per_epoch``
-    logical batches (optimizer steps) per epoch; ``planned_epochs`` as calibrated.
-    ``criterion`` is Opacus' two-pass loss (ghost clipping only, else None).
-    """
-
+    plan: DPPlan
     engine: PrivacyEngine
-    accountant: str
-    sample_rate: float
-    steps_per_epoch: int
-    planned_epochs: int
-    noise_multiplier: float
-    max_grad_norm: float
-    delta: float
     optimizer: DPOptimizer
     hooks: Any
     criterion: Any = None
-    target_epsilon: float | None = None
-    poisson_sampling: bool = True
 
     @property
     def steps(self) -> int:
         """Optimizer steps accounted so far (one per logical batch)."""
         return int(sum(n for _, _, n in self.engine.accountant.history))
 
-    @property
-    def planned_steps(self) -> int:
-        return self.steps_per_epoch * self.planned_epochs
-
     def epsilon(self) -> float:
-        """Epsilon spent so far at ``delta`` (0.0 before the first step)."""
+        """Epsilon spent so far at ``plan.delta`` (0.0 before the first step)."""
         if self.steps == 0:
             return 0.0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return float(self.engine.get_epsilon(self.delta))
-
-    def planned_epsilon(self) -> float:
-        """Epsilon after all ``planned_steps``."""
-        return epsilon_for(self.noise_multiplier, self.sample_rate, self.planned_steps,
-                           self.delta, self.accountant)  # type: ignore[arg-type]
-
-    def params(self) -> dict[str, float | int | str | bool]:
-        """Flat parameters for MLflow (``dp_*``)."""
-        return {
-            "dp_accountant": self.accountant, "dp_noise_multiplier": self.noise_multiplier,
-            "dp_max_grad_norm": self.max_grad_norm, "dp_delta": self.delta,
-            "dp_sample_rate": self.sample_rate, "dp_steps_per_epoch": self.steps_per_epoch,
-            "dp_epochs": self.planned_epochs, "dp_poisson_sampling": self.poisson_sampling,
-            "dp_target_epsilon": (self.target_epsilon if self.target_epsilon is not None
-                                  else "none"),
-        }
+            return float(self.engine.get_epsilon(self.plan.delta))
 
 
 def make_private(
     net: nn.Module,
     optimizer: torch.optim.Optimizer,
     train_loader: DataLoader,
-    settings: DPSettings,
-    epochs: int,
+    plan: DPPlan,
     criterion: nn.Module | None = None,
 ) -> tuple[DPOptimizer, DataLoader, DPState]:
     """Attach per-sample-gradient hooks to ``net`` (in place) and make a DP optimizer/loader.
 
-    ``net`` is checked first (:func:`check_dp_compatible`, with a dry run on two training images).
-
-    Returns the DP optimizer, the (Poisson) logical-batch loader and the :class:`DPState`;
-    ``state.hooks.cleanup()`` detaches the hooks. For ``target_epsilon`` the noise is
-    calibrated with :func:`~medsec.privacy.accounting.noise_for_target` (ValueError when the
-    target is unreachable in ``epochs``). With "ghost" use ``state.criterion`` for the loss.
+    ``net`` is checked first (:func:`check_dp_compatible`, with a dry run on two training
+    images); ``plan`` (:func:`medsec.privacy.plan.plan_dp`) must be made for ``train_loader``
+    (its number of batches per epoch). Returns the DP optimizer, the (Poisson) logical-batch
+    loader and the :class:`DPState`; ``state.hooks.cleanup()`` detaches the hooks. With
+    "ghost" use ``state.criterion`` for the loss.
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if plan.steps_per_epoch != len(train_loader):
+        raise ValueError(f"the DP plan has {plan.steps_per_epoch} steps per epoch, the loader "
+                         f"{len(train_loader)} batches: plan for this loader")
     check_dp_compatible(net, _example_batch(train_loader))
-    n = len(train_loader.dataset)  # type: ignore[arg-type]
-    delta = settings.resolve_delta(n)
-    steps_per_epoch = len(train_loader)
-    sample_rate = 1.0 / steps_per_epoch
-    sigma = settings.noise_multiplier
-    if sigma is None:
-        assert settings.target_epsilon is not None
-        sigma = noise_for_target(settings.target_epsilon, sample_rate, steps_per_epoch * epochs,
-                                 delta, settings.accountant)
-    engine = PrivacyEngine(accountant=settings.accountant)
+    engine = PrivacyEngine(accountant=plan.accountant)
     net.train()
     out = engine.make_private(
         module=net, optimizer=optimizer, data_loader=train_loader,
         criterion=criterion if criterion is not None else nn.CrossEntropyLoss(),
-        noise_multiplier=sigma, max_grad_norm=settings.max_grad_norm,
-        poisson_sampling=settings.poisson_sampling, grad_sample_mode=settings.grad_sample_mode,
+        noise_multiplier=plan.noise_multiplier, max_grad_norm=plan.max_grad_norm,
+        poisson_sampling=plan.poisson_sampling, grad_sample_mode=plan.grad_sample_mode,
         wrap_model=False,
     )
     hooks, dp_optimizer, dp_criterion, loader = out if len(out) == 4 else (*out[:2], None, out[2])
-    state = DPState(
-        engine=engine, accountant=settings.accountant, sample_rate=sample_rate,
-        steps_per_epoch=steps_per_epoch, planned_epochs=epochs, noise_multiplier=float(sigma),
-        max_grad_norm=settings.max_grad_norm, delta=delta, optimizer=dp_optimizer, hooks=hooks,
-        criterion=dp_criterion, target_epsilon=settings.target_epsilon,
-        poisson_sampling=settings.poisson_sampling,
-    )
+    state = DPState(plan=plan, engine=engine, optimizer=dp_optimizer, hooks=hooks,
+                    criterion=dp_criterion)
     return dp_optimizer, loader, state
 
 
@@ -341,19 +217,18 @@ def physical_batches(loader: DataLoader, max_physical_batch_size: int,
 def private_training(
     module: L.LightningModule,
     train_loader: DataLoader,
-    settings: DPSettings,
-    epochs: int,
+    plan: DPPlan,
 ) -> Iterator[tuple[DataLoader, DPState]]:
     """Make ``module`` (a ``ClassifierModule``) train with DP-SGD inside the ``with`` block.
 
     Builds the module's own optimizer (``module.build_optimizer``), makes it private, sets
     ``module.external_optimizer`` and yields ``(physical_batch_loader, state)``: train with
-    that loader for ``epochs`` epochs. On exit the hooks are removed and the optimizer hook
-    unset; ``state.epsilon()`` keeps working. ``module.net`` keeps its identity and keys.
+    that loader for ``plan.epochs`` epochs. On exit the hooks are removed and the optimizer
+    hook unset; ``state.epsilon()`` keeps working. ``module.net`` keeps its identity and keys.
     """
-    if settings.grad_sample_mode == "ghost":
+    if plan.grad_sample_mode == "ghost":
         raise ValueError(
-            "DPSettings.grad_sample_mode='ghost' needs Opacus' two-pass criterion and cannot "
+            "grad_sample_mode='ghost' needs Opacus' two-pass criterion and cannot "
             "drive a LightningModule's training_step; use 'hooks' (or make_private directly)"
         )
     if getattr(module, "batch_transform", None) is not None:
@@ -367,10 +242,10 @@ def private_training(
         raise TypeError(f"{type(module).__name__} has no build_optimizer(params) method")
     net: nn.Module = module.net  # type: ignore[assignment]
     base_optimizer = module.build_optimizer(net.parameters())
-    optimizer, loader, state = make_private(net, base_optimizer, train_loader, settings, epochs)
+    optimizer, loader, state = make_private(net, base_optimizer, train_loader, plan)
     module.external_optimizer = optimizer
     try:
-        yield physical_batches(loader, settings.max_physical_batch_size, optimizer), state
+        yield physical_batches(loader, plan.max_physical_batch_size, optimizer), state
     finally:
         module.external_optimizer = None
         state.hooks.cleanup()

@@ -2,10 +2,11 @@
 (``medsec.training.job.train_classifier(..., strategy=DPStrategy(dp))``).
 
 :class:`DPStrategy` plans the run
-(:func:`plan_private_training`: delta, noise, compatibility; errors name the config field),
+(:func:`plan_private_training`: delta, compatibility, noise; errors name the config field),
 then trains with :func:`medsec.privacy.dp.private_training` inside the usual
 ``fit_classifier``. Epsilon is written into every epoch's history record (``epsilon``), and
-:func:`privacy_record` is what the checkpoint metadata stores (``meta["privacy"]``).
+the run's :class:`~medsec.privacy.plan.DPRecord` is what the checkpoint metadata stores
+(``meta["privacy"]``).
 
 Model selection: DP runs keep the last epoch unless ``privacy.dp.val_is_public`` (see
 :class:`medsec.privacy.config.DPConfig`); the reported epsilon is always the whole run's.
@@ -24,9 +25,10 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
 from medsec.errors import ConfigError
-from medsec.privacy.accounting import UnreachableEpsilonError, noise_for_target
+from medsec.privacy.accounting import UnreachableEpsilonError
 from medsec.privacy.config import DPConfig
-from medsec.privacy.dp import DPSettings, EpsilonLogger, check_dp_compatible, private_training
+from medsec.privacy.dp import EpsilonLogger, check_dp_compatible, private_training
+from medsec.privacy.plan import DPPlan, DPRecord, plan_dp, resolve_delta
 from medsec.training.config import ClassifierRecipe
 from medsec.training.fit import FitResult, fit_classifier
 from medsec.training.module import ClassifierModule
@@ -36,55 +38,19 @@ from medsec.training.module import ClassifierModule
 _BENIGN_WARNINGS = ("Full backward hook is firing", "Secure RNG turned off")
 
 
-@dataclass(frozen=True)
-class DPPlan:
-    """A resolved DP-SGD run: ``settings`` carry the (calibrated) noise multiplier and delta.
-
-    ``sample_rate`` = 1 / steps_per_epoch (Opacus' convention: expected batch / N).
-    """
-
-    settings: DPSettings
-    target_epsilon: float | None
-    num_examples: int
-    steps_per_epoch: int
-    epochs: int
-
-    @property
-    def sample_rate(self) -> float:
-        return 1.0 / self.steps_per_epoch
-
-    @property
-    def planned_steps(self) -> int:
-        return self.steps_per_epoch * self.epochs
-
-
-def dp_settings(dp: DPConfig, noise_multiplier: float | None = None,
-                delta: float | None = None) -> DPSettings:
-    """``DPSettings`` from the config; ``noise_multiplier`` / ``delta`` replace the config's
-    noise source / delta when given (after calibration / resolution)."""
-    if noise_multiplier is not None:
-        return DPSettings(noise_multiplier=noise_multiplier, delta=delta or dp.delta,
-                          max_grad_norm=dp.max_grad_norm, accountant=dp.accountant,
-                          max_physical_batch_size=dp.max_physical_batch_size)
-    return DPSettings(noise_multiplier=dp.noise_multiplier, target_epsilon=dp.target_epsilon,
-                      delta=delta or dp.delta, max_grad_norm=dp.max_grad_norm,
-                      accountant=dp.accountant,
-                      max_physical_batch_size=dp.max_physical_batch_size)
-
-
 def plan_private_training(dp: DPConfig, recipe: ClassifierRecipe, net: torch.nn.Module,
                           train_loader: DataLoader) -> DPPlan:
-    """Check and resolve DP-SGD for ``net`` on ``train_loader`` over ``train.epochs``.
+    """Resolve DP-SGD (:func:`~medsec.privacy.plan.plan_dp`) for ``net`` on ``train_loader``
+    over ``train.epochs`` and check that ``net`` is DP-compatible.
 
-    Raises :class:`ConfigError` naming the field: ``model.norm`` (a layer DP-SGD cannot train,
-    named), ``privacy.dp.delta`` (>= 1/N) or ``privacy.dp.target_epsilon`` (unreachable).
+    Raises :class:`ConfigError` naming the field: ``privacy.dp.delta`` (>= 1/N),
+    ``model.norm`` (a layer DP-SGD cannot train, named) or ``privacy.dp.target_epsilon``
+    (unreachable).
     """
-    if not dp.enabled:
-        raise ValueError("plan_private_training needs privacy.dp.enabled")
     dataset = train_loader.dataset
     n = len(dataset)  # type: ignore[arg-type]
     try:
-        delta = dp_settings(dp).resolve_delta(n)
+        resolve_delta(dp.delta, n)
     except ValueError as exc:
         raise ConfigError(f"privacy.dp.delta: {exc}") from None
     example = torch.stack([dataset[i][0] for i in range(min(2, n))])
@@ -96,18 +62,10 @@ def plan_private_training(dp: DPConfig, recipe: ClassifierRecipe, net: torch.nn.
             f"{recipe.model.name!r} with norm={recipe.model.norm!r} is not: {exc} "
             "(set model.norm=group)"
         ) from None
-    steps_per_epoch = len(train_loader)
-    sigma = dp.noise_multiplier
-    if sigma is None:
-        assert dp.target_epsilon is not None
-        try:
-            sigma = noise_for_target(dp.target_epsilon, 1.0 / steps_per_epoch,
-                                     steps_per_epoch * recipe.train.epochs, delta, dp.accountant)
-        except UnreachableEpsilonError as exc:
-            raise ConfigError(f"privacy.dp.target_epsilon: {exc}") from None
-    return DPPlan(settings=dp_settings(dp, sigma, delta), target_epsilon=dp.target_epsilon,
-                  num_examples=n, steps_per_epoch=steps_per_epoch,
-                  epochs=recipe.train.epochs)
+    try:
+        return plan_dp(dp, n, len(train_loader), recipe.train.epochs)
+    except UnreachableEpsilonError as exc:
+        raise ConfigError(f"privacy.dp.target_epsilon: {exc}") from None
 
 
 class EpsilonHistory(EpsilonLogger):
@@ -124,38 +82,10 @@ class EpsilonHistory(EpsilonLogger):
             history[-1]["epsilon"] = self.epsilons[-1]
 
 
-def privacy_record(state: Any, plan: DPPlan, epsilons: Sequence[float],
-                   selection: str) -> dict[str, Any]:
-    """Plain-typed DP record of a finished run (for the checkpoint metadata and MLflow); the
-    last epoch's epsilon is the run's (no step follows it: saves one accountant call)."""
-    return {
-        "mechanism": "dp-sgd", "epsilon": epsilons[-1] if epsilons else state.epsilon(),
-        "delta": state.delta,
-        "accountant": state.accountant, "sample_rate": state.sample_rate, "steps": state.steps,
-        "noise_multiplier": state.noise_multiplier, "max_grad_norm": state.max_grad_norm,
-        "target_epsilon": plan.target_epsilon, "num_examples": plan.num_examples,
-        "epochs": plan.epochs, "poisson_sampling": state.poisson_sampling,
-        "epsilon_per_epoch": [float(e) for e in epsilons], "selection": selection,
-    }
-
-
-def dp_metrics(record: dict[str, Any]) -> dict[str, float]:
-    """Numeric MLflow metrics of a :func:`privacy_record` (``epsilon``, ``dp_*``); empty for
-    a non-private record."""
-    if record.get("mechanism") != "dp-sgd":
-        return {}
-    out = {"epsilon": record["epsilon"]}
-    for key in ("delta", "noise_multiplier", "max_grad_norm", "sample_rate", "steps",
-                "target_epsilon"):
-        if record.get(key) is not None:
-            out[f"dp_{key}"] = float(record[key])
-    return out
-
-
 @dataclass(frozen=True)
 class DPStrategy:
     """DP-SGD fit strategy (``medsec.training.job.FitStrategy``) for ``recipe.train.epochs``:
-    returns (fit, :func:`privacy_record`)."""
+    returns (fit, the :class:`~medsec.privacy.plan.DPRecord` as a dict)."""
 
     dp: DPConfig
 
@@ -170,10 +100,12 @@ class DPStrategy:
             for benign in _BENIGN_WARNINGS:
                 warnings.filterwarnings("ignore", message=benign)
             plan = plan_private_training(self.dp, recipe, module.net, train_loader)
-            with private_training(module, train_loader, plan.settings, plan.epochs) as (
-                    loader, state):
+            with private_training(module, train_loader, plan) as (loader, state):
                 history = EpsilonHistory(state)
                 fit = fit_classifier(module, loader, val_loader, plan.epochs, recipe.seed,
                                      [history, *callbacks], select_best=select_best,
                                      progress=progress)
-        return fit, privacy_record(state, plan, history.epsilons, selection)
+        # the last epoch's epsilon is the run's (no step follows it: saves an accountant call)
+        epsilon = history.epsilons[-1] if history.epsilons else state.epsilon()
+        record = DPRecord(plan, epsilon, state.steps, tuple(history.epsilons), selection)
+        return fit, record.to_dict()

@@ -22,7 +22,8 @@ from medsec.errors import ConfigError, DataError
 from medsec.io import file_digest
 from medsec.models.factory import build_classifier
 from medsec.privacy.accounting import epsilon_for
-from medsec.privacy.dp import DPSettings, check_dp_compatible
+from medsec.privacy.config import DPConfig
+from medsec.privacy.dp import check_dp_compatible
 from medsec.training.checkpoint import save_classifier
 from tests.unit.deepfake_fixtures import TINY_ARCH, TINY_GAN, blob_dataset, single_thread  # noqa: F401
 
@@ -64,7 +65,7 @@ def test_training_runs_in_lightning_and_is_reproducible():
 
 def test_dp_discriminator_is_accounted_per_discriminator_step():
     data = blob_dataset(32)  # batch 16: 2 Poisson batches per epoch, sample rate 1/2
-    settings = DPSettings(noise_multiplier=1.0, accountant="rdp", delta=1e-3)
+    settings = DPConfig(enabled=True, noise_multiplier=1.0, accountant="rdp", delta=1e-3)
     gan = train_gan(data, 2, TINY_GAN, dp=settings, epochs=2)
     assert gan.epsilon == pytest.approx(epsilon_for(1.0, 0.5, 4, 1e-3, "rdp"), rel=1e-6)
     assert gan.delta == 1e-3 and gan.dp_params["dp_noise_multiplier"] == 1.0

@@ -13,10 +13,12 @@ from medsec.config import config_from_dict, load_config
 from medsec.data.types import ImageDataset, LoadedDataset
 from medsec.errors import ConfigError
 from medsec.privacy.accounting import epsilon_reference
-from medsec.privacy.sweep import record_label, sweep_points
-from medsec.training.checkpoint import load_classifier, save_classifier
+from medsec.privacy.audit import target_recipe
+from medsec.privacy.sweep import record_label
 from medsec.stages.classifier import recipe
 from medsec.stages.classifier import train as train_classifier
+from medsec.stages.privacy import sweep_points
+from medsec.training.checkpoint import load_classifier, save_classifier
 from medsec.training.job import build_module
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -129,6 +131,17 @@ def test_dp_training_records_its_epsilon(data, tmp_path):
     # the record travels with the checkpoint (weights_only loading)
     _, meta = load_classifier(save_classifier(tmp_path / "dp.pt", trained.model, trained.meta))
     assert meta["privacy"] == record and record_label(record) == "dp-sgd"
+    assert list(record) == [  # the checkpoint's and MLflow's keys, in this order
+        "mechanism", "epsilon", "delta", "accountant", "sample_rate", "steps",
+        "noise_multiplier", "max_grad_norm", "target_epsilon", "num_examples", "epochs",
+        "poisson_sampling", "epsilon_per_epoch", "selection"]
+    # the audit's shadow/reference models train like it: same network and noise, RDP
+    ref, dp = target_recipe(recipe(_cfg("model.norm=batch", "model.dropout=0.5")),
+                            cfg.privacy.dp.model_copy(update={"enabled": False}), meta)
+    assert ref.model == recipe(cfg).model and ref.train == recipe(cfg).train
+    assert dp.enabled and dp.noise_multiplier == 1.0 and dp.accountant == "rdp"
+    assert dp.delta is None and dp.target_epsilon is None
+    assert not target_recipe(ref, dp, {**meta, "privacy": {"mechanism": "none"}})[1].enabled
 
 
 def test_non_private_training_is_recorded_as_such(data):

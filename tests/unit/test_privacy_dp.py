@@ -1,4 +1,5 @@
-"""DP-SGD: settings validation, compatibility errors, clipping, Lightning training, epsilon."""
+"""DP-SGD: settings validation and planning, compatibility errors, clipping, Lightning
+training, epsilon."""
 
 from __future__ import annotations
 
@@ -14,13 +15,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from medsec.models.factory import build_classifier
 from medsec.privacy.accounting import epsilon_reference
-from medsec.privacy.dp import (
-    DPSettings,
-    EpsilonLogger,
-    check_dp_compatible,
-    make_private,
-    private_training,
-)
+from medsec.privacy.config import DPConfig
+from medsec.privacy.dp import EpsilonLogger, check_dp_compatible, make_private, private_training
+from medsec.privacy.plan import DPPlan, plan_dp, resolve_delta
 from medsec.training.module import ClassifierModule
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -71,6 +68,13 @@ def _loader(data, batch_size: int = 32) -> DataLoader:
     return DataLoader(TensorDataset(*data), batch_size=batch_size, shuffle=True)
 
 
+def _plan(loader: DataLoader, epochs: int = 1, grad_sample_mode: str = "hooks",
+          **dp) -> DPPlan:
+    """``DPConfig(enabled=True, **dp)`` planned for ``loader``."""
+    return plan_dp(DPConfig(enabled=True, **dp), len(loader.dataset), len(loader), epochs,
+                   grad_sample_mode=grad_sample_mode)  # type: ignore[arg-type]
+
+
 def _trainer(epochs: int, callbacks=()) -> L.Trainer:
     return L.Trainer(
         accelerator="cpu",
@@ -91,33 +95,45 @@ def _trainer(epochs: int, callbacks=()) -> L.Trainer:
     [
         ({}, "exactly one of noise_multiplier and target_epsilon"),
         ({"noise_multiplier": 1.0, "target_epsilon": 3.0}, "exactly one"),
-        ({"noise_multiplier": -1.0}, "noise_multiplier must be > 0"),
-        ({"target_epsilon": 0.0}, "target_epsilon must be > 0"),
+        ({"noise_multiplier": -1.0}, "noise_multiplier"),
+        ({"target_epsilon": 0.0}, "target_epsilon"),
         ({"noise_multiplier": 1.0, "max_grad_norm": 0.0}, "max_grad_norm"),
         ({"noise_multiplier": 1.0, "max_physical_batch_size": 0}, "max_physical_batch_size"),
         ({"noise_multiplier": 1.0, "accountant": "moments"}, "accountant"),
-        ({"noise_multiplier": 1.0, "grad_sample_mode": "magic"}, "grad_sample_mode"),
         ({"noise_multiplier": 1.0, "delta": 1.5}, "delta"),
         ({"noise_multiplier": 0.1}, "PRV"),
     ],
 )
-
 def test_settings_validation_names_the_field(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        DPSettings(**kwargs)
+        DPConfig(enabled=True, **kwargs)
 
 
-def test_delta_default_and_upper_bound():
-    assert DPSettings(noise_multiplier=1.0).resolve_delta(1000) == pytest.approx(1e-4)
+def test_plan_resolves_delta_and_noise(data):
+    assert resolve_delta(None, 1000) == pytest.approx(1e-4)
     with pytest.raises(ValueError, match=r"delta=0.001 must be < 1/N"):
-        DPSettings(noise_multiplier=1.0, delta=1e-3).resolve_delta(1000)
+        resolve_delta(1e-3, 1000)
+    loader = _loader(data)
+    with pytest.raises(ValueError, match="grad_sample_mode"):
+        _plan(loader, grad_sample_mode="magic", noise_multiplier=1.0)
+    with pytest.raises(ValueError, match="enabled"):
+        plan_dp(DPConfig(), N_TRAIN, 4, 1)
+    plan = _plan(loader, epochs=2, target_epsilon=4.0, accountant="rdp")
+    assert plan.sample_rate == 0.25 and plan.planned_steps == 8
+    assert plan.delta == pytest.approx(1 / (10 * N_TRAIN)) and plan.num_examples == N_TRAIN
+    assert 0.9 * 4.0 <= plan.epsilon() <= 4.0 and plan.epsilon(4) < plan.epsilon()
 
 
 def test_delta_too_large_for_the_training_set_fails_before_training(data):
+    with pytest.raises(ValueError, match="delta"):  # 1/N = 0.0078
+        _plan(_loader(data), noise_multiplier=1.0, delta=0.01)
+
+
+def test_plan_must_be_made_for_the_loader(data):
     module = ClassifierModule(TinyGN(), 2)
-    settings = DPSettings(noise_multiplier=1.0, delta=0.01)  # 1/N = 0.0078
-    with pytest.raises(ValueError, match="delta"):
-        with private_training(module, _loader(data), settings, epochs=1):
+    plan = _plan(_loader(data, 64), noise_multiplier=1.0)
+    with pytest.raises(ValueError, match="plan for this loader"):
+        with private_training(module, _loader(data), plan):
             pass
     assert module.external_optimizer is None
 
@@ -162,12 +178,12 @@ def test_per_sample_gradients_are_exact_and_clipped(data):
     reference = copy.deepcopy(net)
     images, labels = data[0][:16], data[1][:16]
     clip = 0.01  # far below the per-sample norms, so clipping is active
+    loader = _loader(data, 16)
     optimizer, _, state = make_private(
         net,
         torch.optim.SGD(net.parameters(), lr=0.1),
-        _loader(data, 16),
-        DPSettings(noise_multiplier=1.0, max_grad_norm=clip),
-        epochs=1,
+        loader,
+        _plan(loader, noise_multiplier=1.0, max_grad_norm=clip),
     )
     try:
         F.cross_entropy(net(images), labels).backward()
@@ -203,21 +219,20 @@ def test_lightning_dp_training_epsilon_matches_dp_accounting(data):
     net = build_classifier("small_cnn", 1, 2, (28, 28), norm="group")
     keys = set(net.state_dict())
     module = ClassifierModule(net, num_classes=2, lr=1e-2)
-    settings = DPSettings(
-        noise_multiplier=1.1, max_grad_norm=1.0, accountant="rdp", max_physical_batch_size=16
-    )
     epochs = 2
-    with private_training(module, _loader(data), settings, epochs) as (loader, state):
+    plan = _plan(_loader(data), epochs, noise_multiplier=1.1, max_grad_norm=1.0,
+                 accountant="rdp", max_physical_batch_size=16)
+    with private_training(module, _loader(data), plan) as (loader, state):
         assert module.external_optimizer is state.optimizer
         logger = EpsilonLogger(state)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             _trainer(epochs, [logger]).fit(module, train_dataloaders=loader)
     # One optimizer step per logical (Poisson) batch, none lost to physical splitting.
-    assert state.steps == state.planned_steps == epochs * 4
-    assert state.sample_rate == pytest.approx(0.25)
-    assert state.delta == pytest.approx(1 / (10 * N_TRAIN))
-    expected = epsilon_reference(1.1, state.sample_rate, state.steps, state.delta, "rdp")
+    assert state.steps == plan.planned_steps == epochs * 4
+    assert plan.sample_rate == pytest.approx(0.25)
+    assert plan.delta == pytest.approx(1 / (10 * N_TRAIN))
+    expected = epsilon_reference(1.1, plan.sample_rate, state.steps, plan.delta, "rdp")
     assert state.epsilon() == pytest.approx(expected, rel=1e-2)
     assert len(logger.epsilons) == epochs
     assert logger.epsilons[0] < logger.epsilons[1] == pytest.approx(state.epsilon())
@@ -230,48 +245,45 @@ def test_lightning_dp_training_epsilon_matches_dp_accounting(data):
 
 def test_target_epsilon_is_met(data):
     module = ClassifierModule(TinyGN(), num_classes=2)
-    settings = DPSettings(target_epsilon=4.0, accountant="rdp", max_physical_batch_size=64)
-    with private_training(module, _loader(data), settings, epochs=1) as (loader, state):
+    plan = _plan(_loader(data), target_epsilon=4.0, accountant="rdp",
+                 max_physical_batch_size=64)
+    with private_training(module, _loader(data), plan) as (loader, state):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             _trainer(1).fit(module, train_dataloaders=loader)
     assert 0.9 * 4.0 <= state.epsilon() <= 4.0
-    assert state.epsilon() == pytest.approx(state.planned_epsilon())
-    assert state.params()["dp_target_epsilon"] == 4.0
+    assert state.epsilon() == pytest.approx(plan.epsilon())
+    assert plan.params()["dp_target_epsilon"] == 4.0
 
 
 def test_unreachable_target_epsilon_is_a_clear_error(data):
-    module = ClassifierModule(TinyGN(), num_classes=2)
-    settings = DPSettings(target_epsilon=0.01, accountant="rdp")
     with pytest.raises(ValueError, match="target_epsilon=0.01 is unreachable with 20 steps"):
-        with private_training(module, _loader(data), settings, epochs=5):
-            pass
-    assert module.external_optimizer is None
+        _plan(_loader(data), 5, target_epsilon=0.01, accountant="rdp")
 
 
 def test_batchnorm_module_is_refused_before_training(data):
     module = ClassifierModule(TinyGN(norm=nn.BatchNorm2d(4)), num_classes=2)
     with pytest.raises(ValueError, match="features.1"):
-        with private_training(module, _loader(data), DPSettings(noise_multiplier=1.0), 1):
+        with private_training(module, _loader(data), _plan(_loader(data), noise_multiplier=1)):
             pass
 
 
 def test_inplace_forward_code_is_refused_before_training(data):
     module = ClassifierModule(Residual(), num_classes=2)
     with pytest.raises(ValueError, match="in-place"):
-        with private_training(module, _loader(data), DPSettings(noise_multiplier=1.0), 1):
+        with private_training(module, _loader(data), _plan(_loader(data), noise_multiplier=1)):
             pass
     assert module.external_optimizer is None
 
 
 def test_unsupported_lightning_combinations_are_refused(data):
-    ghost = DPSettings(noise_multiplier=1.0, grad_sample_mode="ghost")
+    ghost = _plan(_loader(data), grad_sample_mode="ghost", noise_multiplier=1.0)
     with pytest.raises(ValueError, match="ghost"):
-        with private_training(ClassifierModule(TinyGN(), 2), _loader(data), ghost, 1):
+        with private_training(ClassifierModule(TinyGN(), 2), _loader(data), ghost):
             pass
     module = ClassifierModule(TinyGN(), 2, batch_transform=lambda net, x, y: (x, y))
     with pytest.raises(ValueError, match="batch_transform"):
-        with private_training(module, _loader(data), DPSettings(noise_multiplier=1.0), 1):
+        with private_training(module, _loader(data), _plan(_loader(data), noise_multiplier=1)):
             pass
 
 
@@ -279,9 +291,10 @@ def test_works_with_the_projects_fit_loop_and_validation(data):
     from medsec.training.fit import fit_classifier
 
     module = ClassifierModule(TinyGN(), num_classes=2, lr=1e-2)
-    settings = DPSettings(noise_multiplier=1.0, accountant="rdp", max_physical_batch_size=8)
+    plan = _plan(_loader(data), 2, noise_multiplier=1.0, accountant="rdp",
+                 max_physical_batch_size=8)
     val = DataLoader(TensorDataset(data[0][:32], data[1][:32]), batch_size=32)
-    with private_training(module, _loader(data), settings, epochs=2) as (loader, state):
+    with private_training(module, _loader(data), plan) as (loader, state):
         logger = EpsilonLogger(state)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
