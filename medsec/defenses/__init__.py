@@ -21,7 +21,7 @@ from medsec.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "DefenseConfig": "config", "DefenseSpec": "config", "DefenseEvalConfig": "config",
-    "Defense": "base", "DefenseError": "base", "check_classifier": "base",
+    "Defense": "base", "DefenseError": "base", "require_classifier": "base",
     "AdversarialBatches": "training", "TradesLoss": "training", "NoiseBatches": "training",
     "TemperatureLoss": "training", "DistillationLoss": "training",
     "DefendedTraining": "training", "train_defended": "training",

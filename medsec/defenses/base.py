@@ -1,4 +1,4 @@
-"""What a built defense is (:class:`Defense`), its errors, and the classifier check.
+"""What a built defense is (:class:`Defense`), its errors, and its classifier check.
 
 A :class:`Defense` carries three views of the defended classifier, all mapping images
 (N, C, H, W) in [0, 1] to logits (N, K):
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from medsec.errors import MedSecError
+from medsec.models.checks import check_classifier
 
 
 class DefenseError(MedSecError, ValueError):
@@ -49,25 +50,17 @@ class Defense:
     train_seconds: float = 0.0
 
 
-def check_classifier(model: nn.Module, image_shape: tuple[int, ...], defense: str) -> int:
-    """Check that ``model`` maps images (N, *image_shape) to logits (N, K); return K.
+def require_classifier(model: nn.Module, image_shape: tuple[int, ...], defense: str) -> int:
+    """The number of classes K of ``model``, checked as a classifier (logits (N, K)) on a
+    probe batch of two 0.5-valued images (2, *image_shape) by
+    :func:`medsec.models.checks.check_classifier`.
 
-    Raises :class:`DefenseError` naming ``defense`` for dense (segmentation) outputs.
+    Raises :class:`DefenseError` naming ``defense`` otherwise (e.g. dense segmentation outputs).
     """
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
-            out = model(torch.full((2, *image_shape), 0.5))
-    finally:
-        model.train(was_training)
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        return check_classifier(model, torch.full((2, *image_shape), 0.5))
+    except ValueError as err:
         raise DefenseError(
-            f"defense {defense!r} needs a classifier returning logits (N, num_classes); the "
-            f"model returns {shape} for 2 images. Segmentation (dense) models are not "
-            "supported by medsec.defenses"
-        )
-    if out.shape[1] < 2:
-        raise DefenseError(f"defense {defense!r} needs >= 2 class logits, got {out.shape[1]}")
-    return int(out.shape[1])
+            f"defense {defense!r} needs a classifier returning logits (N, num_classes): {err}. "
+            "Segmentation (dense) models are not supported by medsec.defenses"
+        ) from err

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from medsec.data.types import LoadedDataset
 from medsec.defenses import config as dc
 from medsec.defenses.autoencoder import PixelAutoEncoder, Reformer, train_autoencoder
-from medsec.defenses.base import Defense, check_classifier
+from medsec.defenses.base import Defense, require_classifier
 from medsec.defenses.detectors import (
     Detector,
     MagNetDetector,
@@ -86,7 +86,7 @@ def undefended(model: nn.Module, name: str = "undefended") -> Defense:
 
 def build_defense(spec: dc.DefenseSpec, ctx: BuildContext) -> Defense:
     """Build (train / fit / wrap) the defense ``spec`` on top of ``ctx.baseline``."""
-    num_classes = check_classifier(ctx.baseline, ctx.data.image_shape, spec.key)
+    num_classes = require_classifier(ctx.baseline, ctx.data.image_shape, spec.key)
     defense = BUILDERS[spec.name](spec.options(), ctx, num_classes)
     defense.name = spec.key
     defense.meta = {**defense.meta, "defense": spec.key, "defense_name": spec.name,

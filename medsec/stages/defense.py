@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from medsec.config import MedSecConfig
 from medsec.data.types import LoadedDataset
-from medsec.defenses.base import Defense, check_classifier
+from medsec.defenses.base import Defense, require_classifier
 from medsec.defenses.build import BuildContext
 from medsec.defenses.evaluate import DefenseResult, evaluate_defense
 from medsec.errors import DataError
@@ -31,7 +31,7 @@ def eval_split(cfg: MedSecConfig, data: LoadedDataset, model: nn.Module,
     if model_name != cfg.model.name:
         raise DataError(f"the undefended checkpoint is a {model_name!r} but the config trains "
                         f"{cfg.model.name!r}: retrain first")
-    check_classifier(model, data.image_shape, "undefended")
+    require_classifier(model, data.image_shape, "undefended")
     return classifier.split(cfg, data, "test").head(cfg.defense.eval.max_examples).tensors()
 
 

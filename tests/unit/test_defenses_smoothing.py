@@ -10,7 +10,7 @@ import torch
 from scipy.stats import norm
 from torch import Tensor, nn
 
-from medsec.defenses.base import DefenseError, check_classifier
+from medsec.defenses.base import DefenseError, require_classifier
 from medsec.defenses.smoothing import (
     ABSTAIN,
     RandomizedSmoothing,
@@ -90,4 +90,4 @@ def test_abstains_near_the_boundary() -> None:
 
 def test_smoothing_rejects_a_segmentation_model() -> None:
     with pytest.raises(DefenseError, match="Segmentation"):
-        check_classifier(SegmentationModel(), (1, 28, 28), "smoothing")
+        require_classifier(SegmentationModel(), (1, 28, 28), "smoothing")
