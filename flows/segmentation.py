@@ -27,7 +27,6 @@ from flows.outputs import METRICS, MODELS, PLOTS, write_curve
 from medsec.config import MedSecConfig
 from medsec.data.validation import write_report
 from medsec.io import write_json, write_text
-from medsec.segmentation.models import save_segmenter
 from medsec.segmentation.config import SegAdversarialTraining, SegmentationConfig
 from medsec.segmentation.data import SegData
 from medsec.segmentation.dataset import save_seg_adversarial
@@ -37,6 +36,7 @@ from medsec.segmentation.job import (
     raise_if_invalid,
     transfer_metrics,
 )
+from medsec.segmentation.models import save_segmenter
 from medsec.segmentation.scorecard import curve_rows, scorecard_markdown
 from medsec.segmentation.viz import overlay_figure
 from medsec.viz import robustness_curve_figure
@@ -115,7 +115,7 @@ def segmentation_flow(
             "medsec.dataset": data.name, "medsec.defense": "none"}
     with tracked_run("train", cfg, data.version, tags=tags,
                      run_name=f"segmentation-train-{data.name}-{seg.model}") as run:
-        report = validate_seg_data_task(data, seg, cfg.validation.min_class_fraction)
+        report = validate_seg_data_task(cfg, data)
         for path in write_report(report, SEGMENTATION_DIR / "validation").values():
             log_artifact(path, "validation")
         log_metrics({f"data_{k}": v for k, v in report.summary_metrics().items()})

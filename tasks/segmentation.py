@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import task
 
+from medsec.config import MedSecConfig
 from medsec.data.types import LoadedDataset
 from medsec.data.validation import ValidationReport
 from medsec.segmentation.config import (
@@ -19,16 +20,15 @@ from medsec.segmentation.job import (
     load_seg_data,
     run_attack,
     train_segmenter,
-    validate_seg_data,
 )
+from medsec.stages import segmentation as stage
 from tasks.train import MlflowEpochLogger
 
 
 @task(name="validate-segmentation-data")
-def validate_seg_data_task(data: SegData, cfg: SegmentationConfig,
-                           min_class_fraction: float) -> ValidationReport:
+def validate_seg_data_task(cfg: MedSecConfig, data: SegData) -> ValidationReport:
     """Great Expectations on images and masks (see ``validate_seg_data``)."""
-    return validate_seg_data(data, cfg, min_class_fraction)
+    return stage.validate(cfg, data)
 
 
 @task(name="load-segmentation-data")
