@@ -1,7 +1,9 @@
-"""Attack-stage tasks: load and check the victim, run the suite, log one child run per attack."""
+"""Attack-stage tasks: load and check the victim, start the suite, one task per attack spec
+(mapped), finish the suite, log one child run per attack."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -9,23 +11,19 @@ from typing import Any
 import numpy as np
 import torch
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from torch import nn
 
 from medsec.attacks.config import AttackSpec
 from medsec.attacks.dataset import point_metadata, save_adversarial
-from medsec.attacks.suite import (
-    AttackPoint,
-    SuiteResult,
-    check_classifier,
-    run_suite,
-    train_surrogate,
-)
+from medsec.attacks.results import AttackPoint, SuiteResult
+from medsec.attacks.runner import run_spec
+from medsec.attacks.suite import finish_suite, start_suite
 from medsec.config import MedSecConfig
-from medsec.data.types import LoadedDataset
-from medsec.errors import DataError
+from medsec.data.types import ImageDataset, LoadedDataset
 from medsec.io import file_digest
+from medsec.stages import attack as stage
 from medsec.training.checkpoint import load_classifier, require_data_version
-from medsec.training.job import split_for
 from medsec.viz import adversarial_grid
 from tasks.tracking import (
     log_artifact,
@@ -62,39 +60,49 @@ def load_victim_task(
     return model, source
 
 
-@task(name="check-victim")
+@task(name="check-victim", cache_policy=NO_CACHE)
 def check_victim_task(
     cfg: MedSecConfig, data: LoadedDataset, model: nn.Module, checkpoint: str | Path
 ) -> None:
     """DataError (with the attack core's reason) if the model or the test images cannot be
     attacked: probabilities instead of logits, a dense output, pixels outside [0, 1]."""
-    test = split_for(cfg, data, "test").head(cfg.attack.n_examples)
-    images, labels = test.tensors()
-    try:
-        check_classifier(model, images, labels)
-    except ValueError as exc:
-        raise DataError(f"cannot attack the model {checkpoint} on {data.name}: {exc}") from None
+    stage.check_victim(cfg, data, model, checkpoint)
 
 
-@task(name="train-surrogate")
+@task(name="train-surrogate", cache_policy=NO_CACHE)
 def surrogate_task(cfg: MedSecConfig, data: LoadedDataset) -> nn.Module:
-    return train_surrogate(cfg, data)
+    return stage.train_surrogate(cfg, data)
 
 
-@task(name="attack-suite")
-def suite_task(
-    cfg: MedSecConfig, data: LoadedDataset, model: nn.Module, surrogate: nn.Module | None = None
+@task(name="attack-suite-start", cache_policy=NO_CACHE)
+def start_suite_task(
+    cfg: MedSecConfig, test: ImageDataset, model: nn.Module, surrogate: nn.Module | None = None
 ) -> SuiteResult:
+    """The attacked test examples and the victim's clean predictions (no attack yet)."""
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    return run_suite(
-        model,
-        split_for(cfg, data, "test"),
-        cfg.attack,
-        train=split_for(cfg, data, "train"),
-        surrogate=surrogate,
-        log=get_run_logger().info,
-    )
+    return start_suite(model, test, cfg.attack, surrogate, get_run_logger().info)
+
+
+@task(name="attack", cache_policy=NO_CACHE, task_run_name="attack-{spec.id}")
+def run_attack_task(
+    spec: AttackSpec, cfg: MedSecConfig, train: ImageDataset, model: nn.Module, suite: SuiteResult
+) -> list[AttackPoint]:
+    """One attack spec at each of its budgets. It attacks its own copy of the victim: the
+    model guard flips the model's flags, which concurrent tasks must not share."""
+    return run_spec(spec, copy.deepcopy(model), suite, cfg.attack, train, get_run_logger().info)
+
+
+@task(name="attack-suite-finish", cache_policy=NO_CACHE)
+def finish_suite_task(
+    cfg: MedSecConfig,
+    model: nn.Module,
+    suite: SuiteResult,
+    points: list[AttackPoint],
+    surrogate: nn.Module | None = None,
+) -> SuiteResult:
+    """Worst case, gradient-masking flags, transfer attacks and the image-scaling attack."""
+    return finish_suite(suite, points, model, cfg.attack, surrogate, get_run_logger().info)
 
 
 def _grid_rows(result: SuiteResult) -> np.ndarray:

@@ -3,8 +3,10 @@
 Images are float tensors in [0, 1] (N, C, H, W); models return logits; epsilons are in
 pixel units. See :mod:`medsec.attacks.base` for the shared machinery,
 :mod:`medsec.attacks.registry` for the name -> class factory, :mod:`medsec.attacks.config`
-for the ``attack:`` config section, :mod:`medsec.attacks.suite` for the whole evaluation and
-:mod:`medsec.attacks.dataset` for the adversarial datasets it writes.
+for the ``attack:`` config section, :mod:`medsec.attacks.suite` for the whole evaluation
+(:mod:`~medsec.attacks.runner` runs one spec, :mod:`~medsec.attacks.scoring` scores,
+:mod:`~medsec.attacks.results` holds what it reports) and :mod:`medsec.attacks.dataset` for
+the adversarial datasets it writes.
 
 Names are imported on first use (PEP 562): ``medsec.config`` imports
 ``medsec.attacks.config`` on every run and must not pay for importing torch.

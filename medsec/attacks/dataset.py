@@ -24,19 +24,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medsec.attacks.config import grey_levels
+from medsec.attacks.results import TIMING_METRICS, AttackPoint, SuiteResult
 from medsec.data.medmnist import read_npz_arrays
 from medsec.errors import DataError
 from medsec.io import atomic_dir, save_npz_deterministic, write_json
 
 if TYPE_CHECKING:
-    from medsec.attacks.suite import AttackPoint, SuiteResult
     from medsec.data.types import LoadedDataset
 
 FORMAT = "medsec-adversarial-v1"
 REQUIRED_META = ("format", "attack", "params", "eps", "norm", "source_model", "data", "metrics")
 """Keys every metadata record has."""
-TIMING_METRICS = ("seconds_per_image", "fit_seconds", "seconds")
-"""Wall-clock numbers: logged to MLflow, kept out of files (not reproducible)."""
 
 
 @dataclass(frozen=True)

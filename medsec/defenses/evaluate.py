@@ -24,12 +24,12 @@ from torch import Tensor, nn
 
 from medsec.attacks.base import Attack, model_guard
 from medsec.attacks.fgsm import FGSM
+from medsec.attacks.scoring import run_attack
 from medsec.defenses.adaptive import adaptive_pgd, square, standard_pgd
 from medsec.defenses.base import Defense
 from medsec.defenses.config import DefenseEvalConfig
 from medsec.defenses.detectors import detection_metrics
 from medsec.defenses.smoothing import certified_accuracy
-from medsec.metrics.robustness import run_attack
 from medsec.training.predict import predict_logits
 
 

@@ -13,16 +13,14 @@ import torch
 
 from medsec.attacks.config import AttackConfig, AttackSpec
 from medsec.attacks.dataset import REQUIRED_META, load_adversarial, write_suite
-from medsec.attacks.suite import (
-    AttackPoint,
-    check_surrogate,
-    masking_flags,
-    run_suite,
-    transfer_spec,
-)
+from medsec.attacks.results import AttackPoint
+from medsec.attacks.runner import run_spec, transfer_spec
+from medsec.attacks.scoring import masking_flags
+from medsec.attacks.suite import finish_suite, run_suite, start_suite
 from medsec.config import config_from_dict
 from medsec.data.types import ImageDataset
 from medsec.errors import ConfigError, DataError
+from medsec.stages.attack import check_surrogate
 from tests.unit.attack_fixtures import (  # noqa: F401
     ProbabilityModel,
     SegmentationModel,
@@ -290,3 +288,20 @@ def test_transfer_spends_the_full_budget() -> None:
     assert transfer_spec(kept.attacks[0]).params["early_stop"] is True
     fgsm = _config(attacks=[{"name": "fgsm", "eps": [0.1]}]).attacks[0]
     assert transfer_spec(fgsm) == fgsm  # no such parameter
+
+
+def test_specs_run_alone_in_any_order_give_the_suite(setup) -> None:
+    """What the flow does (one Prefect task per spec, finished in config order) equals
+    run_suite: no spec's numbers depend on another's."""
+    model, test, train = setup
+    cfg = _config(
+        n_examples=16,
+        attacks=[{"name": "fgsm", "eps": [0.05]}, {"name": "pgd", "eps": [0.05, 0.1]}],
+        image_scaling={"enabled": False},
+    )
+    whole = run_suite(model, test, cfg, train=train)
+    suite = start_suite(model, test, cfg)
+    by_spec = {s.id: run_spec(s, model, suite, cfg, train) for s in reversed(cfg.attacks)}
+    alone = finish_suite(suite, [p for s in cfg.attacks for p in by_spec[s.id]], model, cfg)
+    assert alone.metrics() == whole.metrics()  # timings left out
+    assert alone.worst_case == whole.worst_case

@@ -8,6 +8,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from medsec.attacks import FGSM, PGD, OnePixel, Square
+from medsec.attacks.scoring import evaluate_attack, robustness_curve
 from medsec.metrics.image_quality import (
     PSNR_MAX_DB,
     default_window,
@@ -15,7 +16,6 @@ from medsec.metrics.image_quality import (
     psnr,
     ssim,
 )
-from medsec.metrics.robustness import evaluate_attack, robustness_curve
 from tests.unit.attack_fixtures import accuracy, single_thread, trained_model  # noqa: F401
 
 EPS = 8 / 255
