@@ -5,20 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow
+from prefect import flow, unmapped
 
 from flows.outputs import CLASSIFIER_CKPT, CLASSIFIER_INFO, METRICS, PLOTS, write_curve
 from medsec.attacks.dataset import write_suite
-from medsec.attacks.suite import check_surrogate
 from medsec.io import write_json
+from medsec.stages.attack import check_surrogate, splits
 from medsec.viz import robustness_curve_figure, scaling_attack_figure
 from tasks.attack import (
     check_victim_task,
     examples_figure,
+    finish_suite_task,
     load_victim_task,
     log_attack_runs,
+    run_attack_task,
+    start_suite_task,
     strongest_points,
-    suite_task,
     surrogate_task,
 )
 from tasks.common import load_config_task, load_dataset_task
@@ -66,7 +68,13 @@ def attack_flow(
         run_name=f"attack-{data.name}-{source['model_name']}",
     ) as run:
         surrogate = surrogate_task(cfg, data) if cfg.attack.transfer is not None else None
-        result = suite_task(cfg, data, model, surrogate)
+        test, train = splits(cfg, data)
+        suite = start_suite_task(cfg, test, model, surrogate)
+        runs = run_attack_task.map(
+            cfg.attack.attacks, unmapped(cfg), unmapped(train), unmapped(model), unmapped(suite)
+        )  # one task per spec; .result() raises if any failed: no partial worst case
+        points = [point for future in runs for point in future.result()]
+        result = finish_suite_task(cfg, model, suite, points, surrogate)
         child_runs = log_attack_runs(cfg, data, result, source)
         index = write_suite(ADVERSARIAL_DIR, result, source, data, cfg.attack.save_adversarial)
         metrics = result.metrics()
