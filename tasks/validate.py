@@ -6,12 +6,10 @@ from prefect import task
 
 from medsec.config import MedSecConfig
 from medsec.data.types import LoadedDataset
-from medsec.data.validation import ValidationReport, validate_dataset
+from medsec.data.validation import ValidationReport
+from medsec.stages import validation
 
 
 @task(name="validate-dataset")
 def validate_task(cfg: MedSecConfig, data: LoadedDataset) -> ValidationReport:
-    return validate_dataset(
-        data, num_classes=data.num_classes, expected_shape=data.image_shape,
-        min_class_fraction=cfg.validation.min_class_fraction,
-    )
+    return validation.validate(cfg, data)

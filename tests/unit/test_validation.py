@@ -89,7 +89,7 @@ def pneumonia_report(pneumonia):
 
 def test_image_table_pneumonia_is_fast_and_complete(pneumonia):
     start = time.perf_counter()
-    table = image_table(pneumonia.splits, pneumonia.image_shape)
+    table = image_table(pneumonia.splits)
     elapsed = time.perf_counter() - start
     print(f"image_table: {len(table)} rows in {elapsed:.3f} s")
     assert elapsed < 2.0
@@ -99,7 +99,7 @@ def test_image_table_pneumonia_is_fast_and_complete(pneumonia):
                    "n_nonfinite", "content_hash"):
         assert column in table.columns
     assert set(table["dtype"]) == {"float32"}
-    assert (table["n_nonfinite"] == 0).all() and table["shape_ok"].all()
+    assert (table["n_nonfinite"] == 0).all() and set(table["shape"]) == {"1x28x28"}
     assert table["min"].min() >= 0.0 and table["max"].max() <= 1.0
     # content_hash = sha1 of the uint8-quantised image bytes
     image = pneumonia.splits["val"].images[7]
@@ -178,7 +178,7 @@ def test_phantoms_are_clean(tmp_path, monkeypatch):
     monkeypatch.delenv("MEDSEC_DATA_DIR", raising=False)
     write_phantoms(tmp_path / "phantoms.npz", n_train=40, n_val=12, n_test=12, size=28, seed=0)
     data = load_dataset("phantoms", tmp_path)
-    table = image_table(data.splits, data.image_shape)
+    table = image_table(data.splits)
     assert table["has_mask"].all()
     assert table["mask_foreground_fraction"].between(0, 1).all()
     assert (table.loc[table["label"] == 0, "mask_foreground_fraction"] == 0).all()
@@ -326,6 +326,10 @@ def test_imbalance_and_duplicates_are_warnings_only(tmp_path):
     assert [g["members"] for g in report.duplicates_across] == [["train[10]", "test[4]"]]
     soft = {e["name"]: e for e in report.expectations if e["severity"] == "soft"}
     assert not any(e["success"] for e in soft.values())
+    assert {e["engine"] for e in report.expectations} == {"great_expectations"}
+    # GX's own counts: 1 (split, class) row under 10%, 2 rows in a within-split duplicate group
+    assert soft["class fraction >= 0.1 per split"]["observed"]["unexpected_count"] == 1
+    assert soft["no duplicates within a split"]["observed"]["unexpected_count"] == 2
     raise_if_failed(report)  # warnings never raise
 
     metrics = report.summary_metrics()
@@ -355,7 +359,7 @@ def test_missing_class_is_a_warning():
 def test_masks_2d_pass_with_mask_expectations():
     splits = _mask_splits()
     splits["val"] = ImageDataset(splits["val"].images, splits["val"].labels)  # no masks
-    table = image_table(splits, SHAPE)
+    table = image_table(splits)
     assert list(table.loc[table["split"] == "val", "has_mask"].unique()) == [False]
     assert table["mask_shape_ok"].all() and (table["mask_nonint"] == 0).all()
     assert table.loc[table["split"] == "val", "mask_min"].isna().all()

@@ -1,0 +1,85 @@
+"""Data validation: fingerprint tables checked by Great Expectations 1.x suites.
+
+:mod:`.fingerprints` computes the facts once (a row per image, a row per (split, class));
+:mod:`.checks` holds the HARD and SOFT expectations, and GX alone decides pass/fail;
+:mod:`.report` reads the GX results into a :class:`ValidationReport` (JSON, markdown, metrics).
+"""
+
+from __future__ import annotations
+
+from medsec.data.types import ImageDataset, LoadedDataset
+from medsec.data.validation import checks, fingerprints
+from medsec.data.validation.fingerprints import image_table
+from medsec.data.validation.report import (
+    HARD,
+    SOFT,
+    ValidationReport,
+    from_results,
+    raise_if_failed,
+    write_report,
+)
+
+__all__ = ["HARD", "SOFT", "ValidationReport", "image_table", "raise_if_failed",
+           "validate_dataset", "write_report"]
+
+
+def _check_arguments(num_classes: int, min_class_fraction: float,
+                     num_mask_classes: int | None, max_foreground_fraction: float) -> None:
+    if int(num_classes) < 1:
+        raise ValueError(f"validate_dataset: num_classes must be >= 1, got {num_classes}")
+    if not 0.0 <= float(min_class_fraction) <= 1.0:
+        raise ValueError(f"min_class_fraction must be in [0, 1], got {min_class_fraction}")
+    if num_mask_classes is not None and int(num_mask_classes) < 1:
+        raise ValueError(f"num_mask_classes must be >= 1 or None, got {num_mask_classes}")
+    if not 0.0 <= float(max_foreground_fraction) <= 1.0:
+        raise ValueError(
+            f"max_foreground_fraction must be in [0, 1], got {max_foreground_fraction}"
+        )
+
+
+def validate_dataset(
+    data: LoadedDataset | dict[str, ImageDataset],
+    num_classes: int,
+    expected_shape: tuple[int, ...] | None,
+    min_class_fraction: float = 0.1,
+    num_mask_classes: int | None = None,
+    max_foreground_fraction: float = 0.5,
+) -> ValidationReport:
+    """Check every split with the Great Expectations suites; see the module docstring.
+
+    ``expected_shape`` is the per-image shape (C, H, W) (or (C, D, H, W) for volumes); None
+    means the shape of the first non-empty split. The mask checks run only when some split has
+    masks: ``num_mask_classes`` (None: not checked) bounds the mask values to
+    ``{0, ..., num_mask_classes-1}``; ``max_foreground_fraction`` is the SOFT limit on the
+    fraction of mask pixels > 0 per image. Returns a :class:`ValidationReport` (never raises
+    for bad data; call :func:`raise_if_failed` to stop on hard failures). Raises
+    :class:`DataError` when images, labels and masks of a split disagree in length,
+    ``ValueError`` for invalid arguments.
+    """
+    if isinstance(data, LoadedDataset):
+        splits = data.splits
+        meta = {"dataset_name": data.name, "dataset_version": data.version,
+                "verification": data.verification, "class_names": list(data.class_names)}
+    else:
+        splits, meta = dict(data), {}
+    if not splits:
+        raise ValueError("validate_dataset: no splits given")
+    _check_arguments(num_classes, min_class_fraction, num_mask_classes, max_foreground_fraction)
+    if expected_shape is None:
+        expected_shape = fingerprints.default_shape(splits)
+    shape = tuple(int(s) for s in expected_shape)
+    names = fingerprints.split_order(splits)
+    images = fingerprints.image_table({s: splits[s] for s in names})
+    classes = fingerprints.class_table(images, names, int(num_classes))
+    image_checks = checks.image_checks(int(num_classes), fingerprints.shape_str(shape), names)
+    index = list(checks.IMAGE_INDEX)
+    if "has_mask" in images.columns:
+        image_checks += checks.mask_checks(num_mask_classes, float(max_foreground_fraction))
+        index += checks.MASK_INDEX
+    results, gx_version = checks.run([
+        (images, image_checks, index),
+        (classes, checks.class_checks(float(min_class_fraction)), checks.CLASS_INDEX)])
+    return from_results(
+        results, classes, num_classes=int(num_classes), expected_shape=list(shape),
+        min_class_fraction=float(min_class_fraction), gx_version=gx_version,
+        mask_stats=fingerprints.mask_stats(images, names), **meta)

@@ -1,0 +1,398 @@
+"""The validation report, read from Great Expectations' result objects.
+
+Pass/fail, failure messages, warnings and the duplicate groups all come from the GX results
+(``success``, severity, and each result dict's ``unexpected_index_list`` /
+``partial_missing_list`` / ``observed_value``); the class counts, split sizes and mask
+statistics are the fingerprint facts. Nothing GX decided is recomputed here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medsec.data.validation.checks import ACROSS, CLASS_BALANCE, EMPTY_SPLIT, PER_SPLIT, WITHIN
+from medsec.data.validation.fingerprints import label_key, shape_str
+from medsec.errors import ValidationFailed
+from medsec.io import write_json, write_text
+
+HARD = "hard"
+SOFT = "soft"
+MAX_LISTED_GROUPS = 50  # duplicate groups listed in the markdown report (the rest are counted)
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types (numpy scalars/arrays, tuples, non-str keys and NaN handled)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _fraction_text(value: Any) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{float(value):.1%}"
+
+
+def _conflicting(group: dict[str, Any]) -> bool:
+    return len({str(label) for label in group.get("labels", [])}) > 1
+
+
+def _labels_note(group: dict[str, Any]) -> str:
+    labels = group.get("labels", [])
+    if _conflicting(group):
+        return f" - CONFLICTING labels {', '.join(map(str, labels))}"
+    return f" - label {labels[0]}" if labels else ""
+
+
+def _observed_text(observed: Any) -> str:
+    if not isinstance(observed, dict):
+        return "" if observed is None else str(observed)
+    if "unexpected_count" in observed:
+        return f"{observed['unexpected_count']} of {observed.get('element_count', '?')} unexpected"
+    parts = []
+    for key, value in observed.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}: {v}" for k, v in value.items())
+        parts.append(f"{key}: {value}")
+    return "; ".join(parts).replace("|", "/")
+
+
+@dataclass
+class ValidationReport:
+    """What :func:`validate_dataset` found. ``success`` is False iff a HARD expectation failed."""
+
+    success: bool
+    hard_failures: list[str]
+    warnings: list[str]
+    duplicates_within: list[dict[str, Any]]  # {split, indices, labels, content_hash}
+    duplicates_across: list[dict[str, Any]]  # {content_hash, splits, members, labels}
+    class_counts: dict[str, dict[int, int]]  # split -> label -> count (all classes listed)
+    n_images: dict[str, int]
+    expectations: list[dict[str, Any]]  # {name, type, severity, success, observed, engine}
+    num_classes: int
+    expected_shape: list[int]
+    min_class_fraction: float
+    dataset_name: str | None = None
+    dataset_version: str | None = None
+    verification: str | None = None
+    class_names: list[str] = field(default_factory=list)
+    gx_version: str = ""
+    # split -> {n_masks, mean_foreground_fraction, fraction_with_foreground, min, max}; None
+    # when no split has masks
+    mask_stats: dict[str, dict[str, Any]] | None = None
+
+    def class_fractions(self) -> dict[str, dict[int, float]]:
+        """split -> label -> fraction of the split in [0, 1] (0 for an empty split)."""
+        return {
+            split: {c: (k / total if total else 0.0) for c, k in counts.items()}
+            for split, counts in self.class_counts.items()
+            for total in [sum(counts.values())]
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict (label keys become strings, NaN becomes null)."""
+        data = asdict(self)
+        data["class_fractions"] = self.class_fractions()
+        data["verdict"] = "PASSED" if self.success else "FAILED"
+        return _jsonable(data)
+
+    def summary_metrics(self) -> dict[str, float]:
+        """Flat numeric metrics (for MLflow / DVC): sizes, duplicate counts, class fractions."""
+        within, across = self.duplicates_within, self.duplicates_across
+        n_within = sum(len(g["indices"]) for g in within)
+        metrics: dict[str, float] = {
+            "success": 1.0 if self.success else 0.0,
+            **{f"n_{split}": n for split, n in self.n_images.items()},
+            "n_images": sum(self.n_images.values()), "n_duplicate_groups_within": len(within),
+            "n_duplicate_images_within": n_within,
+            "n_redundant_images_within": n_within - len(within),
+            **{f"n_duplicate_groups_within_{split}": sum(g["split"] == split for g in within)
+               for split in self.n_images},
+            "n_duplicate_groups_across": len(across),
+            "n_duplicate_images_across": sum(len(g["members"]) for g in across),
+            "n_hard_failures": len(self.hard_failures), "n_warnings": len(self.warnings),
+            **{f"class_fraction_{split}_{c}": round(float(frac), 6)
+               for split, fractions in self.class_fractions().items()
+               for c, frac in fractions.items()}}
+        for split, stats in (self.mask_stats or {}).items():
+            for key, name in (("mean_foreground_fraction", "mask_foreground_fraction"),
+                              ("fraction_with_foreground", "mask_images_with_foreground")):
+                value = stats.get(key)
+                if value is not None and np.isfinite(value):
+                    metrics[f"{name}_{split}"] = round(float(value), 6)
+        return metrics
+
+    def to_markdown(self, max_groups: int = MAX_LISTED_GROUPS) -> str:
+        """A readable summary: verdict, hard failures, warnings, class counts, duplicates."""
+        lines = _md_header(self) + _md_class_counts(self) + _md_masks(self.mask_stats)
+        within = [(", ".join(f"{g['split']}[{i}]" for i in g["indices"]), g)
+                  for g in self.duplicates_within]
+        lines += _md_groups("Duplicate images within splits", within, max_groups)
+        across = [(", ".join(g["members"]), g) for g in self.duplicates_across]
+        lines += _md_groups("Images shared between splits", across, max_groups)
+        lines += ["", "## Expectations", "", "| expectation | severity | result | observed |",
+                  "|---|---|---|---|"]
+        for exp in self.expectations:
+            result = "pass" if exp["success"] else ("FAIL" if exp["severity"] == HARD else "warn")
+            lines.append(f"| {exp['name']} | {exp['severity']} | {result} | "
+                         f"{_observed_text(exp.get('observed'))} |")
+        return "\n".join(lines) + "\n"
+
+
+def _md_header(report: ValidationReport) -> list[str]:
+    verdict = "PASSED" if report.success else "FAILED"
+    sizes = ", ".join(f"{s} {n}" for s, n in report.n_images.items())
+    lines = [f"# Data validation: {report.dataset_name or 'dataset'}", "",
+             f"**Verdict: {verdict}** ({len(report.hard_failures)} hard failure(s), "
+             f"{len(report.warnings)} warning(s))", "",
+             f"- images: {sizes} (total {sum(report.n_images.values())})",
+             f"- expected image shape: {shape_str(report.expected_shape)}, "
+             f"{report.num_classes} class(es)"]
+    if report.dataset_version:
+        lines.append(f"- data version (md5): `{report.dataset_version}`")
+    if report.verification:
+        lines.append(f"- verification: {report.verification}")
+    if report.gx_version:
+        lines.append(f"- checked with Great Expectations {report.gx_version}")
+    lines += ["", "## Hard failures", ""]
+    lines += [f"- {msg}" for msg in report.hard_failures] or ["None."]
+    lines += ["", "## Warnings", ""]
+    lines += [f"- {msg}" for msg in report.warnings] or ["None."]
+    return lines
+
+
+def _md_class_counts(report: ValidationReport) -> list[str]:
+    names = report.class_names
+
+    def label(c: Any) -> str:
+        return f"{c} ({names[c]})" if isinstance(c, int) and 0 <= c < len(names) else str(c)
+
+    seen = {c for counts in report.class_counts.values() for c in counts}
+    classes = sorted(c for c in seen if isinstance(c, int))
+    classes += sorted((c for c in seen if not isinstance(c, int)), key=str)
+    header = ["split", "images", *[label(c) for c in classes]]
+    lines = ["", "## Class counts", "", "| " + " | ".join(header) + " |",
+             "|" + "---|" * len(header)]
+    fractions = report.class_fractions()
+    for split, counts in report.class_counts.items():
+        cells = [split, str(report.n_images.get(split, 0))]
+        cells += [f"{counts.get(c, 0)} ({fractions[split].get(c, 0.0):.1%})" for c in classes]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _md_masks(mask_stats: dict[str, dict[str, Any]] | None) -> list[str]:
+    if mask_stats is None:
+        return []
+    lines = ["", "## Masks", "", "| split | masks | mean foreground fraction | images with "
+             "foreground | value range |", "|---|---|---|---|---|"]
+    for split, stats in mask_stats.items():
+        lo, hi = stats.get("min"), stats.get("max")
+        value_range = ("-" if lo is None or hi is None or not np.isfinite([lo, hi]).all()
+                       else f"{_value_text(lo)} to {_value_text(hi)}")
+        lines.append(f"| {split} | {stats.get('n_masks', 0)} | "
+                     f"{_fraction_text(stats.get('mean_foreground_fraction'))} | "
+                     f"{_fraction_text(stats.get('fraction_with_foreground'))} | "
+                     f"{value_range} |")
+    return lines
+
+
+def _md_groups(title: str, groups: list[tuple[str, dict[str, Any]]], max_groups: int
+               ) -> list[str]:
+    lines = ["", f"## {title} ({len(groups)} group(s))", ""]
+    if not groups:
+        lines.append("None.")
+    for members, group in groups[:max_groups]:
+        lines.append(f"- {members}{_labels_note(group)} (sha1 `{group['content_hash'][:12]}`)")
+    if len(groups) > max_groups:
+        lines.append(f"- ... and {len(groups) - max_groups} more group(s)")
+    return lines
+
+
+def write_report(report: ValidationReport, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``report.json`` and ``report.md`` into ``out_dir`` (atomically); return the paths."""
+    out = Path(out_dir)
+    return {
+        "json": write_json(out / "report.json", report.to_dict()),
+        "markdown": write_text(out / "report.md", report.to_markdown()),
+    }
+
+
+def raise_if_failed(report: ValidationReport) -> None:
+    """Raise :class:`ValidationFailed` listing the hard failures unless ``report.success``."""
+    if report.success:
+        return
+    name = report.dataset_name or "dataset"
+    failures = report.hard_failures or ["(no failure message recorded)"]
+    raise ValidationFailed(
+        f"data validation of {name} failed: {len(failures)} hard failure(s):\n  - "
+        + "\n  - ".join(failures)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the GX results
+# --------------------------------------------------------------------------------------------
+
+
+def _rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """GX's unexpected rows (with their index columns), in table order."""
+    return result.get("unexpected_index_list") or result.get("partial_unexpected_index_list") or []
+
+
+def _grouped(result: dict[str, Any], *key: str) -> list[list[dict[str, Any]]]:
+    """GX's unexpected rows grouped by the ``key`` columns, in order of first appearance."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in _rows(result):
+        groups.setdefault(tuple(str(row[k]) for k in key), []).append(row)
+    return list(groups.values())
+
+
+def _per_split_messages(meta: dict[str, Any], column: str, result: dict[str, Any]
+                        ) -> list[str]:
+    """One message per split (table order): the count and the first bad row (``medsec_detail``
+    formatted with its ``column`` value as ``{}`` and its other index columns by name)."""
+    messages = []
+    for rows in _grouped(result, "split"):
+        first = rows[0]
+        fields = {str(k): _value_text(v) for k, v in first.items()}
+        text = meta["medsec_detail"].format(_value_text(first.get(column)), **fields)
+        messages.append(f"{meta['medsec_message']}: {len(rows)} image(s) in {first['split']} "
+                        f"(first: {first['split']}[{int(first['index'])}]{text})")
+    return messages or [f"{meta['medsec_message']}: {result.get('unexpected_count', '?')} image(s)"]
+
+
+def _groups_within(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """{split, indices, labels, content_hash} per set of identical images of one split."""
+    return [{"split": str(rows[0]["split"]), "indices": [int(r["index"]) for r in rows],
+             "labels": [label_key(r["label"]) for r in rows],
+             "content_hash": str(rows[0]["content_hash"])}
+            for rows in _grouped(result, "split", "content_hash")]
+
+
+def _groups_across(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """{content_hash, splits, members, labels} per set of identical images in several splits."""
+    return [{"content_hash": str(rows[0]["content_hash"]),
+             "splits": list(dict.fromkeys(str(r["split"]) for r in rows)),
+             "members": [f"{r['split']}[{int(r['index'])}]" for r in rows],
+             "labels": [label_key(r["label"]) for r in rows]}
+            for rows in _grouped(result, "content_hash")]
+
+
+def _within_messages(groups: list[dict[str, Any]]) -> list[str]:
+    messages = []
+    for split in dict.fromkeys(g["split"] for g in groups):  # table (= split) order
+        mine = [g for g in groups if g["split"] == split]
+        n_img = sum(len(g["indices"]) for g in mine)
+        messages.append(
+            f"duplicate images within {split}: {len(mine)} group(s) of identical images, "
+            f"{n_img} image(s), {n_img - len(mine)} redundant, "
+            f"{sum(_conflicting(g) for g in mine)} group(s) with conflicting labels (e.g. "
+            + ", ".join(f"{split}[{i}]" for i in mine[0]["indices"][:4]) + ")")
+    return messages
+
+
+def _across_messages(groups: list[dict[str, Any]]) -> list[str]:
+    pairs = sorted({"/".join(g["splits"]) for g in groups})
+    return [f"images shared between splits (possible leakage): {len(groups)} group(s), "
+            f"{sum(len(g['members']) for g in groups)} image(s) across {', '.join(pairs)}, "
+            f"{sum(_conflicting(g) for g in groups)} group(s) with conflicting labels "
+            f"(e.g. {', '.join(groups[0]['members'])})"] if groups else []
+
+
+def _balance_messages(result: dict[str, Any], minimum: float, names: list[str]) -> list[str]:
+    messages = []
+    for row in _rows(result):
+        c, total = label_key(row["label"]), int(row["n_images"])
+        name = f" ({names[c]})" if isinstance(c, int) and 0 <= c < len(names) else ""
+        state = "absent" if int(row["count"]) == 0 else f"{row['fraction']:.1%} of {total} image(s)"
+        messages.append(f"class imbalance in {row['split']}: class {c}{name} is {state} "
+                        f"(below min_class_fraction {minimum:.1%})")
+    return messages
+
+
+def _record(res: Any) -> dict[str, Any]:
+    """The report's entry for one GX result: name, type, severity, success, observed."""
+    config, result = res.expectation_config, dict(res.result or {})
+    info = res.exception_info if isinstance(res.exception_info, dict) else {}
+    severity = getattr(config.severity, "value", config.severity)
+    observed = {k: result[k] for k in ("element_count", "unexpected_count", "unexpected_percent",
+                                       "missing_count", "observed_value", "partial_missing_list",
+                                       "partial_unexpected_counts") if result.get(k) is not None}
+    if "partial_unexpected_counts" in observed:
+        observed["partial_unexpected_counts"] = observed["partial_unexpected_counts"][:10]
+    record = {"name": (config.meta or {}).get("medsec_name", config.type), "type": config.type,
+              "severity": HARD if str(severity) == "critical" else SOFT,
+              "success": bool(res.success), "engine": "great_expectations",
+              "observed": _jsonable(observed)}
+    if info.get("raised_exception"):
+        record["exception"] = str(info.get("exception_message"))
+    return record
+
+
+def _messages(res: Any, record: dict[str, Any], class_names: list[str]
+              ) -> tuple[list[str], list[dict[str, Any]]]:
+    """The messages of one failed GX result, and its duplicate groups (if a duplicate check)."""
+    config, result = res.expectation_config, dict(res.result or {})
+    meta, kind = config.meta or {}, (config.meta or {}).get("medsec_kind", PER_SPLIT)
+    if "exception" in record:
+        return [f"{record['name']}: could not be checked ({record['exception']})"], []
+    if kind == EMPTY_SPLIT:
+        missing = ", ".join(map(str, result.get("partial_missing_list") or []))
+        return [f"empty split(s): {missing} (0 images)"], []
+    if kind == WITHIN:
+        groups = _groups_within(result)
+        return _within_messages(groups), groups
+    if kind == ACROSS:
+        groups = _groups_across(result)
+        return _across_messages(groups), groups
+    if kind == CLASS_BALANCE:
+        return _balance_messages(result, float(config.kwargs["min_value"]), class_names), []
+    return _per_split_messages(meta, config.kwargs.get("column"), result), []
+
+
+def from_results(results: list[Any], classes: pd.DataFrame, **fields: Any) -> ValidationReport:
+    """The :class:`ValidationReport` of GX ``results``; ``classes`` is the class table (counts
+    per split and label), ``fields`` the report's remaining fields (settings, metadata)."""
+    out: dict[str, list[Any]] = {HARD: [], SOFT: [], WITHIN: [], ACROSS: []}
+    expectations = [_record(res) for res in results]
+    for res, record in zip(results, expectations, strict=True):
+        if res.success or ("exception" in record and record["severity"] == SOFT):
+            continue
+        messages, groups = _messages(res, record, fields.get("class_names") or [])
+        out[record["severity"]] += messages
+        kind = (res.expectation_config.meta or {}).get("medsec_kind")
+        if kind in (WITHIN, ACROSS):
+            out[kind] = groups
+    class_counts: dict[str, dict[Any, int]] = {}
+    n_images: dict[str, int] = {}
+    for split, label, count, total in zip(classes["split"], classes["label"], classes["count"],
+                                          classes["n_images"], strict=True):
+        class_counts.setdefault(str(split), {})[label_key(label)] = int(count)
+        n_images[str(split)] = int(total)
+    return ValidationReport(
+        success=all(e["success"] for e in expectations if e["severity"] == HARD),
+        hard_failures=out[HARD], warnings=out[SOFT], duplicates_within=out[WITHIN],
+        duplicates_across=out[ACROSS], class_counts=class_counts, n_images=n_images,
+        expectations=expectations, **fields)
