@@ -237,16 +237,8 @@ class Attack:
     """False: skip the separate clean forward pass; the model output is then validated on the
     attack's first :meth:`_gradient` call, which must come before any other model call."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        eps: float | None = 8 / 255,
-        norm: str = "linf",
-        targeted: bool = False,
-        seed: int = 0,
-        loss_fn: LossFn | None = None,
-    ) -> None:
+    def __init__(self, model: nn.Module, *, eps: float | None = 8 / 255, norm: str = "linf",
+                 targeted: bool = False, seed: int = 0, loss_fn: LossFn | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
@@ -388,12 +380,8 @@ class Attack:
         loss = self.loss_fn(logits, labels)
         return -loss if self.targeted else loss
 
-    def _gradient(
-        self,
-        x: Tensor,
-        labels: Tensor,
-        index: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    def _gradient(self, x: Tensor, labels: Tensor,
+                  index: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Gradient of the objective at ``x``: returns (grad, objective (N,), logits)."""
         x = x.detach().requires_grad_(True)
         logits = self.model(x)

@@ -166,13 +166,8 @@ def point_metadata(
     }
 
 
-def write_suite(
-    directory: str | Path,
-    result: SuiteResult,
-    source: dict[str, Any],
-    data: LoadedDataset,
-    save: bool = True,
-) -> list[dict[str, Any]]:
+def write_suite(directory: str | Path, result: SuiteResult, source: dict[str, Any],
+                data: LoadedDataset, save: bool = True) -> list[dict[str, Any]]:
     """Replace ``directory`` with one dataset per attack and epsilon (when ``save``), the
     image-scaling attack images, and an ``index.json`` listing them; all or nothing.
     Returns the index entries."""
@@ -181,34 +176,19 @@ def write_suite(
         for point in result.points:
             meta = point_metadata(point, source, data)
             if save:
-                save_adversarial(
-                    tmp / f"{point.name}.npz",
-                    point.adversarial,
-                    result.labels,
-                    result.indices,
-                    meta,
-                    point.targets,
-                )
-            index.append(
-                {
-                    "name": point.name,
-                    "attack": point.spec.name,
-                    "id": point.spec.id,
-                    "eps": point.eps,
-                    "file": f"{point.name}.npz" if save else None,
-                    "robust_acc": point.metrics["robust_acc"],
-                }
-            )
+                save_adversarial(tmp / f"{point.name}.npz", point.adversarial, result.labels,
+                                 result.indices, meta, point.targets)
+            index.append({"name": point.name, "attack": point.spec.name, "id": point.spec.id,
+                          "eps": point.eps, "file": f"{point.name}.npz" if save else None,
+                          "robust_acc": point.metrics["robust_acc"]})
         demo = result.image_scaling
         if save and demo is not None:
             meta = {
                 "format": FORMAT,
                 "attack": "image_scaling",
                 "id": "image_scaling",
-                "params": {
-                    "source_size": int(demo.source.shape[-1]),
-                    "target_size": list(demo.target.shape[2:]),
-                },
+                "params": {"source_size": int(demo.source.shape[-1]),
+                           "target_size": list(demo.target.shape[2:])},
                 "eps": None,
                 "norm": "l2",
                 "source_model": source,
@@ -217,25 +197,11 @@ def write_suite(
                 "labels, target_labels what the resize->classifier pipeline sees",
                 "metrics": {k: v for k, v in demo.metrics.items() if k not in TIMING_METRICS},
             }
-            save_adversarial(
-                tmp / "image_scaling.npz",
-                demo.adversarial,
-                demo.source_labels,
-                demo.source_indices,
-                meta,
-                demo.target_labels,
-            )
-            index.append(
-                {
-                    "name": "image_scaling",
-                    "attack": "image_scaling",
-                    "id": "image_scaling",
-                    "eps": None,
-                    "file": "image_scaling.npz",
-                    "robust_acc": None,
-                }
-            )
-        write_json(
-            tmp / "index.json", {"format": FORMAT, "source_model": source, "datasets": index}
-        )
+            save_adversarial(tmp / "image_scaling.npz", demo.adversarial, demo.source_labels,
+                             demo.source_indices, meta, demo.target_labels)
+            index.append({"name": "image_scaling", "attack": "image_scaling",
+                          "id": "image_scaling", "eps": None, "file": "image_scaling.npz",
+                          "robust_acc": None})
+        write_json(tmp / "index.json",
+                   {"format": FORMAT, "source_model": source, "datasets": index})
     return index

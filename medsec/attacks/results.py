@@ -124,42 +124,21 @@ class SuiteResult:
         """Robustness curve: rows ``{attack, eps, robust_acc, norm}`` (eps in pixel units of
         the norm; eps 0 is the clean accuracy) for every eps-bounded attack and the linf
         worst case."""
+        def row(attack: str, eps: float, acc: float, norm: str) -> dict[str, Any]:
+            return {"attack": attack, "eps": eps, "robust_acc": acc, "norm": norm}
+
         rows: list[dict[str, Any]] = []
         seen: set[str] = set()
-        for point in self.points:
-            if point.eps is None:
+        for p in self.points:
+            if p.eps is None:
                 continue
-            if point.spec.id not in seen:
-                seen.add(point.spec.id)
-                rows.append(
-                    {
-                        "attack": point.spec.id,
-                        "eps": 0.0,
-                        "robust_acc": self.clean_acc,
-                        "norm": point.norm,
-                    }
-                )
-            rows.append(
-                {
-                    "attack": point.spec.id,
-                    "eps": point.eps,
-                    "robust_acc": point.metrics["robust_acc"],
-                    "norm": point.norm,
-                }
-            )
+            if p.spec.id not in seen:
+                seen.add(p.spec.id)
+                rows.append(row(p.spec.id, 0.0, self.clean_acc, p.norm))
+            rows.append(row(p.spec.id, p.eps, p.metrics["robust_acc"], p.norm))
         if self.worst_case:
-            rows.append(
-                {"attack": "worst_case", "eps": 0.0, "robust_acc": self.clean_acc, "norm": "linf"}
-            )
-            rows += [
-                {
-                    "attack": "worst_case",
-                    "eps": r["eps"],
-                    "robust_acc": r["robust_acc"],
-                    "norm": "linf",
-                }
-                for r in self.worst_case
-            ]
+            rows.append(row("worst_case", 0.0, self.clean_acc, "linf"))
+            rows += [row("worst_case", r["eps"], r["robust_acc"], "linf") for r in self.worst_case]
         return rows
 
 

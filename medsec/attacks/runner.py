@@ -43,14 +43,8 @@ def build_point_attack(
     return attack, resolved
 
 
-def run_point(
-    spec: AttackSpec,
-    eps: float | None,
-    model: nn.Module,
-    suite: SuiteResult,
-    cfg: AttackConfig,
-    train: ImageDataset | None = None,
-) -> AttackPoint:
+def run_point(spec: AttackSpec, eps: float | None, model: nn.Module, suite: SuiteResult,
+              cfg: AttackConfig, train: ImageDataset | None = None) -> AttackPoint:
     """``spec`` at ``eps`` against ``model`` on the examples of ``suite`` (targets of a
     targeted spec: ``(label + 1) mod K``); a ``uap`` is first fitted on the first
     ``cfg.uap_fit_size`` images of ``train``."""
@@ -64,47 +58,28 @@ def run_point(
         x_fit, y_fit = fit.tensors()
         attack.fit(x_fit, y_fit)
         assert attack.last_stats is not None
-        extra = {
-            "fit_fooling_rate": float(attack.fooling_rate or 0.0),
-            "fit_seconds": attack.last_stats.seconds,
-            "fit_size": float(len(fit)),
-        }
+        extra = {"fit_fooling_rate": float(attack.fooling_rate or 0.0),
+                 "fit_seconds": attack.last_stats.seconds, "fit_size": float(len(fit))}
     targets = (y + 1) % suite.num_classes if spec.targeted else None
     outcome = run_attack(model, attack, x, y, cfg.batch_size, targets)
     metrics = dict(outcome.metrics) | extra
     if isinstance(attack, UAP):
         metrics["fooling_rate"] = attack.fooling_rate_on(x)
-    return AttackPoint(
-        spec=spec,
-        eps=eps,
-        norm=str(resolved.get("norm", "l0")),
-        params=resolved,
-        metrics=metrics,
-        adversarial=outcome.adversarial.numpy().astype(np.float32),
-        adv_pred=outcome.adv_pred.numpy(),
-        targets=None if targets is None else targets.numpy(),
-    )
+    return AttackPoint(spec, eps, str(resolved.get("norm", "l0")), resolved, metrics,
+                       outcome.adversarial.numpy().astype(np.float32), outcome.adv_pred.numpy(),
+                       None if targets is None else targets.numpy())
 
 
-def run_spec(
-    spec: AttackSpec,
-    model: nn.Module,
-    suite: SuiteResult,
-    cfg: AttackConfig,
-    train: ImageDataset | None = None,
-    log: Log = quiet,
-) -> list[AttackPoint]:
+def run_spec(spec: AttackSpec, model: nn.Module, suite: SuiteResult, cfg: AttackConfig,
+             train: ImageDataset | None = None, log: Log = quiet) -> list[AttackPoint]:
     """``spec`` at each of its budgets (once, unbounded, when it has none), in order."""
     points = []
     for eps in spec.eps or (None,):
         point = run_point(spec, eps, model, suite, cfg, train)
         points.append(point)
         m = point.metrics
-        log(
-            f"{point.name}: robust_acc {m['robust_acc']:.3f}, "
-            f"success {m['attack_success_rate']:.3f}, {m['seconds_per_image'] * 1e3:.1f} "
-            "ms/image"
-        )
+        log(f"{point.name}: robust_acc {m['robust_acc']:.3f}, success "
+            f"{m['attack_success_rate']:.3f}, {m['seconds_per_image'] * 1e3:.1f} ms/image")
     return points
 
 
@@ -117,14 +92,8 @@ def transfer_spec(spec: AttackSpec) -> AttackSpec:
     return spec
 
 
-def run_transfer(
-    spec: AttackSpec,
-    model: nn.Module,
-    surrogate: nn.Module,
-    suite: SuiteResult,
-    cfg: AttackConfig,
-    log: Log = quiet,
-) -> list[dict[str, Any]]:
+def run_transfer(spec: AttackSpec, model: nn.Module, surrogate: nn.Module, suite: SuiteResult,
+                 cfg: AttackConfig, log: Log = quiet) -> list[dict[str, Any]]:
     """``spec`` crafted on ``surrogate`` at each budget and scored on the victim ``model``:
     rows ``{attack, eps, **transfer_evaluate(...)}``."""
     x, y = suite.tensors()

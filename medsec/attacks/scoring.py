@@ -31,14 +31,8 @@ class AttackOutcome:
     metrics: dict[str, float]
 
 
-def evaluate_attack(
-    model: nn.Module,
-    attack: Attack,
-    images: Tensor,
-    labels: Tensor,
-    batch_size: int = 256,
-    targets: Tensor | None = None,
-) -> dict[str, float]:
+def evaluate_attack(model: nn.Module, attack: Attack, images: Tensor, labels: Tensor,
+                    batch_size: int = 256, targets: Tensor | None = None) -> dict[str, float]:
     """Attack ``images`` (N, C, ...) in [0, 1] batch by batch and score the result on ``model``.
 
     ``labels`` (N,) are the true labels; a targeted attack also needs ``targets`` (N,).
@@ -48,14 +42,8 @@ def evaluate_attack(
     return run_attack(model, attack, images, labels, batch_size, targets).metrics
 
 
-def run_attack(
-    model: nn.Module,
-    attack: Attack,
-    images: Tensor,
-    labels: Tensor,
-    batch_size: int = 256,
-    targets: Tensor | None = None,
-) -> AttackOutcome:
+def run_attack(model: nn.Module, attack: Attack, images: Tensor, labels: Tensor,
+               batch_size: int = 256, targets: Tensor | None = None) -> AttackOutcome:
     """Attack ``images`` batch by batch; the adversarial images, predictions and metrics
     (see :func:`evaluate_attack`)."""
     if attack.targeted and targets is None:
@@ -79,14 +67,9 @@ def run_attack(
     return AttackOutcome(adv, clean_pred, adv_pred, out)
 
 
-def robustness_curve(
-    model: nn.Module,
-    images: Tensor,
-    labels: Tensor,
-    attacks: Sequence[str] | Mapping[str, Mapping[str, Any]],
-    epsilons: Iterable[float],
-    batch_size: int = 256,
-) -> list[dict[str, Any]]:
+def robustness_curve(model: nn.Module, images: Tensor, labels: Tensor,
+                     attacks: Sequence[str] | Mapping[str, Mapping[str, Any]],
+                     epsilons: Iterable[float], batch_size: int = 256) -> list[dict[str, Any]]:
     """Accuracy against epsilon for several registered attacks.
 
     ``attacks`` is a list of registry names or a mapping name -> extra constructor params
@@ -105,9 +88,8 @@ def robustness_curve(
     return rows
 
 
-def worst_case(
-    points: list[AttackPoint], labels: np.ndarray, clean_pred: np.ndarray
-) -> list[dict[str, Any]]:
+def worst_case(points: list[AttackPoint], labels: np.ndarray,
+               clean_pred: np.ndarray) -> list[dict[str, Any]]:
     """Per linf epsilon: robust = correct before and after every attack at that epsilon."""
     correct = clean_pred == labels
     by_eps: dict[float, list[AttackPoint]] = {}
@@ -153,9 +135,8 @@ def masking_flags(points: list[AttackPoint], n_examples: int) -> list[str]:
         for lo, hi in zip(pts, pts[1:], strict=False):
             a, b = lo.metrics["robust_acc"], hi.metrics["robust_acc"]
             if b > a + tol:
-                flags.append(
-                    f"{ident}: robust_acc rises from {a:.3f} ({lo.key}) to {b:.3f} ({hi.key})"
-                )
+                flags.append(f"{ident}: robust_acc rises from {a:.3f} ({lo.key}) to {b:.3f} "
+                             f"({hi.key})")
     groups: dict[tuple[str, float], list[AttackPoint]] = {}
     for p in untargeted:
         if p.eps is not None:
@@ -166,9 +147,7 @@ def masking_flags(points: list[AttackPoint], n_examples: int) -> list[str]:
         if white and black:
             best = min(black, key=lambda p: p.metrics["robust_acc"])
             if best.metrics["robust_acc"] < min(white) - tol:
-                flags.append(
-                    f"black-box {best.spec.id} ({best.metrics['robust_acc']:.3f}) "
-                    f"beats every gradient attack ({min(white):.3f}) at {norm} "
-                    f"{point_key(eps)}"
-                )
+                flags.append(f"black-box {best.spec.id} ({best.metrics['robust_acc']:.3f}) "
+                             f"beats every gradient attack ({min(white):.3f}) at {norm} "
+                             f"{point_key(eps)}")
     return flags

@@ -55,14 +55,9 @@ def start_suite(model: nn.Module, test: ImageDataset, cfg: AttackConfig,
     return result
 
 
-def finish_suite(
-    result: SuiteResult,
-    points: list[AttackPoint],
-    model: nn.Module,
-    cfg: AttackConfig,
-    surrogate: nn.Module | None = None,
-    log: Log = quiet,
-) -> SuiteResult:
+def finish_suite(result: SuiteResult, points: list[AttackPoint], model: nn.Module,
+                 cfg: AttackConfig, surrogate: nn.Module | None = None,
+                 log: Log = quiet) -> SuiteResult:
     """Add ``points`` (every spec's, in config order), the worst case, the gradient-masking
     flags, the transfer rows (``surrogate`` needed when ``cfg.transfer`` is set) and the
     image-scaling demo to ``result``; returns it."""
@@ -85,22 +80,15 @@ def finish_suite(
     return result
 
 
-def scaling_demo(
-    model: nn.Module,
-    images: Tensor,
-    labels: Tensor,
-    clean_pred: Tensor,
-    cfg: ImageScalingConfig,
-) -> ScalingDemo | None:
+def scaling_demo(model: nn.Module, images: Tensor, labels: Tensor, clean_pred: Tensor,
+                 cfg: ImageScalingConfig) -> ScalingDemo | None:
     """Image-scaling attack on ``resize(mode) -> model``: test images upscaled to
     ``source_size`` are perturbed to downscale into a correctly classified test image of
     another class. None when the test examples hold no such pair."""
     native = tuple(int(s) for s in images.shape[2:])
     if cfg.source_size <= max(native):
-        raise ValueError(
-            f"attack.image_scaling.source_size={cfg.source_size} must exceed the model's "
-            f"input size {native}"
-        )
+        raise ValueError(f"attack.image_scaling.source_size={cfg.source_size} must exceed the "
+                         f"model's input size {native}")
     correct = (clean_pred == labels).nonzero().squeeze(1)
     sources, targets = [], []
     for i in correct.tolist():
@@ -126,28 +114,14 @@ def scaling_demo(
         "pipeline_clean_acc": float((source_pred == labels[src_idx]).float().mean()),
         "source_size": float(cfg.source_size),
     }
-    return ScalingDemo(
-        metrics=metrics,
-        source=source.numpy(),
-        adversarial=result.adv.float().numpy(),
-        target=target.numpy(),
-        downscaled=attack.downscale(result.adv).float().numpy(),
-        source_labels=labels[src_idx].numpy(),
-        target_labels=labels[tgt_idx].numpy(),
-        pred=pred.numpy(),
-        source_indices=src_idx.numpy(),
-        target_indices=tgt_idx.numpy(),
-    )
+    return ScalingDemo(metrics, source.numpy(), result.adv.float().numpy(), target.numpy(),
+                       attack.downscale(result.adv).float().numpy(), labels[src_idx].numpy(),
+                       labels[tgt_idx].numpy(), pred.numpy(), src_idx.numpy(), tgt_idx.numpy())
 
 
-def run_suite(
-    model: nn.Module,
-    test: ImageDataset,
-    cfg: AttackConfig,
-    train: ImageDataset | None = None,
-    surrogate: nn.Module | None = None,
-    log: Log | None = None,
-) -> SuiteResult:
+def run_suite(model: nn.Module, test: ImageDataset, cfg: AttackConfig,
+              train: ImageDataset | None = None, surrogate: nn.Module | None = None,
+              log: Log | None = None) -> SuiteResult:
     """Run the configured suite on the first ``cfg.n_examples`` images of ``test``.
 
     Args:

@@ -9,13 +9,8 @@ from medsec.attacks.base import Attack, lp_norm
 from medsec.training.predict import predict_logits
 
 
-def transfer_evaluate(
-    attack: Attack,
-    victim: nn.Module,
-    images: Tensor,
-    labels: Tensor,
-    batch_size: int = 256,
-) -> dict[str, float]:
+def transfer_evaluate(attack: Attack, victim: nn.Module, images: Tensor, labels: Tensor,
+                      batch_size: int = 256) -> dict[str, float]:
     """Craft adversarials with ``attack`` (on its own model, the surrogate) and score them on
     ``victim``.
 

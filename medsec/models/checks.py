@@ -12,9 +12,8 @@ from torch import Tensor, nn
 from medsec.models.guard import model_guard
 
 
-def check_images(
-    images: Tensor, spatial_dims: tuple[int, ...] = (2, 3), owner: str = "Attack"
-) -> None:
+def check_images(images: Tensor, spatial_dims: tuple[int, ...] = (2, 3),
+                 owner: str = "Attack") -> None:
     """Validate images: a float tensor (N, C, H, W) or (N, C, D, H, W) as ``spatial_dims``
     allows, non-empty, finite, in [0, 1]. ``owner`` names the caller in the shape message."""
     if not isinstance(images, Tensor):
@@ -47,10 +46,8 @@ def check_label_dtype(labels: Tensor) -> None:
 def check_label_shape(labels: Tensor, images: Tensor) -> None:
     """Classification: one label per image, shape (N,)."""
     if labels.shape != (images.shape[0],):
-        raise ValueError(
-            f"labels must have shape ({images.shape[0]},) to match images, "
-            f"got {tuple(labels.shape)}"
-        )
+        raise ValueError(f"labels must have shape ({images.shape[0]},) to match images, "
+                         f"got {tuple(labels.shape)}")
 
 
 def check_logits(logits: Tensor, n: int) -> int:
@@ -65,15 +62,11 @@ def check_logits(logits: Tensor, n: int) -> int:
             if logits.dim() > 2
             else ""
         )
-        raise ValueError(
-            f"model output must be 2-D logits of shape (N={n}, num_classes), "
-            f"got {tuple(logits.shape)}{hint}"
-        )
+        raise ValueError(f"model output must be 2-D logits of shape (N={n}, num_classes), "
+                         f"got {tuple(logits.shape)}{hint}")
     if logits.shape[1] < 2:
-        raise ValueError(
-            f"model must return at least 2 class logits, got {logits.shape[1]} "
-            "(for a single-logit binary model, return [-z, z] or [0, z])"
-        )
+        raise ValueError(f"model must return at least 2 class logits, got {logits.shape[1]} "
+                         "(for a single-logit binary model, return [-z, z] or [0, z])")
     if not torch.isfinite(logits).all():
         raise ValueError("model output contains NaN or infinite values")
     in_unit = bool(((logits >= 0) & (logits <= 1)).all())
