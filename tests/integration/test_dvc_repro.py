@@ -34,7 +34,7 @@ def test_dvc_repro_then_noop_then_partial(tmp_path):
     dvc, medsec = str(BIN / "dvc"), str(BIN / "medsec")
     out = run([medsec, "data", "init"], repo, env)
     assert out.returncode == 0, out.stderr
-    # the generated phantoms are byte-identical to the version data.dvc records
+    # the raw folder it creates is byte-identical to the version data.dvc records
     assert run([dvc, "add", "-q", "data"], repo, env).returncode == 0
     diff = run(["git", "diff", "--exit-code", "data.dvc"], repo, env)
     assert diff.returncode == 0, diff.stdout
@@ -60,3 +60,32 @@ def test_dvc_repro_then_noop_then_partial(tmp_path):
     assert "Running stage 'validate'" not in out.stdout
     shown = run([dvc, "metrics", "show", "--json"], repo, env)
     assert shown.returncode == 0 and "test_acc" in shown.stdout
+
+
+def test_data_param_change_reruns_data_and_dependants(tmp_path):
+    """Changing ``phantoms.n_train`` marks the data stage and every stage reading prepared/
+    as changed (it used to re-run nothing and silently reuse the old data)."""
+    repo = copy_repo(tmp_path / "repo")
+    env = env_with(MEDSEC_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow/mlflow.db")
+    dvc = str(BIN / "dvc")
+    assert run([str(BIN / "medsec"), "data", "init"], repo, env).returncode == 0
+    assert run([dvc, "add", "-q", "data"], repo, env).returncode == 0
+    _set_params(repo, **{"phantoms.n_train": 24, "phantoms.n_val": 8, "phantoms.n_test": 8})
+    out = run([dvc, "repro", "validate"], repo, env)  # data -> validate
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    out = run([dvc, "status", "validate"], repo, env)
+    assert "up to date" in out.stdout, out.stdout
+
+    _set_params(repo, **{"phantoms.n_train": 32})
+    out = run([dvc, "status", "--with-deps", "validate"], repo, env)
+    assert "data:" in out.stdout and "modified:           phantoms" in out.stdout, out.stdout
+    out = run([dvc, "repro", "validate"], repo, env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    # data re-runs (or is restored from DVC's run cache) and so does the stage reading it
+    assert ("Running stage 'data'" in out.stdout
+            or "Stage 'data' is cached" in out.stdout), out.stdout
+    assert "Running stage 'validate'" in out.stdout, out.stdout
+    info = json.loads((repo / "prepared" / "dataset.json").read_text())
+    assert info["counts"]["train"] == 32
+    report = json.loads((repo / "metrics" / "validation.json").read_text())
+    assert report, report
