@@ -7,7 +7,6 @@ in the project's Lightning loop, :func:`run_attack` runs one configured attack a
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -19,9 +18,9 @@ from lightning.pytorch.callbacks import Callback
 from medsec.attacks.base import Attack
 from medsec.attacks.noise import random_perturbation
 from medsec.data.types import LoadedDataset
-from medsec.data.validation import ValidationReport, validate_dataset
+from medsec.data.validation import ValidationReport, raise_if_failed, validate_dataset
 from medsec.defenses.training import AdversarialBatches
-from medsec.errors import ConfigError, ValidationFailed
+from medsec.errors import ConfigError
 from medsec.metrics.image_quality import perturbation_norms, ssim
 from medsec.segmentation.attacks import SegFGSM, SegPGD, dilate_region
 from medsec.segmentation.config import (
@@ -91,26 +90,8 @@ def validate_seg_data(data: SegData, cfg: SegmentationConfig,
 
 def raise_if_invalid(report: ValidationReport, data: SegData) -> None:
     """Raise :class:`ValidationFailed` for a failed report, naming the failing files of folder
-    data (``train[3] (case007)``). The names go only into the exception, never into the report
-    (which is logged to MLflow): file names can carry patient identifiers."""
-    if report.success:
-        return
-    failures = [_name_images(f, data.names) for f in report.hard_failures]
-    raise ValidationFailed(f"data validation of {data.name} failed: {len(failures)} hard "
-                           f"failure(s):\n  - " + "\n  - ".join(failures))
-
-
-def _name_images(message: str, names: dict[str, list[str]] | None) -> str:
-    """``train[3]`` -> ``train[3] (case007)`` in a validation message, for folder data."""
-    if not names:
-        return message
-
-    def named(match: re.Match[str]) -> str:
-        split, index = match.group(1), int(match.group(2))
-        files = names.get(split, [])
-        return f"{match.group(0)} ({files[index]})" if index < len(files) else match.group(0)
-
-    return re.sub(r"\b(train|val|test)\[(\d+)\]", named, message)
+    data (``train[3] (case007)``) in the exception only, never in the logged report."""
+    raise_if_failed(report, data.names)
 
 
 def train_segmenter(cfg: SegmentationConfig, data: SegData,

@@ -488,3 +488,13 @@ def test_no_masks_no_mask_checks():
     assert not any(k.startswith("mask") for k in report.summary_metrics())
     assert "## Masks" not in report.to_markdown()
     assert "mask_shape_ok" not in image_table(_clean_splits()).columns
+
+
+def test_failing_files_are_named_in_the_error_only():
+    splits = _mask_splits()
+    _mask_negative(splits)
+    report = validate_dataset(splits, num_classes=2, expected_shape=SHAPE, num_mask_classes=2)
+    names = {"test": [f"case{i:03d}.png" for i in range(10)]}
+    with pytest.raises(ValidationFailed, match=r"test\[4\] \(case004\.png\)"):
+        raise_if_failed(report, names)
+    assert "case004" not in json.dumps(_json_roundtrip(report)) + report.to_markdown()

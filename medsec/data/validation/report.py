@@ -8,6 +8,8 @@ statistics are the fingerprint facts. Nothing GX decided is recomputed here.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,28 +20,11 @@ import pandas as pd
 from medsec.data.validation.checks import ACROSS, CLASS_BALANCE, EMPTY_SPLIT, PER_SPLIT, WITHIN
 from medsec.data.validation.fingerprints import label_key, shape_str
 from medsec.errors import ValidationFailed
-from medsec.io import write_json, write_text
+from medsec.io import json_safe, write_json, write_text
 
 HARD = "hard"
 SOFT = "soft"
 MAX_LISTED_GROUPS = 50  # duplicate groups listed in the markdown report (the rest are counted)
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types (numpy scalars/arrays, tuples, non-str keys and NaN handled)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)
 
 
 def _value_text(value: Any) -> str:
@@ -112,10 +97,9 @@ class ValidationReport:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (label keys become strings, NaN becomes null)."""
-        data = asdict(self)
-        data["class_fractions"] = self.class_fractions()
-        data["verdict"] = "PASSED" if self.success else "FAILED"
-        return _jsonable(data)
+        data = {**asdict(self), "class_fractions": self.class_fractions(),
+                "verdict": "PASSED" if self.success else "FAILED"}
+        return json.loads(json.dumps(json_safe(data)[0], default=str))  # keys become str
 
     def summary_metrics(self) -> dict[str, float]:
         """Flat numeric metrics (for MLflow / DVC): sizes, duplicate counts, class fractions."""
@@ -239,12 +223,25 @@ def write_report(report: ValidationReport, out_dir: str | Path) -> dict[str, Pat
     }
 
 
-def raise_if_failed(report: ValidationReport) -> None:
-    """Raise :class:`ValidationFailed` listing the hard failures unless ``report.success``."""
+def raise_if_failed(report: ValidationReport, names: dict[str, list[str]] | None = None
+                    ) -> None:
+    """Raise :class:`ValidationFailed` listing the hard failures unless ``report.success``.
+
+    ``names`` (split -> one file name per image) names the failing images of folder data,
+    ``train[3]`` -> ``train[3] (case007)``, in the exception only, never in the report (which is
+    logged: file names can carry patient identifiers).
+    """
     if report.success:
         return
+
+    def named(match: re.Match[str]) -> str:
+        files = (names or {}).get(match.group(1), [])
+        index = int(match.group(2))
+        return f"{match.group(0)} ({files[index]})" if index < len(files) else match.group(0)
+
     name = report.dataset_name or "dataset"
-    failures = report.hard_failures or ["(no failure message recorded)"]
+    failures = [re.sub(r"\b(train|val|test)\[(\d+)\]", named, f)
+                for f in report.hard_failures] or ["(no failure message recorded)"]
     raise ValidationFailed(
         f"data validation of {name} failed: {len(failures)} hard failure(s):\n  - "
         + "\n  - ".join(failures)
@@ -345,7 +342,7 @@ def _record(res: Any) -> dict[str, Any]:
     record = {"name": (config.meta or {}).get("medsec_name", config.type), "type": config.type,
               "severity": HARD if str(severity) == "critical" else SOFT,
               "success": bool(res.success), "engine": "great_expectations",
-              "observed": _jsonable(observed)}
+              "observed": json_safe(observed)[0]}
     if info.get("raised_exception"):
         record["exception"] = str(info.get("exception_message"))
     return record
