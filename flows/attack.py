@@ -7,7 +7,15 @@ from pathlib import Path
 
 from prefect import flow, unmapped
 
-from flows.outputs import CLASSIFIER_CKPT, CLASSIFIER_INFO, METRICS, PLOTS, write_curve
+from flows.outputs import (
+    CLASSIFIER_CKPT,
+    CLASSIFIER_INFO,
+    METRICS,
+    PLOTS,
+    PREPARED,
+    at,
+    write_curve,
+)
 from medsec.attacks.dataset import write_suite
 from medsec.io import write_json
 from medsec.stages.attack import check_surrogate, splits
@@ -46,12 +54,13 @@ def attack_flow(
     overrides: list[str] | None = None,
     checkpoint: str = str(CLASSIFIER_CKPT),
     info: str = str(CLASSIFIER_INFO),
+    out: str = ".",
 ) -> dict:
     """Write ``outputs/adversarial/``, ``metrics/attack.json`` and the robustness curve
     (``plots/robustness_curve.{csv,png}``); log them to MLflow (stage ``attack``)."""
     cfg = load_config_task(config, preset, overrides)
     check_surrogate(cfg)
-    data = load_dataset_task(cfg)
+    data = load_dataset_task(cfg, at(out, PREPARED))  # out: the output root
     model, source = load_victim_task(checkpoint, info, data)
     check_victim_task(cfg, data, model, checkpoint)  # before any run or file: clear errors
     tags = {
@@ -76,13 +85,15 @@ def attack_flow(
         points = [point for future in runs for point in future.result()]
         result = finish_suite_task(cfg, model, suite, points, surrogate)
         child_runs = log_attack_runs(cfg, data, result, source)
-        index = write_suite(ADVERSARIAL_DIR, result, source, data, cfg.attack.save_adversarial)
+        index = write_suite(at(out, ADVERSARIAL_DIR), result, source, data,
+                            cfg.attack.save_adversarial)
         metrics = result.metrics()
-        write_json(ATTACK_METRICS, metrics)
+        write_json(at(out, ATTACK_METRICS), metrics)
         curve = robustness_curve_figure(
             result.curve_rows(), f"{data.name} / {source['model_name']}"
         )
-        write_curve(result.curve_rows(), "robust_acc", ROBUSTNESS_CSV, ROBUSTNESS_PNG, curve)
+        write_curve(result.curve_rows(), "robust_acc", at(out, ROBUSTNESS_CSV),
+                    at(out, ROBUSTNESS_PNG), curve)
         log_figure(curve, "robustness/robustness_curve.png")
         log_figure(
             examples_figure(
@@ -110,8 +121,8 @@ def attack_flow(
             )
         log_metrics(result.metrics(timings=True))
         set_tags({"medsec.gradient_masking": "; ".join(result.masking_flags)[:4000] or "none"})
-        log_artifact(ATTACK_METRICS, "robustness")
-        log_artifact(ROBUSTNESS_CSV, "robustness")
+        log_artifact(at(out, ATTACK_METRICS), "robustness")
+        log_artifact(at(out, ROBUSTNESS_CSV), "robustness")
         log_dict(
             {
                 "datasets": index,

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
+import logging
 import os
+import signal
 import subprocess
 import sys
+import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-import flows  # noqa: F401  (sets Prefect/GX environment defaults)
+from flows import resolve_flow  # (importing flows sets Prefect/GX environment defaults)
 from medsec.errors import MedSecError
 from medsec.stages.pipeline import STAGE_NAMES, get_stage
 
@@ -26,25 +28,69 @@ PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="configs/p
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override: key.sub=value")]
 
 
+_DEBUG = {"on": False}
+PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
+@app.callback()
+def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and Prefect's "
+                                    "failure logs instead of one line per error.")) -> None:
+    """SIGTERM exits like Ctrl-C: open MLflow runs end KILLED, the Prefect server stops."""
+    _DEBUG["on"] = debug
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    """One line on stderr (the traceback too with ``--debug``), exit code 2."""
+    if _DEBUG["on"]:
+        traceback.print_exception(exc)
+    line = " ".join(part.strip() for part in str(exc).splitlines())
+    typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
+
+
+def _run_flow(flow_fn: Any, **kwargs: Any) -> Any:
+    """Call a flow on a private Prefect server that dies with this process (flows/server.py).
+
+    A MedSecError (bad config or input) raised inside it is reported by :func:`_fail` only:
+    Prefect's own failure log (a traceback) is silenced unless ``--debug``.
+    """
+    from flows.server import prefect_server
+
+    if not _DEBUG["on"]:
+        for name in PREFECT_RUN_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        with prefect_server():
+            return flow_fn(**kwargs)
+    except MedSecError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=130) from None
 
 
 @app.command()
 def run(preset: PresetOpt = "default", config: ConfigOpt = None, set: SetOpt = None) -> None:
-    """Run the whole benchmark (validate -> train -> evaluate -> attack) as a Prefect flow."""
+    """Run the benchmark stages (data -> validate -> train -> evaluate -> attack) as one
+    Prefect flow, in a new run directory ``runs/<UTC time>-<pid>-<hex>/`` (never the DVC
+    outputs); one MLflow pipeline run with one child run per stage."""
     from flows.benchmark import benchmark_flow
     from medsec.config import load_config
 
     try:
         load_config(config, preset or "default", set or [])  # fail fast, before Prefect starts
-        result = benchmark_flow(preset=preset or "default", config=config, overrides=set or [])
     except MedSecError as exc:
         _fail(exc)
-    typer.echo(f"done: MLflow run {result['run_id']}; test metrics: "
-               + ", ".join(f"{k}={v:.4f}" for k, v in result["test"].items()
-                           if k in ("test_acc", "test_auc", "test_f1")))
+    result = _run_flow(benchmark_flow, preset=preset or "default", config=config,
+                       overrides=set or [])
+    typer.echo(f"done: {result['run_dir']}; MLflow pipeline run {result['pipeline_run_id']}; "
+               "test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in result["test"].items()
+                                            if k in ("test_acc", "test_auc", "test_f1")))
 
 
 @app.command()
@@ -62,14 +108,13 @@ def stage(
     if name not in STAGES:
         _fail(ValueError(f"unknown stage {name!r}; known: {', '.join(STAGES)}"))
     entry = get_stage(name)
-    module, func = entry.flow.split(":")
-    flow_fn = getattr(importlib.import_module(module), func)
+    flow_fn = resolve_flow(entry.flow)
     from medsec.config import load_config
 
     kwargs = {"progress": True} if entry.progress else {}
     try:
         load_config(config, preset, set or [])  # fail fast, before Prefect starts
-        flow_fn(config=config, preset=preset, overrides=set or [], **kwargs)
+        _run_flow(flow_fn, config=config, preset=preset, overrides=set or [], **kwargs)
     except MedSecError as exc:
         _fail(exc)
 

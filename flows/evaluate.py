@@ -1,4 +1,5 @@
-"""Evaluate flow: test metrics of the trained checkpoint, logged into its training run."""
+"""Evaluate flow: test metrics of a trained checkpoint, in a run of its own that names the
+training run (``medsec.source_run_id``)."""
 
 from __future__ import annotations
 
@@ -12,35 +13,37 @@ from flows.outputs import (
     CLASSIFIER_INFO,
     CONFUSION_PNG,
     EVALUATE_METRICS,
+    PREPARED,
     SAMPLES_PNG,
+    at,
 )
-from medsec.io import write_atomic, write_json
-from medsec.training.checkpoint import load_classifier, require_data_version
+from medsec.io import write_json, write_png
 from medsec.stages.classifier import split
+from medsec.training.checkpoint import load_classifier, require_data_version
 from medsec.viz import confusion_figure, sample_grid
 from tasks.common import load_config_task, load_dataset_task
 from tasks.tracking import log_figure, log_metrics, tracked_run
 from tasks.train import evaluate_task
 
 
-def _save_png(figure, path: Path) -> None:
-    write_atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
-
-
 @flow(name="evaluate")
 def evaluate_flow(
     config: str | None = None, preset: str | None = None, overrides: list[str] | None = None,
-    checkpoint: str = str(CLASSIFIER_CKPT), info: str = str(CLASSIFIER_INFO),
+    checkpoint: str | None = None, info: str | None = None, out: str = ".",
 ) -> dict:
-    """Write ``metrics/evaluate.json`` and figures; log them to the checkpoint's MLflow run."""
+    """Write ``metrics/evaluate.json`` and figures under the output root ``out`` for
+    ``checkpoint`` (default ``<out>/models/classifier.pt``, its card ``info`` beside it) on
+    ``<out>/prepared``; log them to an ``evaluate`` run tagged with the training run id."""
     cfg = load_config_task(config, preset, overrides)
-    data = load_dataset_task(cfg)
+    data = load_dataset_task(cfg, at(out, PREPARED))
+    checkpoint = checkpoint or str(at(out, CLASSIFIER_CKPT))
+    info = info or str(at(out, CLASSIFIER_INFO))
     model, meta = load_classifier(checkpoint)
     require_data_version(meta, data.name, data.version, checkpoint)
-    run_id = None
-    if Path(info).is_file():
-        run_id = json.loads(Path(info).read_text()).get("run_id")
-    with tracked_run("train", cfg, data.version, run_id=run_id):
+    source = json.loads(Path(info).read_text()) if Path(info).is_file() else {}
+    tags = {"medsec.source_run_id": str(source.get("run_id")),
+            "medsec.verification": data.verification}
+    with tracked_run("evaluate", cfg, data.version, tags=tags):
         evaluation = evaluate_task(cfg, data, model, "test")
         log_metrics(evaluation.metrics)
         test = split(cfg, data, "test")
@@ -48,12 +51,13 @@ def evaluate_flow(
         cm_fig = confusion_figure(evaluation.confusion, data.class_names, "test confusion")
         grid = sample_grid(test.images, test.labels, data.class_names, preds,
                            title=f"{data.name} test samples")
-        _save_png(cm_fig, CONFUSION_PNG)
-        _save_png(grid, SAMPLES_PNG)
+        write_png(at(out, CONFUSION_PNG), cm_fig)
+        write_png(at(out, SAMPLES_PNG), grid)
         log_figure(cm_fig, "evaluation/confusion.png")
         log_figure(grid, "evaluation/samples.png")
         metrics = dict(evaluation.metrics)
-        write_json(EVALUATE_METRICS, metrics | {"confusion": evaluation.confusion.tolist()})
+        write_json(at(out, EVALUATE_METRICS),
+                   metrics | {"confusion": evaluation.confusion.tolist()})
     return metrics
 
 

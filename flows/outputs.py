@@ -1,10 +1,17 @@
-"""Where stage outputs go (relative to the working directory = the repo root for DVC), and the
-one writer of robustness curves (CSV for ``dvc plots``, PNG)."""
+"""Where stage outputs go, and the one writer of robustness curves (CSV for ``dvc plots``, PNG).
+
+The paths below are relative to an output root: ``"."`` (the repo root) for the DVC stages
+(``medsec stage X``), a fresh :func:`new_run_dir` for ``medsec run``, so a benchmark run never
+writes the DVC outputs and two runs never share a file. ``at(root, PATH)`` places one.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import os
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +25,7 @@ REPORTS = Path("reports")
 METRICS = Path("metrics")
 MODELS = Path("models")
 PLOTS = Path("plots")
+RUNS = Path("runs")  # git-ignored: one folder per `medsec run`
 PREPARED = Path(PREPARED_DIR)  # the data stage's output: the dataset every later stage reads
 
 VALIDATION_REPORT_DIR = REPORTS / "validation"
@@ -29,6 +37,19 @@ TRAIN_HISTORY = PLOTS / "train_history.csv"
 EVALUATE_METRICS = METRICS / "evaluate.json"
 CONFUSION_PNG = PLOTS / "confusion.png"
 SAMPLES_PNG = PLOTS / "samples.png"
+
+
+def at(root: str | Path, path: str | Path) -> Path:
+    """``path`` (one of the layout paths above) under the output root ``root``."""
+    return Path(root) / path
+
+
+def new_run_dir(parent: str | Path = RUNS) -> Path:
+    """A new, empty ``runs/<UTC timestamp>-<pid>-<4 hex>/`` (unique across processes)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = Path(parent) / f"{stamp}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+    path.mkdir(parents=True)
+    return path
 
 
 def write_curve(rows: list[dict], value: str, csv_path: Path, png_path: Path,

@@ -7,7 +7,14 @@ import io
 
 from prefect import flow
 
-from flows.outputs import CLASSIFIER_CKPT, CLASSIFIER_INFO, TRAIN_HISTORY, TRAIN_METRICS
+from flows.outputs import (
+    CLASSIFIER_CKPT,
+    CLASSIFIER_INFO,
+    PREPARED,
+    TRAIN_HISTORY,
+    TRAIN_METRICS,
+    at,
+)
 from medsec.io import write_json, write_text
 from medsec.training.checkpoint import save_classifier
 from medsec.viz import curves_figure
@@ -29,15 +36,18 @@ def _history_csv(history: list[dict[str, float]]) -> str:
 @flow(name="train")
 def train_flow(
     config: str | None = None, preset: str | None = None, overrides: list[str] | None = None,
-    progress: bool = False,
+    progress: bool = False, out: str = ".",
 ) -> dict:
-    """Write ``models/classifier.{pt,json}``, ``metrics/train.json``, the history CSV.
+    """Write ``models/classifier.{pt,json}``, ``metrics/train.json``, the history CSV under the
+    output root ``out`` (reading ``<out>/prepared``); returns the run id, the model card
+    (``meta``) and the written ``checkpoint`` and ``info`` paths.
 
     With ``privacy.dp.enabled``: epsilon per epoch (``step`` = epoch), the final ``epsilon`` and
     ``dp_*`` metrics, ``privacy/dp.json``; the same record is in the checkpoint's metadata.
     """
     cfg = load_config_task(config, preset, overrides)
-    data = load_dataset_task(cfg)
+    data = load_dataset_task(cfg, at(out, PREPARED))
+    ckpt, info_path = at(out, CLASSIFIER_CKPT), at(out, CLASSIFIER_INFO)
     tags = {"medsec.verification": data.verification,
             "medsec.privacy": "dp-sgd" if cfg.privacy.dp.enabled else "none"}
     with tracked_run("train", cfg, data.version, tags=tags) as run:
@@ -51,13 +61,13 @@ def train_flow(
                    "curves/loss.png")
         log_figure(curves_figure(trained.fit.history, ("val_acc", "val_auc")),
                    "curves/val_metrics.png")
-        save_classifier(CLASSIFIER_CKPT, trained.model, trained.meta)
-        log_artifact(CLASSIFIER_CKPT, "model")
+        save_classifier(ckpt, trained.model, trained.meta)
+        log_artifact(ckpt, "model")
         info = {"run_id": run.info.run_id, "meta": trained.meta}
-        write_json(CLASSIFIER_INFO, info)
-        write_text(TRAIN_HISTORY, _history_csv(trained.fit.history))
-        write_json(TRAIN_METRICS, metrics | dp)
-    return info
+        write_json(info_path, info)
+        write_text(at(out, TRAIN_HISTORY), _history_csv(trained.fit.history))
+        write_json(at(out, TRAIN_METRICS), metrics | dp)
+    return info | {"checkpoint": str(ckpt), "info": str(info_path)}
 
 
 if __name__ == "__main__":

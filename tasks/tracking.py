@@ -1,14 +1,21 @@
 """The one place that talks to MLflow (tracking contract of the design doc).
 
 Tracking URI: ``$MEDSEC_TRACKING_URI`` > ``tracking.tracking_uri`` > the project store
-``sqlite:///<repo>/mlflow/mlflow.db`` with artifacts in ``<repo>/mlflow/artifacts``.
-Relative SQLite paths are made absolute (``dvc exp run --temp`` runs in a copy of the repo).
+``sqlite:///<repo>/mlflow/mlflow.db`` with artifacts in ``<repo>/mlflow/artifacts``. ``<repo>`` is
+the checkout root (:func:`repo_root`), not the cwd: ``dvc exp run --temp/--queue`` run in a copy
+under ``<repo>/.dvc/tmp/exps/`` and must still log to the checkout's store. Relative SQLite paths
+are taken from the checkout root.
+
+Run lifecycle: runs opened while another is active are its children (a stage under the pipeline
+run); a run ends FAILED when its body raises an error, KILLED on a signal or interrupt; runs of
+this host left RUNNING by a dead process are marked FAILED when the next run starts.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +28,15 @@ from medsec.config import MedSecConfig, config_to_dict, flatten
 TRACKING_ENV = "MEDSEC_TRACKING_URI"
 
 
+def repo_root(start: Path | None = None) -> Path:
+    """The checkout root: the outermost ancestor of ``start`` (default: the cwd) that holds
+    ``.dvc/config`` (a ``dvc exp run --temp`` copy in ``<repo>/.dvc/tmp/exps/<tmp>/`` has one
+    too, its checkout is further out); ``start`` itself outside any DVC checkout."""
+    here = (start or Path.cwd()).resolve()
+    roots = [p for p in (here, *here.parents) if (p / ".dvc" / "config").is_file()]
+    return roots[-1] if roots else here
+
+
 def _sqlite_path(uri: str) -> Path | None:
     if uri.startswith("sqlite:///"):
         return Path(uri[len("sqlite:///"):])
@@ -31,10 +47,10 @@ def resolve_tracking_uri(cfg: MedSecConfig | None = None) -> str:
     """The absolute tracking URI (see module docstring)."""
     uri = os.environ.get(TRACKING_ENV) or (cfg.tracking.tracking_uri if cfg else None)
     if not uri:
-        uri = f"sqlite:///{Path.cwd() / 'mlflow' / 'mlflow.db'}"
+        uri = f"sqlite:///{repo_root() / 'mlflow' / 'mlflow.db'}"
     path = _sqlite_path(uri)
     if path is not None:
-        path = path.expanduser().resolve()
+        path = (repo_root() / path.expanduser()).resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{path}"
     return uri
@@ -89,9 +105,41 @@ def contract_tags(
         "medsec.git_commit": commit,
         "medsec.data_version": data_version or "unknown",
         "mlflow.source.git.commit": commit,
+        "medsec.pid": str(os.getpid()),
+        "medsec.host": socket.gethostname(),
     }
     tags.update(extra or {})
     return tags
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_orphan_runs(experiment_id: str) -> list[str]:
+    """Mark FAILED the RUNNING runs of this host whose process (``medsec.pid``) is gone (a
+    ``kill -9`` leaves them so); returns their ids. Runs of other hosts are left alone."""
+    import mlflow
+
+    host = socket.gethostname()
+    client = mlflow.MlflowClient()
+    found = client.search_runs(
+        [experiment_id], f"attributes.status = 'RUNNING' and tags.`medsec.host` = '{host}'")
+    swept = []
+    for run in found:
+        pid = run.data.tags.get("medsec.pid", "")
+        if pid.isdigit() and not _alive(int(pid)):
+            client.set_tag(run.info.run_id, "medsec.end_reason",
+                           f"process {pid} on {host} ended without closing the run")
+            client.set_terminated(run.info.run_id, status="FAILED")
+            swept.append(run.info.run_id)
+    return swept
 
 
 @contextmanager
@@ -106,11 +154,14 @@ def tracked_run(
 ) -> Iterator[Any]:
     """Start (or resume, with ``run_id``) an MLflow run tagged per the contract.
 
-    ``nested=True`` starts a child of the active run. The run ends FAILED if the body raises,
-    so a crash never looks like a success.
+    Started while another run is active (or with ``nested=True``), it is that run's child. It
+    ends FAILED if the body raises an error, KILLED on a signal or interrupt (a
+    ``BaseException`` that is not an ``Exception``), so a crash never looks like a success.
     """
     mlflow, _ = _mlflow(cfg)
     experiment_id = ensure_experiment(cfg.tracking.experiment, cfg)
+    sweep_orphan_runs(experiment_id)
+    nested = nested or mlflow.active_run() is not None
     if run_id is not None:
         run = mlflow.start_run(run_id=run_id, nested=nested)
     else:
@@ -120,8 +171,11 @@ def tracked_run(
         mlflow.log_params(flatten(config_to_dict(cfg)))
     try:
         yield run
-    except BaseException:
+    except Exception:
         mlflow.end_run(status="FAILED")
+        raise
+    except BaseException:
+        mlflow.end_run(status="KILLED")
         raise
     mlflow.end_run(status="FINISHED")
 

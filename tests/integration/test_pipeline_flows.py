@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import mlflow
 from flows.benchmark import benchmark_flow
+from flows.evaluate import evaluate_flow
+from flows.train import train_flow
 from flows.validate import validate_flow
 from medsec.errors import ConfigError, DataError, ValidationFailed
 
@@ -24,26 +27,59 @@ def test_benchmark_flow_tracks_everything(tmp_path, monkeypatch, phantom_dir, tr
     monkeypatch.chdir(tmp_path)
     result = benchmark_flow(preset="tiny", overrides=[f"dataset.data_dir={phantom_dir}"])
     assert 0.0 <= result["test"]["test_acc"] <= 1.0
-    runs = {r.data.tags["medsec.stage"]: r for r in _runs(tracking_uri)}
-    assert set(runs) == {"validate", "train", "attack"}
-    train = runs["train"]
-    assert train.info.status == "FINISHED" and train.info.run_id == result["run_id"]
+    all_runs = _runs(tracking_uri)
+    runs = {r.data.tags["medsec.stage"]: r for r in all_runs
+            if r.data.tags.get("mlflow.parentRunId") in (None, result["pipeline_run_id"])}
+    assert set(runs) == {"pipeline", "data", "validate", "train", "evaluate", "attack"}
+    assert {r.info.status for r in all_runs} == {"FINISHED"}
+    assert runs["pipeline"].info.run_id == result["pipeline_run_id"]
+    train, evaluate = runs["train"], runs["evaluate"]
+    assert train.info.run_id == result["run_id"]
+    assert evaluate.data.tags["medsec.source_run_id"] == train.info.run_id
     tags = train.data.tags
     assert tags["medsec.dataset"] == "phantoms" and tags["medsec.model"] == "small_cnn"
     assert len(tags["medsec.data_version"]) == 32 and tags["medsec.git_commit"]
-    for key in ("test_acc", "test_auc", "test_f1", "test_recall_class_0", "val_acc", "best_epoch"):
+    assert tags["medsec.pid"].isdigit() and tags["medsec.host"]
+    for key in ("val_acc", "best_epoch"):
         assert key in train.data.metrics, key
+    for key in ("test_acc", "test_auc", "test_f1", "test_recall_class_0"):
+        assert key in evaluate.data.metrics, key
     assert train.data.params["train.epochs"] == "1"
     client = mlflow.MlflowClient(tracking_uri)
     artifacts = {a.path for a in client.list_artifacts(train.info.run_id)}
-    assert {"model", "evaluation", "curves"} <= artifacts
+    assert {"model", "curves"} <= artifacts
+    assert {a.path for a in client.list_artifacts(evaluate.info.run_id)} == {"evaluation"}
     model_files = [a.path for a in client.list_artifacts(train.info.run_id, "model")]
     assert model_files == ["model/classifier.pt"]
-    # the same numbers land in DVC metrics files
-    on_disk = json.loads((tmp_path / "metrics" / "evaluate.json").read_text())
-    assert on_disk["test_acc"] == pytest.approx(train.data.metrics["test_acc"])
-    assert (tmp_path / "reports" / "validation" / "report.md").is_file()
+    # every output lands in the run's own directory, none in the DVC layout
+    run_dir = Path(result["run_dir"])
+    assert run_dir.parent == Path("runs")
+    on_disk = json.loads((run_dir / "metrics" / "evaluate.json").read_text())
+    assert on_disk["test_acc"] == pytest.approx(evaluate.data.metrics["test_acc"])
+    assert (run_dir / "reports" / "validation" / "report.md").is_file()
+    assert (run_dir / "models" / "classifier.pt").is_file()
+    assert (run_dir / "prepared").is_dir()
+    for dvc_out in ("models", "metrics", "outputs", "plots", "reports", "prepared"):
+        assert not (tmp_path / dvc_out).exists(), dvc_out
     assert runs["validate"].data.tags["medsec.verification"].startswith("synthetic")
+
+
+def test_evaluate_failure_leaves_the_training_run_finished(tmp_path, monkeypatch, phantom_dir,
+                                                           tracking_uri):
+    monkeypatch.chdir(tmp_path)
+    overrides = [f"dataset.data_dir={phantom_dir}"]
+    trained = train_flow(preset="tiny", overrides=overrides, out="a")
+
+    def broken(*args, **kwargs):
+        raise DataError("broken test split")
+
+    monkeypatch.setattr("flows.evaluate.split", broken)  # fails inside the evaluate run
+    with pytest.raises(DataError, match="broken"):
+        evaluate_flow(preset="tiny", overrides=overrides, checkpoint=trained["checkpoint"],
+                      info=trained["info"], out="b")
+    status = {r.data.tags["medsec.stage"]: r.info.status for r in _runs(tracking_uri)}
+    assert status == {"train": "FINISHED", "evaluate": "FAILED"}
+    assert Path(trained["checkpoint"]) == Path("a/models/classifier.pt")
 
 
 def test_nan_pixels_stop_before_any_run(tmp_path, monkeypatch, tracking_uri):
