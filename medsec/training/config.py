@@ -6,13 +6,15 @@ optimisation, seed, split limits); capability packages take it instead of the wh
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from medsec.config_base import StrictModel
-from medsec.data.types import ImageDataset, LoadedDataset
 from medsec.models.config import ModelConfig
+
+if TYPE_CHECKING:  # torch: kept out of the config import
+    from medsec.data.types import ImageDataset, LoadedDataset
 
 
 class TrainConfig(StrictModel):
