@@ -16,6 +16,7 @@ columns.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ import pandas as pd
 from medsec.data.types import SPLITS, ImageDataset
 from medsec.errors import DataError
 
-_CHUNK = 4096  # images per block when computing the table (bounds the float64 temporaries)
+_CHUNK = 4096  # images per block when computing the table
 
 
 def shape_str(shape: tuple[int, ...] | list[int]) -> str:
@@ -79,20 +80,20 @@ def _labels(split: str, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _pixel_columns(images: np.ndarray) -> dict[str, np.ndarray]:
-    """``min``/``max``/``mean``/``n_nonfinite``/``content_hash`` of (N, ...) images, blockwise."""
-    n = int(images.shape[0])
-    hashes: list[str] = []
-    blocks = []
-    for start in range(0, n, _CHUNK):
-        flat = images[start : start + _CHUNK].reshape(min(_CHUNK, n - start), -1)
-        blocks.append(_pixel_stats(flat))
-        hashes.extend(hashlib.sha1(row.tobytes()).hexdigest() for row in _quantise(flat))
-    stats = [np.empty(0)] * 3 + [np.empty(0, np.int64)]
-    if blocks:
-        stats = [np.concatenate(parts) for parts in zip(*blocks, strict=True)]
-    return {"min": stats[0], "max": stats[1], "mean": stats[2], "n_nonfinite": stats[3],
-            "content_hash": np.asarray(hashes, dtype=object)}
+def _blockwise(array: np.ndarray, stats: Callable[[np.ndarray], tuple[np.ndarray, ...]]
+               ) -> list[np.ndarray]:
+    """``stats`` of ``array`` (N, ...) flattened to (n, P) blocks of at most ``_CHUNK`` rows
+    (bounds the float64 temporaries), concatenated per output column."""
+    n, size = len(array), int(np.prod(array.shape[1:]))
+    blocks = [stats(array[start : start + _CHUNK].reshape(min(_CHUNK, n - start), size))
+              for start in range(0, n, _CHUNK)] or [stats(array.reshape(0, size))]
+    return [np.concatenate(column) for column in zip(*blocks, strict=True)]
+
+
+def _image_block(flat: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(min, max, mean, n_nonfinite, content_hash) per row of ``flat`` (n, P) images."""
+    hashes = [hashlib.sha1(row.tobytes()).hexdigest() for row in _quantise(flat)]
+    return (*_pixel_stats(flat), np.asarray(hashes, dtype=object))
 
 
 def _split_rows(split: str, data: ImageDataset, with_masks: bool) -> dict[str, Any]:
@@ -112,7 +113,8 @@ def _split_rows(split: str, data: ImageDataset, with_masks: bool) -> dict[str, A
         "width": np.full(n, width, np.int64),
         "shape": np.full(n, shape_str(shape), dtype=object),
         "dtype": np.full(n, str(images.dtype), dtype=object),
-        **_pixel_columns(images),
+        **dict(zip(("min", "max", "mean", "n_nonfinite", "content_hash"),
+                   _blockwise(images, _image_block), strict=True)),
     }
     if with_masks:
         rows.update(_mask_rows(split, data.masks, images.shape, n))
@@ -165,12 +167,7 @@ def _mask_rows(
     spatial = tuple(image_shape[1:]) if len(image_shape) <= 3 else tuple(image_shape[2:])
     mask_shape = tuple(int(s) for s in masks.shape[1:])
     integral = np.issubdtype(masks.dtype, np.integer) or masks.dtype == bool
-    parts = [_mask_block(masks[start : start + _CHUNK].reshape(min(_CHUNK, n - start), -1),
-                         integral) for start in range(0, n, _CHUNK)]
-    fraction, nonint, lo, hi = (
-        [np.concatenate(column) for column in zip(*parts, strict=True)] if parts
-        else [np.empty(0), np.empty(0, np.int64), np.empty(0), np.empty(0)]
-    )
+    fraction, nonint, lo, hi = _blockwise(masks, lambda flat: _mask_block(flat, integral))
     return {"has_mask": np.ones(n, bool),
             "mask_shape": np.full(n, shape_str(mask_shape), dtype=object),
             "mask_shape_ok": np.full(n, mask_shape == spatial, dtype=bool),

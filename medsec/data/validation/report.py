@@ -50,17 +50,10 @@ def _labels_note(group: dict[str, Any]) -> str:
     return f" - label {labels[0]}" if labels else ""
 
 
-def _observed_text(observed: Any) -> str:
-    if not isinstance(observed, dict):
-        return "" if observed is None else str(observed)
+def _observed_text(observed: dict[str, Any]) -> str:
     if "unexpected_count" in observed:
         return f"{observed['unexpected_count']} of {observed.get('element_count', '?')} unexpected"
-    parts = []
-    for key, value in observed.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k}: {v}" for k, v in value.items())
-        parts.append(f"{key}: {value}")
-    return "; ".join(parts).replace("|", "/")
+    return "; ".join(f"{key}: {value}" for key, value in observed.items()).replace("|", "/")
 
 
 @dataclass
@@ -140,7 +133,7 @@ class ValidationReport:
         for exp in self.expectations:
             result = "pass" if exp["success"] else ("FAIL" if exp["severity"] == HARD else "warn")
             lines.append(f"| {exp['name']} | {exp['severity']} | {result} | "
-                         f"{_observed_text(exp.get('observed'))} |")
+                         f"{_observed_text(exp.get('observed') or {})} |")
         return "\n".join(lines) + "\n"
 
 
