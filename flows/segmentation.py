@@ -40,7 +40,7 @@ from medsec.segmentation.models import save_segmenter
 from medsec.segmentation.scorecard import curve_rows, scorecard_markdown
 from medsec.segmentation.viz import overlay_figure
 from medsec.viz import robustness_curve_figure
-from tasks.common import load_config_task, load_dataset_task
+from tasks.common import load_config_task, load_phantoms_task
 from tasks.segmentation import (
     evaluate_segmenter_task,
     seg_attack_task,
@@ -109,7 +109,7 @@ def segmentation_flow(
     and ``metrics["defended"]["pgd_at"]``)."""
     cfg = load_config_task(config, preset, overrides)
     seg = cfg.segmentation
-    loaded = load_dataset_task(cfg) if seg.data == "phantoms" else None
+    loaded = load_phantoms_task(cfg) if seg.data == "phantoms" else None  # any dataset.name
     data = seg_data_task(seg, loaded)
     tags = {"medsec.task": "segmentation", "medsec.model": seg.model,
             "medsec.dataset": data.name, "medsec.defense": "none"}

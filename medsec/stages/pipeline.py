@@ -138,7 +138,7 @@ STAGES: tuple[Stage, ...] = (
                       template="scatter"), Plot("plots/robustness_curve.png")),
           in_benchmark=True, deployed=True),
     Stage("segmentation", "flows.segmentation:segmentation_flow",
-          ("seed", "dataset", "segmentation"),
+          ("seed", "dataset", "phantoms", "segmentation"),
           deps=(_P, "medsec/segmentation", *_ATTACK_CODE, "medsec/training/fit.py",
                 "medsec/training/module.py", "medsec/defenses/training.py",
                 "medsec/data/validation", "medsec/viz.py", "flows/segmentation.py",
