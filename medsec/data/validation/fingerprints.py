@@ -234,12 +234,10 @@ def class_table(df: pd.DataFrame, split_names: list[str], num_classes: int) -> p
         labels = df.loc[df["split"] == split, "label"]
         observed = {label_key(k): int(v) for k, v in labels.value_counts(dropna=False).items()}
         total = len(labels)
-        for c in range(num_classes):
-            count = observed.pop(c, 0)
-            rows.append({"split": split, "label": c, "count": count, "n_images": total,
-                         "fraction": count / total if total else np.nan})
-        rows += [{"split": split, "label": label, "count": count, "n_images": total,
-                  "fraction": np.nan} for label, count in observed.items()]
+        for label, count in ({c: 0 for c in range(num_classes)} | observed).items():
+            declared = isinstance(label, int) and 0 <= label < num_classes
+            rows.append({"split": split, "label": label, "count": count, "n_images": total,
+                         "fraction": count / total if total and declared else np.nan})
     columns = ["split", "label", "count", "n_images", "fraction"]
     table = pd.DataFrame(rows, columns=columns)
     return table.astype({"count": np.int64, "n_images": np.int64, "fraction": np.float64})
