@@ -23,7 +23,7 @@ PREPARED_DIR = "prepared"
 
 @dataclass(frozen=True)
 class Plot:
-    """A DVC plot: a CSV (not cached, with axes) or an image (cached)."""
+    """A DVC plot: a CSV (not cached, with axes ``x``/``y``) or, without ``x``, a cached image."""
 
     path: str
     x: str | None = None
@@ -33,10 +33,8 @@ class Plot:
     def dvc_entry(self) -> str | dict[str, Any]:
         if self.x is None:
             return self.path
-        opts: dict[str, Any] = {"cache": False}
-        if self.template:
-            opts["template"] = self.template
-        return {self.path: opts | {"x": self.x, "y": self.y}}
+        template = {"template": self.template} if self.template else {}
+        return {self.path: {"cache": False, **template, "x": self.x, "y": self.y}}
 
 
 @dataclass(frozen=True)
@@ -73,81 +71,78 @@ class Stage:
 
     def dvc_entry(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"cmd": self.cmd, "deps": list(self.deps),
-                                 "params": list(self.params)}
-        if self.outs:
-            entry["outs"] = list(self.outs)
-        if self.metrics:
-            entry["metrics"] = [{path: {"cache": False}} for path in self.metrics]
-        if self.plots:
-            entry["plots"] = [plot.dvc_entry() for plot in self.plots]
-        return entry
+                                 "params": list(self.params), "outs": list(self.outs),
+                                 "metrics": [{path: {"cache": False}} for path in self.metrics],
+                                 "plots": [plot.dvc_entry() for plot in self.plots]}
+        return {key: value for key, value in entry.items() if value or key == "deps"}
+
+
+def _stage(name: str, flow: str, params: str, deps: str = "", code: str = "", outs: str = "",
+           metrics: str = "", plots: tuple[Plot, ...] = (), **flags: bool) -> Stage:
+    """A :class:`Stage` from space-separated lists. ``flow`` ``"x:f"`` is ``flows.x:f``;
+    ``deps`` are the data inputs and capability packages; the code deps follow: the flow's
+    file, then ``code`` (``tasks/<m>`` and ``stages/<m>`` modules, as ``.py`` files)."""
+    module = flow.split(":")[0]
+    files = [f"flows/{module}.py"] + [f"{m}.py".replace("stages/", "medsec/stages/")
+                                      for m in code.split()]
+    return Stage(name, f"flows.{flow}", tuple(params.split()), (*deps.split(), *files),
+                 tuple(outs.split()), tuple(metrics.split()), plots, **flags)
 
 
 _P = PREPARED_DIR
-_ATTACK_CODE = tuple(f"medsec/attacks/{m}.py" for m in ("base", "pgd", "fgsm", "noise"))
+_CLF = f"{_P} models/classifier.pt"
+_CLASSIFIER = "seed dataset model train"
 STAGES: tuple[Stage, ...] = (
-    Stage("data", "flows.data:data_flow", ("dataset", "phantoms"),
-          deps=("data", "medsec/data/phantoms.py", "medsec/data/medmnist.py",
-                "medsec/data/registry.py", "medsec/data/prepare.py", "flows/data.py"),
-          outs=(_P,), in_benchmark=True),
-    Stage("validate", "flows.validate:validate_flow", ("dataset", "validation"),
-          deps=(_P, "medsec/data", "flows/validate.py"),
-          outs=("reports/validation",), metrics=("metrics/validation.json",),
-          in_benchmark=True),
-    Stage("train", "flows.train:train_flow", ("seed", "dataset", "model", "train"),
-          deps=(_P, "reports/validation", "medsec/models", "medsec/training", "flows/train.py"),
-          outs=("models/classifier.pt", "models/classifier.json"),
-          metrics=("metrics/train.json",),
-          plots=(Plot("plots/train_history.csv", x="epoch", y="val_auc"),),
-          in_benchmark=True, progress=True),
-    Stage("evaluate", "flows.evaluate:evaluate_flow", ("dataset",),
-          deps=(_P, "models/classifier.pt", "medsec/metrics/classification.py",
-                "flows/evaluate.py"),
-          metrics=("metrics/evaluate.json",),
-          plots=(Plot("plots/confusion.png"), Plot("plots/samples.png")), in_benchmark=True),
-    Stage("federated", "flows.federated:federated_flow",
-          ("seed", "dataset", "model", "train", "federated"),
-          deps=(_P, "reports/validation", "medsec/federated", "medsec/training",
-                "flows/federated.py", "tasks/federated.py"),
-          outs=("models/federated.pt",), metrics=("metrics/federated.json",),
-          plots=(Plot("plots/federated_history.csv", x="round", y="test_acc"),),
-          deployed=True),
-    Stage("deepfake", "flows.deepfake:deepfake_flow",
-          ("seed", "dataset", "model", "train", "deepfake"),
-          deps=(_P, "models/classifier.pt", "medsec/deepfakes", "medsec/metrics/generative.py",
-                "flows/deepfake.py", "tasks/deepfake.py"),
-          outs=("outputs/deepfakes",), metrics=("metrics/deepfake.json",), deployed=True),
-    Stage("defense", "flows.defense:defense_flow",
-          ("seed", "dataset", "model", "train", "defense"),
-          deps=(_P, "models/classifier.pt", "medsec/defenses", "medsec/attacks",
-                "medsec/training", "flows/defense.py", "tasks/defense.py"),
-          outs=("models/defended", "reports/defense"), metrics=("metrics/defense.json",),
-          deployed=True),
-    Stage("privacy", "flows.privacy:privacy_flow",
-          ("privacy", "seed", "dataset", "model", "train"),
-          deps=(_P, "reports/validation", "medsec/privacy", "medsec/training",
-                "medsec/metrics/privacy.py", "flows/privacy.py", "tasks/privacy.py"),
-          outs=("reports/privacy",), metrics=("metrics/privacy.json",), deployed=True),
-    Stage("audit", "flows.privacy:audit_flow", ("privacy", "seed", "dataset"), dvc=False),
-    Stage("attack", "flows.attack:attack_flow", ("attack", "dataset", "train"),
-          deps=(_P, "models/classifier.pt", "models/classifier.json", "medsec/attacks",
-                "medsec/metrics/robustness.py", "medsec/metrics/image_quality.py",
-                "flows/attack.py", "tasks/attack.py"),
-          outs=("outputs/adversarial",), metrics=("metrics/attack.json",),
-          plots=(Plot("plots/robustness_curve.csv", x="eps", y="robust_acc",
-                      template="scatter"), Plot("plots/robustness_curve.png")),
-          in_benchmark=True, deployed=True),
-    Stage("segmentation", "flows.segmentation:segmentation_flow",
-          ("seed", "dataset", "phantoms", "segmentation"),
-          deps=(_P, "medsec/segmentation", *_ATTACK_CODE, "medsec/training/fit.py",
-                "medsec/training/module.py", "medsec/defenses/training.py",
-                "medsec/data/validation", "medsec/viz.py", "flows/segmentation.py",
-                "tasks/segmentation.py"),
-          outs=("models/segmenter.pt", "outputs/segmentation"),
-          metrics=("metrics/segmentation.json",),
-          plots=(Plot("plots/segmentation_curve.csv", x="eps", y="dice", template="linear"),
-                 Plot("plots/segmentation_curve.png")),
-          deployed=True),
+    _stage("data", "data:data_flow", "dataset phantoms",
+           "data " + " ".join(f"medsec/data/{m}.py" for m in ("phantoms", "medmnist", "registry",
+                                                               "prepare", "types")),
+           "tasks/common stages/data", outs=_P, in_benchmark=True),
+    _stage("validate", "validate:validate_flow", "dataset validation", f"{_P} medsec/data",
+           "tasks/validate stages/validation", outs="reports/validation",
+           metrics="metrics/validation.json", in_benchmark=True),
+    _stage("train", "train:train_flow", _CLASSIFIER,
+           f"{_P} reports/validation medsec/models medsec/training",
+           "tasks/train stages/classifier", outs="models/classifier.pt models/classifier.json",
+           metrics="metrics/train.json", in_benchmark=True, progress=True,
+           plots=(Plot("plots/train_history.csv", x="epoch", y="val_auc"),)),
+    _stage("evaluate", "evaluate:evaluate_flow", "dataset",
+           f"{_CLF} medsec/metrics/classification.py medsec/training medsec/viz.py",
+           "tasks/train stages/classifier", metrics="metrics/evaluate.json", in_benchmark=True,
+           plots=(Plot("plots/confusion.png"), Plot("plots/samples.png"))),
+    _stage("federated", "federated:federated_flow", f"{_CLASSIFIER} federated",
+           f"{_P} reports/validation medsec/federated medsec/training",
+           "tasks/federated stages/federated stages/classifier", outs="models/federated.pt",
+           metrics="metrics/federated.json", deployed=True,
+           plots=(Plot("plots/federated_history.csv", x="round", y="test_acc"),)),
+    _stage("deepfake", "deepfake:deepfake_flow", f"{_CLASSIFIER} deepfake",
+           f"{_CLF} medsec/deepfakes medsec/metrics/generative.py medsec/training",
+           "tasks/deepfake stages/deepfake stages/classifier", outs="outputs/deepfakes",
+           metrics="metrics/deepfake.json", deployed=True),
+    _stage("defense", "defense:defense_flow", f"{_CLASSIFIER} defense",
+           f"{_CLF} medsec/defenses medsec/attacks medsec/models medsec/training",
+           "tasks/defense tasks/attack tasks/train stages/defense stages/classifier",
+           outs="models/defended reports/defense", metrics="metrics/defense.json",
+           deployed=True),
+    _stage("privacy", "privacy:privacy_flow", "privacy seed dataset model train",
+           f"{_P} reports/validation medsec/privacy medsec/training medsec/metrics/privacy.py",
+           "tasks/privacy tasks/train stages/privacy stages/classifier", outs="reports/privacy",
+           metrics="metrics/privacy.json", deployed=True),
+    _stage("audit", "privacy:audit_flow", "privacy seed dataset", dvc=False),
+    _stage("attack", "attack:attack_flow", "attack dataset train",
+           f"{_CLF} models/classifier.json medsec/attacks medsec/metrics/robustness.py "
+           "medsec/metrics/image_quality.py medsec/models/checks.py medsec/models/guard.py "
+           "medsec/training/predict.py medsec/viz.py",
+           "tasks/attack stages/attack stages/classifier",
+           outs="outputs/adversarial", metrics="metrics/attack.json", in_benchmark=True,
+           deployed=True, plots=(Plot("plots/robustness_curve.csv", x="eps", y="robust_acc",
+                                      template="scatter"), Plot("plots/robustness_curve.png"))),
+    _stage("segmentation", "segmentation:segmentation_flow", "seed dataset phantoms segmentation",
+           f"{_P} medsec/segmentation medsec/attacks medsec/training medsec/models "
+           "medsec/defenses/training.py medsec/data medsec/metrics/image_quality.py medsec/viz.py",
+           "tasks/segmentation tasks/common tasks/train stages/segmentation",
+           outs="models/segmenter.pt outputs/segmentation", metrics="metrics/segmentation.json",
+           deployed=True, plots=(Plot("plots/segmentation_curve.csv", x="eps", y="dice",
+                                      template="linear"), Plot("plots/segmentation_curve.png"))),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 
