@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from medsec.attacks.base import Attack
 from medsec.attacks.registry import build_attack
 from medsec.attacks.results import AttackPoint, point_key
-from medsec.metrics.robustness import attack_metrics
+from medsec.metrics.robustness import attack_metrics, robust_correct
 from medsec.training.predict import predict_logits
 
 
@@ -98,9 +98,7 @@ def worst_case(points: list[AttackPoint], labels: np.ndarray,
             by_eps.setdefault(point.eps, []).append(point)
     rows = []
     for eps in sorted(by_eps):
-        robust = correct.copy()
-        for point in by_eps[eps]:
-            robust &= point.adv_pred == labels
+        robust = robust_correct(labels, clean_pred, *(p.adv_pred for p in by_eps[eps]))
         n_correct = int(correct.sum())
         rows.append(
             {

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from medsec.attacks.base import Attack, lp_norm
+from medsec.metrics.robustness import robust_accuracy, robust_correct
 from medsec.training.predict import predict_logits
 
 
@@ -20,8 +21,9 @@ def transfer_evaluate(attack: Attack, victim: nn.Module, images: Tensor, labels:
         images: (N, C, H, W) in [0, 1]. labels: (N,) int64 true labels.
 
     Returns lower_snake_case metrics: ``surrogate_clean_acc``, ``surrogate_robust_acc``,
-    ``victim_clean_acc``, ``victim_robust_acc`` (same examples), ``transfer_success_rate``
-    (fooled among the examples the victim got right before), ``mean_l2``, ``mean_linf``.
+    ``victim_clean_acc``, ``victim_robust_acc`` (correct before and after),
+    ``transfer_success_rate`` (fooled among the examples the victim got right before),
+    ``mean_l2``, ``mean_linf``.
     """
     if attack.targeted:
         raise ValueError("transfer_evaluate expects an untargeted attack")
@@ -31,17 +33,17 @@ def transfer_evaluate(attack: Attack, victim: nn.Module, images: Tensor, labels:
     ]
     adv = torch.cat(advs)
     labels = labels.to(images.device)
-    s_clean = predict_logits(attack.model, images, batch_size).argmax(1) == labels
-    s_adv = predict_logits(attack.model, adv, batch_size).argmax(1) == labels
-    v_clean = predict_logits(victim, images, batch_size).argmax(1) == labels
-    v_adv = predict_logits(victim, adv, batch_size).argmax(1) == labels
-    n_correct = int(v_clean.sum())
+    s_clean, s_adv, v_clean, v_adv = (predict_logits(m, x, batch_size).argmax(1) for m, x in
+                                      ((attack.model, images), (attack.model, adv),
+                                       (victim, images), (victim, adv)))
+    v_ok, v_robust = v_clean == labels, robust_correct(labels, v_clean, v_adv)
+    n_correct = int(v_ok.sum())
     return {
-        "surrogate_clean_acc": float(s_clean.float().mean()),
-        "surrogate_robust_acc": float(s_adv.float().mean()),
-        "victim_clean_acc": float(v_clean.float().mean()),
-        "victim_robust_acc": float(v_adv.float().mean()),
-        "transfer_success_rate": float((v_clean & ~v_adv).sum()) / n_correct if n_correct else 0.0,
+        "surrogate_clean_acc": float((s_clean == labels).double().mean()),
+        "surrogate_robust_acc": robust_accuracy(labels, s_clean, s_adv),
+        "victim_clean_acc": float(v_ok.double().mean()),
+        "victim_robust_acc": float(v_robust.double().mean()),
+        "transfer_success_rate": float((v_ok & ~v_robust).sum()) / n_correct if n_correct else 0.0,
         "mean_l2": float(lp_norm(adv - images, "l2").mean()),
         "mean_linf": float(lp_norm(adv - images, "linf").mean()),
     }

@@ -4,6 +4,9 @@ and DVC). Running attacks is :mod:`medsec.attacks.scoring`'s work."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+import numpy as np
 from torch import Tensor
 
 from medsec.metrics.image_quality import PSNR_MAX_DB, perturbation_norms, psnr, ssim
@@ -17,6 +20,26 @@ def _max(t: Tensor, default: float) -> float:
     return float(t.max()) if t.numel() else default
 
 
+Preds = TypeVar("Preds", Tensor, np.ndarray)
+
+
+def robust_correct(labels: Preds, clean_pred: Preds, *adv_preds: Preds) -> Preds:
+    """(N,) bool: correct on the clean input AND under every attack - the one definition of
+    robustness (design doc). ``labels``, ``clean_pred`` and each of ``adv_preds`` are (N,)
+    class indices, all torch tensors (on one device) or all numpy arrays. A misclassified
+    example an attack flips to its label is not robust."""
+    robust = clean_pred == labels
+    for adv_pred in adv_preds:
+        robust = robust & (adv_pred == labels)
+    return robust
+
+
+def robust_accuracy(labels: Preds, clean_pred: Preds, *adv_preds: Preds) -> float:
+    """Robust accuracy in [0, 1]: the mean of :func:`robust_correct` (0.0 for no examples)."""
+    robust = robust_correct(labels, clean_pred, *adv_preds)
+    return float(robust.sum()) / len(robust) if len(robust) else 0.0
+
+
 def attack_metrics(images: Tensor, adv: Tensor, labels: Tensor, clean_pred: Tensor,
                    adv_pred: Tensor, queries: Tensor, seconds: float,
                    targets: Tensor | None = None) -> dict[str, float]:
@@ -24,7 +47,8 @@ def attack_metrics(images: Tensor, adv: Tensor, labels: Tensor, clean_pred: Tens
     ``labels``, the scoring model's ``clean_pred``/``adv_pred`` (N,), model ``queries`` (N,)
     per example, the attack's wall-clock ``seconds``, and ``targets`` (N,) when targeted.
 
-    Returns ``n_examples``, ``clean_acc``, ``robust_acc`` (same examples),
+    Returns ``n_examples``, ``clean_acc``, ``robust_acc`` (:func:`robust_correct`: correct
+    before and after),
     ``attack_success_rate`` (fooled among the examples correct before),
     ``target_success_rate`` (targeted only), ``mean_l0``/``max_l0`` (changed pixel
     locations), ``mean_l2``/``max_l2``, ``mean_linf``/``max_linf``, ``mean_ssim``,
@@ -33,7 +57,7 @@ def attack_metrics(images: Tensor, adv: Tensor, labels: Tensor, clean_pred: Tens
     and ``seconds_per_image``.
     """
     labels = labels.to(images.device)
-    correct, robust = clean_pred == labels, adv_pred == labels
+    correct, robust = clean_pred == labels, robust_correct(labels, clean_pred, adv_pred)
     delta = adv - images
     changed = delta.flatten(1).ne(0).any(1)
     norms = {k: v[changed] for k, v in perturbation_norms(delta).items()}
@@ -41,7 +65,7 @@ def attack_metrics(images: Tensor, adv: Tensor, labels: Tensor, clean_pred: Tens
     out = {
         "n_examples": float(n),
         "clean_acc": float(correct.float().mean()),
-        "robust_acc": float(robust.float().mean()),
+        "robust_acc": float(robust.double().mean()),
         "attack_success_rate": float((correct & ~robust).sum()) / n_correct if n_correct else 0.0,
         "mean_l0": _mean(norms["l0"], 0.0),
         "max_l0": _max(norms["l0"], 0.0),

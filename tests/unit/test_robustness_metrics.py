@@ -8,7 +8,9 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from medsec.attacks import FGSM, PGD, OnePixel, Square
+from medsec.attacks.base import Attack
 from medsec.attacks.scoring import evaluate_attack, robustness_curve
+from medsec.attacks.transfer import transfer_evaluate
 from medsec.metrics.image_quality import (
     PSNR_MAX_DB,
     default_window,
@@ -16,6 +18,7 @@ from medsec.metrics.image_quality import (
     psnr,
     ssim,
 )
+from medsec.metrics.robustness import attack_metrics, robust_accuracy, robust_correct
 from tests.unit.attack_fixtures import accuracy, single_thread, trained_model  # noqa: F401
 
 EPS = 8 / 255
@@ -127,3 +130,59 @@ def test_robustness_curve_is_tidy(setup) -> None:
     assert [r["epsilon"] for r in rows if r["attack"] == "fgsm"] == eps_grid
     zero = rows[0]
     assert zero["robust_acc"] == zero["clean_acc"] and zero["n_perturbed"] == 0
+
+
+def test_robust_accuracy_needs_clean_correctness() -> None:
+    # oracle, by hand: example 1 is misclassified clean and the "attack" flips it to the
+    # right class; example 3 survives one attack but not the other
+    labels = torch.tensor([0, 1, 2, 0])
+    clean = torch.tensor([0, 2, 2, 0])
+    adv_a = torch.tensor([0, 1, 2, 0])
+    adv_b = torch.tensor([0, 1, 1, 0])
+    assert robust_correct(labels, clean, adv_a).tolist() == [True, False, True, True]
+    assert robust_accuracy(labels, clean, adv_a) == 0.75
+    assert robust_accuracy(labels, clean, adv_a, adv_b) == 0.5  # every attack
+    assert robust_accuracy(labels.numpy(), clean.numpy(), adv_b.numpy()) == 0.5
+    x = torch.zeros(4, 1, 4, 4)
+    out = attack_metrics(x, x + 0.1, labels, clean, adv_a, torch.ones(4), 1.0)
+    assert out["robust_acc"] == 0.75 and out["clean_acc"] == 0.75
+
+
+def test_uap_robust_acc_counts_no_flipped_back_example() -> None:
+    # a universal perturbation moves every image, so it also flips misclassified examples to
+    # their label. Oracle by construction: the model says 1 iff mean brightness > 0.5 and the
+    # attack adds 0.3 everywhere, so of 10 images with brightness 0.05..0.95 and labels
+    # 1,0,1,0,... exactly those of brightness 0.25..0.45 labelled 0 are fooled and those
+    # labelled 1 are flipped back; robust = correct before and after.
+    x = torch.linspace(0.05, 0.95, 10)[:, None, None, None].expand(10, 1, 4, 4).contiguous()
+    y = torch.arange(1, 11) % 2
+    model = _Brightness()
+    out = evaluate_attack(model, _Fixed(model, torch.full((1, 1, 4, 4), 0.3)), x, y)
+    clean_ok = (x.mean((1, 2, 3)) > 0.5).long() == y
+    adv_ok = ((x + 0.3).clamp(0, 1).mean((1, 2, 3)) > 0.5).long() == y
+    assert out["clean_acc"] == pytest.approx(0.4) and float(adv_ok.double().mean()) == 0.5
+    assert out["robust_acc"] == pytest.approx(float((clean_ok & adv_ok).double().mean()))
+    assert out["robust_acc"] == pytest.approx(0.3)  # not 0.5, the old adv-only count
+    moved = transfer_evaluate(_Fixed(model, torch.full((1, 1, 4, 4), 0.3)), model, x, y)
+    assert moved["victim_robust_acc"] == moved["surrogate_robust_acc"] == pytest.approx(0.3)
+
+
+class _Brightness(torch.nn.Module):
+    """Two-class logits (N, 2): class 1 iff the mean pixel exceeds 0.5."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.mean((1, 2, 3))
+        return torch.stack([torch.zeros_like(m), 10 * (m - 0.5)], 1)
+
+
+class _Fixed(Attack):
+    """Adds one fixed perturbation to every image (a UAP-style attack), clipped to [0, 1]."""
+
+    norm = "linf"
+
+    def __init__(self, model: torch.nn.Module, delta: torch.Tensor) -> None:
+        super().__init__(model)
+        self.delta = delta
+
+    def _perturb(self, images, labels, clean_logits):
+        return (images + self.delta).clamp(0, 1)
