@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
-from medsec.data.types import ImageDataset, LoadedDataset
+import numpy as np
+
+from medsec.data.types import SPLITS, ImageDataset, LoadedDataset
 from medsec.data.validation import checks, fingerprints
 from medsec.data.validation.fingerprints import image_table
 from medsec.data.validation.report import (
@@ -21,20 +23,6 @@ from medsec.data.validation.report import (
 
 __all__ = ["HARD", "SOFT", "ValidationReport", "image_table", "raise_if_failed",
            "validate_dataset", "write_report"]
-
-
-def _check_arguments(num_classes: int, min_class_fraction: float,
-                     num_mask_classes: int | None, max_foreground_fraction: float) -> None:
-    if int(num_classes) < 1:
-        raise ValueError(f"validate_dataset: num_classes must be >= 1, got {num_classes}")
-    if not 0.0 <= float(min_class_fraction) <= 1.0:
-        raise ValueError(f"min_class_fraction must be in [0, 1], got {min_class_fraction}")
-    if num_mask_classes is not None and int(num_mask_classes) < 1:
-        raise ValueError(f"num_mask_classes must be >= 1 or None, got {num_mask_classes}")
-    if not 0.0 <= float(max_foreground_fraction) <= 1.0:
-        raise ValueError(
-            f"max_foreground_fraction must be in [0, 1], got {max_foreground_fraction}"
-        )
 
 
 def validate_dataset(
@@ -64,11 +52,20 @@ def validate_dataset(
         splits, meta = dict(data), {}
     if not splits:
         raise ValueError("validate_dataset: no splits given")
-    _check_arguments(num_classes, min_class_fraction, num_mask_classes, max_foreground_fraction)
-    if expected_shape is None:
-        expected_shape = fingerprints.default_shape(splits)
+    if int(num_classes) < 1:
+        raise ValueError(f"validate_dataset: num_classes must be >= 1, got {num_classes}")
+    if not 0.0 <= float(min_class_fraction) <= 1.0:
+        raise ValueError(f"min_class_fraction must be in [0, 1], got {min_class_fraction}")
+    if num_mask_classes is not None and int(num_mask_classes) < 1:
+        raise ValueError(f"num_mask_classes must be >= 1 or None, got {num_mask_classes}")
+    if not 0.0 <= float(max_foreground_fraction) <= 1.0:
+        raise ValueError(
+            f"max_foreground_fraction must be in [0, 1], got {max_foreground_fraction}")
+    if expected_shape is None:  # the first non-empty split's (the first split's if all are empty)
+        first = next((d for d in splits.values() if len(d.labels)), next(iter(splits.values())))
+        expected_shape = np.asarray(first.images).shape[1:]
     shape = tuple(int(s) for s in expected_shape)
-    names = fingerprints.split_order(splits)
+    names = [s for s in SPLITS if s in splits] + [s for s in splits if s not in SPLITS]
     images = fingerprints.image_table({s: splits[s] for s in names})
     classes = fingerprints.class_table(images, names, int(num_classes))
     image_checks = checks.image_checks(int(num_classes), fingerprints.shape_str(shape), names)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medsec.data.types import SPLITS, ImageDataset
+from medsec.data.types import ImageDataset
 from medsec.errors import DataError
 
 _CHUNK = 4096  # images per block when computing the table
@@ -31,14 +31,6 @@ _CHUNK = 4096  # images per block when computing the table
 def shape_str(shape: tuple[int, ...] | list[int]) -> str:
     """``(1, 28, 28)`` -> ``"1x28x28"``."""
     return "x".join(str(int(s)) for s in shape)
-
-
-def _quantise(block: np.ndarray) -> np.ndarray:
-    """The bytes that are hashed: uint8 grey levels for float images, raw values otherwise."""
-    if np.issubdtype(block.dtype, np.floating):
-        scaled = np.nan_to_num(block.astype(np.float64) * 255.0, nan=0.0, posinf=0.0, neginf=0.0)
-        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(block)
 
 
 def _pixel_stats(flat: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -57,10 +49,8 @@ def _pixel_stats(flat: np.ndarray) -> tuple[np.ndarray, ...]:
     hi = np.where(finite, values, -np.inf).max(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(finite, values, 0.0).sum(axis=1) / n_finite
-    none = n_finite == 0
-    lo[none] = np.nan
-    hi[none] = np.nan
-    mean[none] = np.nan
+    for column in (lo, hi, mean):
+        column[n_finite == 0] = np.nan
     return lo, hi, mean, n_nonfinite.astype(np.int64)
 
 
@@ -91,8 +81,13 @@ def _blockwise(array: np.ndarray, stats: Callable[[np.ndarray], tuple[np.ndarray
 
 
 def _image_block(flat: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(min, max, mean, n_nonfinite, content_hash) per row of ``flat`` (n, P) images."""
-    hashes = [hashlib.sha1(row.tobytes()).hexdigest() for row in _quantise(flat)]
+    """(min, max, mean, n_nonfinite, content_hash) per row of ``flat`` (n, P) images; the
+    hashed bytes are uint8 grey levels for float images, the raw values otherwise."""
+    hashed = np.ascontiguousarray(flat)
+    if np.issubdtype(flat.dtype, np.floating):
+        scaled = np.nan_to_num(flat.astype(np.float64) * 255.0, nan=0.0, posinf=0.0, neginf=0.0)
+        hashed = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    hashes = [hashlib.sha1(row.tobytes()).hexdigest() for row in hashed]
     return (*_pixel_stats(flat), np.asarray(hashes, dtype=object))
 
 
@@ -121,22 +116,6 @@ def _split_rows(split: str, data: ImageDataset, with_masks: bool) -> dict[str, A
     return rows
 
 
-def _mask_array(split: str, masks: np.ndarray, n: int) -> np.ndarray:
-    """``masks`` as an array, checked: one per image, real numeric dtype (else DataError)."""
-    masks = np.asarray(masks)
-    count = int(masks.shape[0]) if masks.ndim else 0
-    if masks.ndim == 0 or count != n:
-        raise DataError(
-            f"split {split!r}: {n} image(s) but {count} mask(s) (masks shape {masks.shape}); "
-            f"expected one mask per image"
-        )
-    numeric = np.issubdtype(masks.dtype, np.number) or masks.dtype == bool
-    if not numeric or np.iscomplexobj(masks):
-        raise DataError(f"split {split!r}: masks must be a real numeric array, got dtype "
-                        f"{masks.dtype}")
-    return masks
-
-
 def _mask_block(flat: np.ndarray, integral: bool) -> tuple[np.ndarray, ...]:
     """(foreground fraction, non-integer count, min, max) per row of ``flat`` (n, P) masks."""
     lo, hi, _, _ = _pixel_stats(flat)
@@ -162,7 +141,15 @@ def _mask_rows(
                 "mask_shape_ok": np.ones(n, bool), "mask_foreground_fraction": np.full(n, np.nan),
                 "mask_nonint": np.zeros(n, np.int64), "mask_min": np.full(n, np.nan),
                 "mask_max": np.full(n, np.nan)}
-    masks = _mask_array(split, masks, n)
+    masks = np.asarray(masks)
+    count = int(masks.shape[0]) if masks.ndim else 0
+    if masks.ndim == 0 or count != n:
+        raise DataError(f"split {split!r}: {n} image(s) but {count} mask(s) (masks shape "
+                        f"{masks.shape}); expected one mask per image")
+    numeric = np.issubdtype(masks.dtype, np.number) or masks.dtype == bool
+    if not numeric or np.iscomplexobj(masks):
+        raise DataError(f"split {split!r}: masks must be a real numeric array, got dtype "
+                        f"{masks.dtype}")
     # spatial shape: (N, C, *S) images -> S; (N, H, W) images (no channel axis) -> (H, W)
     spatial = tuple(image_shape[1:]) if len(image_shape) <= 3 else tuple(image_shape[2:])
     mask_shape = tuple(int(s) for s in masks.shape[1:])
@@ -203,17 +190,6 @@ def image_table(splits: dict[str, ImageDataset]) -> pd.DataFrame:
     df["n_splits_with_content"] = (
         df.groupby("content_hash")["split"].transform("nunique").astype(np.int64))
     return df
-
-
-def split_order(splits: dict[str, ImageDataset]) -> list[str]:
-    """train, val, test first (those present), then any other split in its given order."""
-    return [s for s in SPLITS if s in splits] + [s for s in splits if s not in SPLITS]
-
-
-def default_shape(splits: dict[str, ImageDataset]) -> tuple[int, ...]:
-    """The per-image shape of the first non-empty split (of the first split if all are empty)."""
-    first = next((d for d in splits.values() if len(d.labels)), next(iter(splits.values())))
-    return tuple(int(s) for s in np.asarray(first.images).shape[1:])
 
 
 def label_key(value: Any) -> Any:

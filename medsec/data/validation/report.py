@@ -43,19 +43,6 @@ def _conflicting(group: dict[str, Any]) -> bool:
     return len({str(label) for label in group.get("labels", [])}) > 1
 
 
-def _labels_note(group: dict[str, Any]) -> str:
-    labels = group.get("labels", [])
-    if _conflicting(group):
-        return f" - CONFLICTING labels {', '.join(map(str, labels))}"
-    return f" - label {labels[0]}" if labels else ""
-
-
-def _observed_text(observed: dict[str, Any]) -> str:
-    if "unexpected_count" in observed:
-        return f"{observed['unexpected_count']} of {observed.get('element_count', '?')} unexpected"
-    return "; ".join(f"{key}: {value}" for key, value in observed.items()).replace("|", "/")
-
-
 @dataclass
 class ValidationReport:
     """What :func:`validate_dataset` found. ``success`` is False iff a HARD expectation failed."""
@@ -122,61 +109,65 @@ class ValidationReport:
 
     def to_markdown(self, max_groups: int = MAX_LISTED_GROUPS) -> str:
         """A readable summary: verdict, hard failures, warnings, class counts, duplicates."""
-        lines = _md_header(self) + _md_class_counts(self) + _md_masks(self.mask_stats)
-        within = [(", ".join(f"{g['split']}[{i}]" for i in g["indices"]), g)
-                  for g in self.duplicates_within]
-        lines += _md_groups("Duplicate images within splits", within, max_groups)
-        across = [(", ".join(g["members"]), g) for g in self.duplicates_across]
-        lines += _md_groups("Images shared between splits", across, max_groups)
+        sizes = ", ".join(f"{s} {n}" for s, n in self.n_images.items())
+        lines = [f"# Data validation: {self.dataset_name or 'dataset'}", "",
+                 f"**Verdict: {'PASSED' if self.success else 'FAILED'}** "
+                 f"({len(self.hard_failures)} hard failure(s), {len(self.warnings)} warning(s))",
+                 "", f"- images: {sizes} (total {sum(self.n_images.values())})",
+                 f"- expected image shape: {shape_str(self.expected_shape)}, "
+                 f"{self.num_classes} class(es)"]
+        lines += [text for value, text in (
+            (self.dataset_version, f"- data version (md5): `{self.dataset_version}`"),
+            (self.verification, f"- verification: {self.verification}"),
+            (self.gx_version, f"- checked with Great Expectations {self.gx_version}")) if value]
+        for title, messages in (("Hard failures", self.hard_failures),
+                                ("Warnings", self.warnings)):
+            lines += ["", f"## {title}", "", *([f"- {m}" for m in messages] or ["None."])]
+        lines += self._md_class_counts() + _md_masks(self.mask_stats)
+        for title, groups in (
+                ("Duplicate images within splits", [
+                    (", ".join(f"{g['split']}[{i}]" for i in g["indices"]), g)
+                    for g in self.duplicates_within]),
+                ("Images shared between splits", [
+                    (", ".join(g["members"]), g) for g in self.duplicates_across])):
+            lines += ["", f"## {title} ({len(groups)} group(s))", ""] + (
+                [] if groups else ["None."])
+            for members, group in groups[:max_groups]:
+                labels = group.get("labels", [])
+                note = (f" - CONFLICTING labels {', '.join(map(str, labels))}"
+                        if _conflicting(group) else f" - label {labels[0]}" if labels else "")
+                lines.append(f"- {members}{note} (sha1 `{group['content_hash'][:12]}`)")
+            if len(groups) > max_groups:
+                lines.append(f"- ... and {len(groups) - max_groups} more group(s)")
         lines += ["", "## Expectations", "", "| expectation | severity | result | observed |",
                   "|---|---|---|---|"]
         for exp in self.expectations:
             result = "pass" if exp["success"] else ("FAIL" if exp["severity"] == HARD else "warn")
-            lines.append(f"| {exp['name']} | {exp['severity']} | {result} | "
-                         f"{_observed_text(exp.get('observed') or {})} |")
+            observed = exp.get("observed") or {}
+            text = (f"{observed['unexpected_count']} of {observed.get('element_count', '?')} "
+                    "unexpected" if "unexpected_count" in observed else
+                    "; ".join(f"{k}: {v}" for k, v in observed.items()).replace("|", "/"))
+            lines.append(f"| {exp['name']} | {exp['severity']} | {result} | {text} |")
         return "\n".join(lines) + "\n"
 
+    def _md_class_counts(self) -> list[str]:
+        names = self.class_names
 
-def _md_header(report: ValidationReport) -> list[str]:
-    verdict = "PASSED" if report.success else "FAILED"
-    sizes = ", ".join(f"{s} {n}" for s, n in report.n_images.items())
-    lines = [f"# Data validation: {report.dataset_name or 'dataset'}", "",
-             f"**Verdict: {verdict}** ({len(report.hard_failures)} hard failure(s), "
-             f"{len(report.warnings)} warning(s))", "",
-             f"- images: {sizes} (total {sum(report.n_images.values())})",
-             f"- expected image shape: {shape_str(report.expected_shape)}, "
-             f"{report.num_classes} class(es)"]
-    if report.dataset_version:
-        lines.append(f"- data version (md5): `{report.dataset_version}`")
-    if report.verification:
-        lines.append(f"- verification: {report.verification}")
-    if report.gx_version:
-        lines.append(f"- checked with Great Expectations {report.gx_version}")
-    lines += ["", "## Hard failures", ""]
-    lines += [f"- {msg}" for msg in report.hard_failures] or ["None."]
-    lines += ["", "## Warnings", ""]
-    lines += [f"- {msg}" for msg in report.warnings] or ["None."]
-    return lines
+        def label(c: Any) -> str:
+            return f"{c} ({names[c]})" if isinstance(c, int) and 0 <= c < len(names) else str(c)
 
-
-def _md_class_counts(report: ValidationReport) -> list[str]:
-    names = report.class_names
-
-    def label(c: Any) -> str:
-        return f"{c} ({names[c]})" if isinstance(c, int) and 0 <= c < len(names) else str(c)
-
-    seen = {c for counts in report.class_counts.values() for c in counts}
-    classes = sorted(c for c in seen if isinstance(c, int))
-    classes += sorted((c for c in seen if not isinstance(c, int)), key=str)
-    header = ["split", "images", *[label(c) for c in classes]]
-    lines = ["", "## Class counts", "", "| " + " | ".join(header) + " |",
-             "|" + "---|" * len(header)]
-    fractions = report.class_fractions()
-    for split, counts in report.class_counts.items():
-        cells = [split, str(report.n_images.get(split, 0))]
-        cells += [f"{counts.get(c, 0)} ({fractions[split].get(c, 0.0):.1%})" for c in classes]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        seen = {c for counts in self.class_counts.values() for c in counts}
+        classes = sorted(c for c in seen if isinstance(c, int))
+        classes += sorted((c for c in seen if not isinstance(c, int)), key=str)
+        header = ["split", "images", *[label(c) for c in classes]]
+        lines = ["", "## Class counts", "", "| " + " | ".join(header) + " |",
+                 "|" + "---|" * len(header)]
+        fractions = self.class_fractions()
+        for split, counts in self.class_counts.items():
+            cells = [split, str(self.n_images.get(split, 0))]
+            cells += [f"{counts.get(c, 0)} ({fractions[split].get(c, 0.0):.1%})" for c in classes]
+            lines.append("| " + " | ".join(cells) + " |")
+        return lines
 
 
 def _md_masks(mask_stats: dict[str, dict[str, Any]] | None) -> list[str]:
@@ -195,25 +186,11 @@ def _md_masks(mask_stats: dict[str, dict[str, Any]] | None) -> list[str]:
     return lines
 
 
-def _md_groups(title: str, groups: list[tuple[str, dict[str, Any]]], max_groups: int
-               ) -> list[str]:
-    lines = ["", f"## {title} ({len(groups)} group(s))", ""]
-    if not groups:
-        lines.append("None.")
-    for members, group in groups[:max_groups]:
-        lines.append(f"- {members}{_labels_note(group)} (sha1 `{group['content_hash'][:12]}`)")
-    if len(groups) > max_groups:
-        lines.append(f"- ... and {len(groups) - max_groups} more group(s)")
-    return lines
-
-
 def write_report(report: ValidationReport, out_dir: str | Path) -> dict[str, Path]:
     """Write ``report.json`` and ``report.md`` into ``out_dir`` (atomically); return the paths."""
     out = Path(out_dir)
-    return {
-        "json": write_json(out / "report.json", report.to_dict()),
-        "markdown": write_text(out / "report.md", report.to_markdown()),
-    }
+    return {"json": write_json(out / "report.json", report.to_dict()),
+            "markdown": write_text(out / "report.md", report.to_markdown())}
 
 
 def raise_if_failed(report: ValidationReport, names: dict[str, list[str]] | None = None
@@ -232,29 +209,19 @@ def raise_if_failed(report: ValidationReport, names: dict[str, list[str]] | None
         index = int(match.group(2))
         return f"{match.group(0)} ({files[index]})" if index < len(files) else match.group(0)
 
-    name = report.dataset_name or "dataset"
     failures = [re.sub(r"\b(train|val|test)\[(\d+)\]", named, f)
                 for f in report.hard_failures] or ["(no failure message recorded)"]
     raise ValidationFailed(
-        f"data validation of {name} failed: {len(failures)} hard failure(s):\n  - "
-        + "\n  - ".join(failures)
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Reading the GX results
-# --------------------------------------------------------------------------------------------
-
-
-def _rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """GX's unexpected rows (with their index columns), in table order."""
-    return result.get("unexpected_index_list") or result.get("partial_unexpected_index_list") or []
+        f"data validation of {report.dataset_name or 'dataset'} failed: {len(failures)} hard "
+        "failure(s):\n  - " + "\n  - ".join(failures))
 
 
 def _grouped(result: dict[str, Any], *key: str) -> list[list[dict[str, Any]]]:
-    """GX's unexpected rows grouped by the ``key`` columns, in order of first appearance."""
+    """GX's unexpected rows (with their index columns) grouped by the ``key`` columns, in
+    order of first appearance (table order)."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in _rows(result):
+    rows = result.get("unexpected_index_list") or result.get("partial_unexpected_index_list")
+    for row in rows or []:
         groups.setdefault(tuple(str(row[k]) for k in key), []).append(row)
     return list(groups.values())
 
@@ -273,47 +240,40 @@ def _per_split_messages(meta: dict[str, Any], column: str, result: dict[str, Any
     return messages or [f"{meta['medsec_message']}: {result.get('unexpected_count', '?')} image(s)"]
 
 
-def _groups_within(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """{split, indices, labels, content_hash} per set of identical images of one split."""
-    return [{"split": str(rows[0]["split"]), "indices": [int(r["index"]) for r in rows],
-             "labels": [label_key(r["label"]) for r in rows],
-             "content_hash": str(rows[0]["content_hash"])}
-            for rows in _grouped(result, "split", "content_hash")]
-
-
-def _groups_across(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """{content_hash, splits, members, labels} per set of identical images in several splits."""
-    return [{"content_hash": str(rows[0]["content_hash"]),
-             "splits": list(dict.fromkeys(str(r["split"]) for r in rows)),
-             "members": [f"{r['split']}[{int(r['index'])}]" for r in rows],
-             "labels": [label_key(r["label"]) for r in rows]}
-            for rows in _grouped(result, "content_hash")]
-
-
-def _within_messages(groups: list[dict[str, Any]]) -> list[str]:
-    messages = []
-    for split in dict.fromkeys(g["split"] for g in groups):  # table (= split) order
-        mine = [g for g in groups if g["split"] == split]
-        n_img = sum(len(g["indices"]) for g in mine)
-        messages.append(
-            f"duplicate images within {split}: {len(mine)} group(s) of identical images, "
-            f"{n_img} image(s), {n_img - len(mine)} redundant, "
-            f"{sum(_conflicting(g) for g in mine)} group(s) with conflicting labels (e.g. "
-            + ", ".join(f"{split}[{i}]" for i in mine[0]["indices"][:4]) + ")")
-    return messages
-
-
-def _across_messages(groups: list[dict[str, Any]]) -> list[str]:
+def _duplicates(kind: str, result: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The messages and groups of a duplicate check: ``WITHIN`` groups {split, indices, labels,
+    content_hash} per set of identical images of one split (one message per split), ``ACROSS``
+    groups {content_hash, splits, members, labels} per set in several splits (one message)."""
+    if kind == WITHIN:
+        groups = [{"split": str(rows[0]["split"]), "indices": [int(r["index"]) for r in rows],
+                   "labels": [label_key(r["label"]) for r in rows],
+                   "content_hash": str(rows[0]["content_hash"])}
+                  for rows in _grouped(result, "split", "content_hash")]
+        messages = []
+        for split in dict.fromkeys(g["split"] for g in groups):  # table (= split) order
+            mine = [g for g in groups if g["split"] == split]
+            n_img = sum(len(g["indices"]) for g in mine)
+            messages.append(
+                f"duplicate images within {split}: {len(mine)} group(s) of identical images, "
+                f"{n_img} image(s), {n_img - len(mine)} redundant, "
+                f"{sum(_conflicting(g) for g in mine)} group(s) with conflicting labels (e.g. "
+                + ", ".join(f"{split}[{i}]" for i in mine[0]["indices"][:4]) + ")")
+        return messages, groups
+    groups = [{"content_hash": str(rows[0]["content_hash"]),
+               "splits": list(dict.fromkeys(str(r["split"]) for r in rows)),
+               "members": [f"{r['split']}[{int(r['index'])}]" for r in rows],
+               "labels": [label_key(r["label"]) for r in rows]}
+              for rows in _grouped(result, "content_hash")]
     pairs = sorted({"/".join(g["splits"]) for g in groups})
     return [f"images shared between splits (possible leakage): {len(groups)} group(s), "
             f"{sum(len(g['members']) for g in groups)} image(s) across {', '.join(pairs)}, "
             f"{sum(_conflicting(g) for g in groups)} group(s) with conflicting labels "
-            f"(e.g. {', '.join(groups[0]['members'])})"] if groups else []
+            f"(e.g. {', '.join(groups[0]['members'])})"] if groups else [], groups
 
 
 def _balance_messages(result: dict[str, Any], minimum: float, names: list[str]) -> list[str]:
     messages = []
-    for row in _rows(result):
+    for (row,) in _grouped(result, "split", "label"):  # one row per (split, label)
         c, total = label_key(row["label"]), int(row["n_images"])
         name = f" ({names[c]})" if isinstance(c, int) and 0 <= c < len(names) else ""
         state = "absent" if int(row["count"]) == 0 else f"{row['fraction']:.1%} of {total} image(s)"
@@ -345,18 +305,15 @@ def _messages(res: Any, record: dict[str, Any], class_names: list[str]
               ) -> tuple[list[str], list[dict[str, Any]]]:
     """The messages of one failed GX result, and its duplicate groups (if a duplicate check)."""
     config, result = res.expectation_config, dict(res.result or {})
-    meta, kind = config.meta or {}, (config.meta or {}).get("medsec_kind", PER_SPLIT)
+    meta = config.meta or {}
+    kind = meta.get("medsec_kind", PER_SPLIT)
     if "exception" in record:
         return [f"{record['name']}: could not be checked ({record['exception']})"], []
     if kind == EMPTY_SPLIT:
         missing = ", ".join(map(str, result.get("partial_missing_list") or []))
         return [f"empty split(s): {missing} (0 images)"], []
-    if kind == WITHIN:
-        groups = _groups_within(result)
-        return _within_messages(groups), groups
-    if kind == ACROSS:
-        groups = _groups_across(result)
-        return _across_messages(groups), groups
+    if kind in (WITHIN, ACROSS):
+        return _duplicates(kind, result)
     if kind == CLASS_BALANCE:
         return _balance_messages(result, float(config.kwargs["min_value"]), class_names), []
     return _per_split_messages(meta, config.kwargs.get("column"), result), []
