@@ -2,10 +2,12 @@
 differentially private discriminator.
 
 Losses are the non-saturating GAN losses (binary cross-entropy on logits). Each training step
-first updates the discriminator on the real batch and an equally large batch of fakes (one
-forward pass over both, so Opacus sees one batch: every row is clipped on its own, and a real
-image only ever influences its own row), then updates the generator through the frozen
-discriminator (Opacus hooks off: the generator step touches no real data).
+first updates the discriminator on the real batch and a batch of ``batch_size`` fakes (one
+forward pass over both, so Opacus sees one batch: every row is clipped on its own, a real
+image only ever influences its own row, and the fake rows do not depend on who is in the
+data, so one record moves the clipped sum by at most ``max_grad_norm``), then updates the
+generator through the frozen discriminator (Opacus hooks off: the generator step touches no
+real data).
 
 Privacy (``dp`` settings): only the discriminator sees real images, so a DP-SGD
 discriminator makes the generator, and everything sampled from it, differentially private
@@ -79,21 +81,25 @@ class GanModule(L.LightningModule):
     def _random_labels(self, n: int) -> Tensor:
         return torch.randint(0, self.arch.num_classes, (n,))
 
+    def discriminator_batch(self, real: Tensor) -> tuple[Tensor, Tensor]:
+        """Discriminator loss (mean BCE: real rows -> 1, fake rows -> 0, one pass, one Opacus
+        batch) on ``real`` (N, C + K, H, W) and ``max(2, cfg.batch_size)`` fresh fakes, and
+        those conditioned fakes (M, C + K, H, W) (the generator step reuses them).
+
+        The fake count is fixed, not N: a Poisson batch's size depends on who is in the data,
+        and fakes that followed it would make one record move two clipped rows (2C).
+        """
+        fake_labels = self._random_labels(max(2, self.cfg.batch_size))
+        fake = condition_input(self.generator(self._latent(len(fake_labels)), fake_labels),
+                               fake_labels, self.arch.num_classes)
+        logits = self.discriminator.score(torch.cat([real, fake.detach()]))
+        targets = torch.cat([torch.ones(len(real)), torch.zeros(len(fake))])
+        return F.binary_cross_entropy_with_logits(logits, targets), fake
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         real, _ = batch  # conditioned real images (N, C + K, H, W) from ConditionedImages
         g_opt, d_opt = self.optimizers()  # type: ignore[misc]
-        n = real.shape[0]
-        # One batch of fakes serves both steps (BatchNorm needs >= 2; a Poisson batch may be
-        # smaller, even empty).
-        fake_labels = self._random_labels(max(n, 2))
-        fake = condition_input(self.generator(self._latent(len(fake_labels)), fake_labels),
-                               fake_labels, self.arch.num_classes)
-        # Discriminator: real rows -> 1, fake rows -> 0, one pass (one Opacus batch).
-        logits = self.discriminator.score(torch.cat([real, fake[:n].detach()]))
-        targets = torch.cat([torch.ones(n), torch.zeros(n)])
-        # An empty Poisson batch still takes a (noise-only) DP step; its mean loss would be NaN.
-        d_loss = (F.binary_cross_entropy_with_logits(logits, targets) if n
-                  else logits.sum() * 0.0)
+        d_loss, fake = self.discriminator_batch(real)
         d_opt.zero_grad()
         self.manual_backward(d_loss)
         d_opt.step()

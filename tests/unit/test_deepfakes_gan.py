@@ -9,10 +9,11 @@ import torch
 
 from medsec.config import load_config
 from medsec.deepfakes.dataset import load_fake_dataset, write_fake_dataset
-from medsec.deepfakes.gan import train_gan
+from medsec.deepfakes.gan import GanModule, gan_arch, private_discriminator, train_gan
 from medsec.deepfakes.networks import (
     ConditionalDiscriminator,
     ConditionalGenerator,
+    ConditionedImages,
     GanArch,
     load_generator,
     save_generator,
@@ -71,6 +72,34 @@ def test_dp_discriminator_is_accounted_per_discriminator_step():
     assert gan.delta == 1e-3 and gan.dp_params["dp_noise_multiplier"] == 1.0
     images = sample_images(gan.generator, torch.tensor([0, 1]), seed=0)
     assert torch.isfinite(images).all()
+
+
+def _clipped_sum(module: GanModule, optimizer, real: torch.Tensor) -> torch.Tensor:
+    """The summed per-row clipped gradient (before noise) of one DP discriminator step on
+    ``real``, with the fakes drawn from a fixed seed."""
+    torch.manual_seed(5)
+    optimizer.zero_grad(set_to_none=True)
+    module.discriminator_batch(real)[0].backward()
+    optimizer.clip_and_accumulate()
+    return torch.cat([p.summed_grad.flatten() for p in module.discriminator.parameters()])
+
+
+def test_dp_discriminator_sensitivity_to_one_record_is_the_clipping_bound():
+    # Add-remove neighbours D and D minus one image: the clipped gradient sum the DP optimizer
+    # noises must move by at most max_grad_norm (what the accountant assumes), whatever the
+    # batch size, for every removed image.
+    data, clip = blob_dataset(12), 0.05
+    module = GanModule(gan_arch(TINY_GAN, (1, 16, 16), 2), TINY_GAN)
+    loader = torch.utils.data.DataLoader(ConditionedImages(data, 2), batch_size=6)
+    settings = DPConfig(enabled=True, noise_multiplier=1.0, max_grad_norm=clip, delta=1e-3)
+    with private_discriminator(module, loader, settings, 1) as (_, state):
+        real = torch.stack([ConditionedImages(data, 2)[i][0] for i in range(len(data))])
+        full = _clipped_sum(module, state.optimizer, real)
+        shifts = [float((full - _clipped_sum(module, state.optimizer,
+                                             torch.cat([real[:i], real[i + 1:]]))).norm())
+                  for i in range(len(data))]
+    assert max(shifts) <= clip * (1 + 1e-4)
+    assert max(shifts) > 0.5 * clip  # rows are clipped: one record moves the sum by ~C
 
 
 def test_checkpoint_roundtrip_and_mismatched_data_are_rejected(tmp_path):
