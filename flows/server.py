@@ -11,6 +11,7 @@ Call it from the main thread: the death signal follows the thread that started t
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import importlib.util
 import os
 import signal
@@ -72,33 +73,45 @@ def prefect_server(timeout: float = 120.0) -> Iterator[str | None]:
     if os.environ.get("PREFECT_API_URL"):
         yield None
         return
-    port = _free_port()
-    process = _start(port)
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + timeout
-    stack = ExitStack()
-    try:
-        while not _healthy(url):
-            if process.poll() == PORT_IN_USE:
-                port = _free_port()
-                process, url = _start(port), f"http://127.0.0.1:{port}/api"
-            elif process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the temporary Prefect server did not start (exit code "
-                                   f"{process.poll()}); set PREFECT_API_URL to use another")
-            time.sleep(0.1)
+    home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        lock = stack.enter_context(open(home / "medsec-server.lock", "a"))
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one server at a time migrates a shared database
+        process, url = _start_healthy(timeout)
+        stack.callback(_stop, process)
+        fcntl.flock(lock, fcntl.LOCK_UN)
         os.environ["PREFECT_API_URL"] = url
+        stack.callback(os.environ.pop, "PREFECT_API_URL", None)
         if "prefect.settings" in sys.modules:  # imported settings no longer read the env
             from prefect.settings import PREFECT_API_URL, temporary_settings
 
             stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
-        with stack:
-            yield url
-    finally:
-        os.environ.pop("PREFECT_API_URL", None)
-        _drain_prefect()
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        yield url
+
+
+def _start_healthy(timeout: float) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    process = _start(port)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + timeout
+    while not _healthy(url):
+        if process.poll() == PORT_IN_USE:
+            port = _free_port()
+            process, url = _start(port), f"http://127.0.0.1:{port}/api"
+        elif process.poll() is not None or time.monotonic() > deadline:
+            _stop(process)
+            raise RuntimeError(f"the temporary Prefect server did not start (exit code "
+                               f"{process.poll()}); set PREFECT_API_URL to use another")
+        time.sleep(0.1)
+    return process, url
+
+
+def _stop(process: subprocess.Popen) -> None:
+    _drain_prefect()
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

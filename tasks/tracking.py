@@ -13,6 +13,7 @@ this host left RUNNING by a dead process are marked FAILED when the next run sta
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import socket
@@ -72,13 +73,30 @@ def _mlflow(cfg: MedSecConfig | None):
     return mlflow, uri
 
 
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Exclusive lock on ``<db>.lock`` beside a SQLite store: two processes creating the store
+    (schema migrations) or the same experiment at once would otherwise collide."""
+    path = _sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    with open(f"{path}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_experiment(name: str, cfg: MedSecConfig | None = None) -> str:
     """Experiment id of ``name``, created with an explicit artifact location if needed."""
     mlflow, uri = _mlflow(cfg)
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return mlflow.create_experiment(name, artifact_location=artifact_root(uri))
+    with _store_lock(uri):
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        return mlflow.create_experiment(name, artifact_location=artifact_root(uri))
 
 
 def git_commit() -> str:
