@@ -7,7 +7,7 @@ e.g. ``train.lr: Input should be greater than 0``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
@@ -18,15 +18,13 @@ from medsec.deepfakes.config import DeepfakeConfig
 from medsec.defenses.config import DefenseConfig
 from medsec.errors import ConfigError
 from medsec.federated.config import FederatedConfig
-from medsec.privacy.config import PrivacyConfig
 from medsec.models.config import ModelConfig
+from medsec.privacy.config import PrivacyConfig
 from medsec.segmentation.config import SegmentationConfig
-from medsec.training.config import ClassifierRecipe, TrainConfig
+from medsec.training.config import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRESET_DIR = REPO_ROOT / "configs" / "presets"
-
-
 
 
 class DatasetConfig(StrictModel):
@@ -95,17 +93,6 @@ class MedSecConfig(StrictModel):
     segmentation: SegmentationConfig = SegmentationConfig()
 
 
-def _format_error(err: ValidationError, source: str) -> str:
-    lines = []
-    for item in err.errors():
-        field = ".".join(str(p) for p in item["loc"]) or "<root>"
-        msg = item["msg"]
-        if item["type"] == "extra_forbidden":
-            msg = "unknown key"
-        lines.append(f"{field}: {msg}")
-    return f"invalid config ({source}):\n  " + "\n  ".join(lines)
-
-
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
@@ -132,14 +119,9 @@ def _parse_override(item: str) -> dict[str, Any]:
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like 'section.key=value'")
     key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw != "" else None
-    node: dict[str, Any] = {}
-    cursor = node
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        cursor[part] = {}
-        cursor = cursor[part]
-    cursor[parts[-1]] = value
+    node: Any = yaml.safe_load(raw) if raw != "" else None
+    for part in reversed(key.strip().split(".")):
+        node = {part: node}
     return node
 
 
@@ -177,7 +159,10 @@ def config_from_dict(data: dict[str, Any], source: str = "dict") -> MedSecConfig
     try:
         return MedSecConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc, source)) from None
+        lines = [f"{'.'.join(str(p) for p in item['loc']) or '<root>'}: "
+                 + ("unknown key" if item["type"] == "extra_forbidden" else item["msg"])
+                 for item in exc.errors()]
+        raise ConfigError(f"invalid config ({source}):\n  " + "\n  ".join(lines)) from None
 
 
 def config_to_dict(cfg: MedSecConfig) -> dict[str, Any]:

@@ -97,9 +97,7 @@ def _to_float_images(raw: np.ndarray, key: str, path: Path) -> np.ndarray:
     elif raw.ndim == 4 and raw.shape[-1] in (1, 3):
         raw = np.transpose(raw, (0, 3, 1, 2))
     else:
-        raise DataError(
-            f"{path}: '{key}' has shape {raw.shape}; expected (N,H,W) or (N,H,W,1|3)"
-        )
+        raise DataError(f"{path}: '{key}' has shape {raw.shape}; expected (N,H,W) or (N,H,W,1|3)")
     if raw.dtype == np.uint8:
         return (raw.astype(np.float32) / 255.0).astype(np.float32)
     if np.issubdtype(raw.dtype, np.floating):
@@ -108,10 +106,8 @@ def _to_float_images(raw: np.ndarray, key: str, path: Path) -> np.ndarray:
             bad = int((~np.isfinite(images)).reshape(len(images), -1).any(1).sum())
             raise DataError(f"{path}: '{key}' contains NaN or inf pixels in {bad} image(s)")
         if images.min() < 0.0 or images.max() > 1.0:
-            raise DataError(
-                f"{path}: '{key}' float pixels must lie in [0, 1]; found "
-                f"[{images.min():.3g}, {images.max():.3g}]"
-            )
+            raise DataError(f"{path}: '{key}' float pixels must lie in [0, 1]; found "
+                            f"[{images.min():.3g}, {images.max():.3g}]")
         return images
     raise DataError(f"{path}: '{key}' has dtype {raw.dtype}; expected uint8 or float in [0,1]")
 
@@ -129,10 +125,8 @@ def _to_labels(raw: np.ndarray, key: str, path: Path, n: int, num_classes: int) 
             raise DataError(f"{path}: '{key}' labels must be integers")
     labels = labels.astype(np.int64)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise DataError(
-            f"{path}: '{key}' labels must be in [0, {num_classes - 1}]; found "
-            f"[{labels.min()}, {labels.max()}]"
-        )
+        raise DataError(f"{path}: '{key}' labels must be in [0, {num_classes - 1}]; found "
+                        f"[{labels.min()}, {labels.max()}]")
     return labels
 
 
@@ -162,19 +156,15 @@ def load_npz_dataset(
     required = [f"{split}_{kind}" for split in SPLITS for kind in ("images", "labels")]
     missing = [key for key in required if key not in arrays]
     if missing:
-        raise DataError(
-            f"{path}: missing key(s) {', '.join(missing)}; a MedMNIST file has "
-            f"{', '.join(required)} (found: {', '.join(sorted(arrays)) or 'none'})"
-        )
+        raise DataError(f"{path}: missing key(s) {', '.join(missing)}; a MedMNIST file has "
+                        f"{', '.join(required)} (found: {', '.join(sorted(arrays)) or 'none'})")
     splits: dict[str, ImageDataset] = {}
     shape = None
     for split in SPLITS:
         images = _to_float_images(arrays[f"{split}_images"], f"{split}_images", path)
         if expected_channels is not None and images.shape[1] != expected_channels:
-            raise DataError(
-                f"{path}: '{split}_images' has {images.shape[1]} channel(s); "
-                f"{name} has {expected_channels}"
-            )
+            raise DataError(f"{path}: '{split}_images' has {images.shape[1]} channel(s); "
+                            f"{name} has {expected_channels}")
         if shape is not None and images.shape[1:] != shape:
             raise DataError(
                 f"{path}: '{split}_images' has image shape {images.shape[1:]}, other splits "
@@ -190,10 +180,8 @@ def load_npz_dataset(
             if full in arrays:
                 masks = arrays[full].astype(np.int64)
                 if masks.shape != (len(images), *images.shape[2:]):
-                    raise DataError(
-                        f"{path}: '{full}' has shape {masks.shape}; expected "
-                        f"{(len(images), *images.shape[2:])}"
-                    )
+                    raise DataError(f"{path}: '{full}' has shape {masks.shape}; expected "
+                                    f"{(len(images), *images.shape[2:])}")
         splits[split] = ImageDataset(images, labels, masks)
     return splits, md5
 

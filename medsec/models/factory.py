@@ -67,10 +67,8 @@ def _resnet18(in_ch: int, n_cls: int, hw: tuple[int, int], norm: str, dropout: f
 
 
 def _densenet121(in_ch: int, n_cls: int, hw: tuple[int, int], norm: str, dropout: float):
-    return DenseNet121(
-        spatial_dims=2, in_channels=in_ch, out_channels=n_cls, norm=_NORMS[norm],
-        act=("relu", {"inplace": False}), dropout_prob=dropout,
-    )
+    return DenseNet121(spatial_dims=2, in_channels=in_ch, out_channels=n_cls, norm=_NORMS[norm],
+                       act=("relu", {"inplace": False}), dropout_prob=dropout)
 
 
 MODELS: dict[str, ModelSpec] = {

@@ -20,7 +20,5 @@ def enforce(cfg: MedSecConfig, report: ValidationReport) -> None:
     ``validation.fail_on_warnings`` is set."""
     raise_if_failed(report)
     if cfg.validation.fail_on_warnings and report.warnings:
-        raise ValidationFailed(
-            "validation.fail_on_warnings is set and the data has warnings:\n  "
-            + "\n  ".join(report.warnings)
-        )
+        raise ValidationFailed("validation.fail_on_warnings is set and the data has warnings:\n  "
+                               + "\n  ".join(report.warnings))

@@ -60,10 +60,8 @@ def _labels(split: str, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
         raise DataError(f"split {split!r}: images must be an array (N, C, H, W); got a scalar")
     n = int(images.shape[0])
     if labels.size != n:
-        raise DataError(
-            f"split {split!r}: {n} image(s) but {labels.size} label(s) (labels shape "
-            f"{labels.shape}); expected one label per image"
-        )
+        raise DataError(f"split {split!r}: {n} image(s) but {labels.size} label(s) (labels shape "
+                        f"{labels.shape}); expected one label per image")
     labels = labels.reshape(-1)
     if np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool:
         labels = labels.astype(np.int64)
