@@ -9,7 +9,8 @@ Message contract (``train``): in ``content["arrays"]`` the global weights and in
 ``content["config"]`` ``server-round`` (and ``proximal-mu`` for FedProx); out
 ``content["arrays"]`` (or ``content["he"]["ciphertext"]`` with CKKS) and
 ``content["metrics"]`` with ``num-examples``, ``unit-weight``, ``partition-id``,
-``train_loss``, ``train_seconds``, ``epsilon`` (client DP), ``encrypt_seconds``.
+``train_loss`` (omitted under client DP), ``train_seconds``, ``epsilon`` (client DP),
+``encrypt_seconds``.
 """
 
 from __future__ import annotations
@@ -121,10 +122,11 @@ def local_update(site: ClientSite, message: Message, context: Context) -> Messag
     if boost != 1.0:
         arrays = poisoning.scale_update(global_arrays, arrays, boost)
     metrics = MetricRecord({
-        EXAMPLES_KEY: result.num_examples, UNIT_WEIGHT_KEY: 1,
-        "partition-id": site.partition_id, "train_loss": result.train_loss,
+        EXAMPLES_KEY: result.num_examples, UNIT_WEIGHT_KEY: 1, "partition-id": site.partition_id,
         "train_seconds": result.seconds, "epsilon": result.epsilon, "encrypt_seconds": 0.0,
     })
+    if site.dp is None:  # under DP-SGD the raw loss would leak outside the guarantee
+        metrics["train_loss"] = result.train_loss
     if site.he_secret is None:
         content = RecordDict({ARRAYS_KEY: to_record(arrays), METRICS_KEY: metrics})
     else:

@@ -64,9 +64,10 @@ class FederatedResult:
     """Outcome of a federation, ready for tracking.
 
     ``history``: one dict per round (``round``, ``test_acc``, ``test_auc``, ``test_loss``,
-    ``fed_val_acc``, ``train_loss``, ``round_seconds``, ``upload_bytes_per_client``,
-    ``download_bytes_per_client``, ``clients_ok``, ``clients_failed``, and where relevant
-    ``backdoor_success_rate``, ``epsilon_client_max``, ``epsilon_central``).
+    ``fed_val_acc``, ``train_loss`` (not under client DP), ``round_seconds``,
+    ``upload_bytes_per_client``, ``download_bytes_per_client``, ``clients_ok``,
+    ``clients_failed``, and where relevant ``backdoor_success_rate``, ``epsilon_client_max``,
+    ``epsilon_central``).
     ``summary``: final numbers; ``clients``: per-hospital numbers of the last round.
     """
 
@@ -113,6 +114,8 @@ def setup_federation(fed: FederatedConfig, recipe: ClassifierRecipe, data: Loade
     parts = partition_indices(train.labels, fed.num_clients, fed.partition, seed=seed,
                               alpha=fed.dirichlet_alpha,
                               classes_per_client=fed.classes_per_client)
+    if fed.client_dp.enabled:
+        check_client_delta(fed.client_dp.delta, [len(p) for p in parts])
     train_parts = [ImageDataset(train.images[p], train.labels[p]) for p in parts]
     val_parts = _val_parts(recipe.split(data, "val"), train_parts, fed, seed)
     if fed.secure_aggregation == "ckks" and keys is None:
@@ -145,6 +148,19 @@ def setup_federation(fed: FederatedConfig, recipe: ClassifierRecipe, data: Loade
         "label_skew": label_skew_score(train.labels, parts, data.num_classes),
     }
     return FederationSetup(sites=sites, plan=plan, partition=partition)
+
+
+def check_client_delta(delta: float | None, sizes: list[int]) -> None:
+    """ConfigError unless ``delta`` (None: 1/(10 N_k)) is below 1/N_k for every hospital k
+    with ``sizes[k]`` training images (what each hospital's DP-SGD plan will resolve)."""
+    from medsec.privacy.plan import resolve_delta
+
+    for k, n in enumerate(sizes):
+        try:
+            resolve_delta(delta, n)
+        except ValueError as exc:
+            raise ConfigError(f"federated.client_dp.delta: hospital {k} has N={n} training "
+                              f"images: {exc}") from None
 
 
 def check_compatible(fed: FederatedConfig, recipe: ClassifierRecipe, data: LoadedDataset
@@ -248,15 +264,16 @@ def _history(fed: FederatedConfig, outcome: FederationOutcome) -> list[dict[str,
     for cost in outcome.rounds:
         clients = cost.clients
         weights = np.array([c.get("num-examples", 1.0) for c in clients], float)
-        losses = np.array([c.get("train_loss", np.nan) for c in clients], float)
         row = {
             "round": float(cost.round), "round_seconds": cost.seconds,
             "upload_bytes_per_client": cost.upload_bytes_per_client,
             "download_bytes_per_client": cost.download_bytes_per_client,
             "clients_ok": float(cost.succeeded), "clients_failed": float(len(cost.failures)),
-            "train_loss": float(np.average(losses, weights=weights)) if len(clients) else np.nan,
             **cost.fed_eval, **outcome.global_metrics.get(cost.round, {}),
         }
+        if clients and all("train_loss" in c for c in clients):  # DP hospitals send none
+            row["train_loss"] = float(np.average([c["train_loss"] for c in clients],
+                                                 weights=weights))
         eps = [c["epsilon"] for c in clients if math.isfinite(c.get("epsilon", np.nan))]
         if eps:
             row["epsilon_client_max"] = float(max(eps))

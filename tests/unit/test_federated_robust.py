@@ -10,7 +10,7 @@ import torch
 
 from medsec.errors import ConfigError
 from medsec.federated import poisoning
-from medsec.federated.simulation import run_federation
+from medsec.federated.simulation import run_federation, setup_federation
 from medsec.privacy.accounting import epsilon_for
 from tests.unit.federated_fixtures import tiny_dataset, tiny_settings
 
@@ -70,11 +70,23 @@ def test_backdoor_federation_reports_success_and_baseline_rates():
 def test_client_dp_reports_a_growing_per_client_epsilon():
     dp = {"enabled": True, "noise_multiplier": 1.0, "max_grad_norm": 1.0}
     cfg = tiny_settings("group", num_clients=2, rounds=2, client_dp=dp)
-    history = run_federation(*cfg, DATA).history
-    eps = [row["epsilon_client_max"] for row in history]
+    result = run_federation(*cfg, DATA)
+    eps = [row["epsilon_client_max"] for row in result.history]
     assert 0 < eps[0] < eps[1]
     # 80 examples per hospital, batch 32 -> 3 steps per epoch, delta = 1/(10 * 80)
     assert eps[1] == pytest.approx(epsilon_for(1.0, 1 / 3, 6, 1 / 800, "rdp"), rel=1e-6)
+    # the raw training loss is a function of the private data outside DP-SGD: never sent
+    assert len(result.clients) == 2 and not any("train_loss" in c for c in result.clients)
+    assert not any("train_loss" in row for row in result.history)
+
+
+def test_client_dp_delta_must_be_below_one_over_each_hospitals_data():
+    # 160 training images over 2 hospitals: N_k = 80, so delta must be < 1/80 = 0.0125
+    dp = {"enabled": True, "noise_multiplier": 1.0, "delta": 0.02}
+    with pytest.raises(ConfigError, match=r"federated.client_dp.delta.*hospital 0.*N=80"):
+        setup_federation(*tiny_settings("group", num_clients=2, client_dp=dp), DATA)
+    dp["delta"] = 0.01
+    assert setup_federation(*tiny_settings("group", num_clients=2, client_dp=dp), DATA).sites
 
 
 @pytest.mark.parametrize("mode", ["fixed", "adaptive"])
