@@ -222,7 +222,8 @@ class Attack:
     Args:
         model: maps images in [0, 1] to logits (N, K); used in eval mode, never modified.
         eps: perturbation budget in pixel units (``None`` for unbounded minimal-norm attacks).
-        norm: ``"linf"`` or ``"l2"`` (what the class supports: ``norms``).
+        norm: the threat model's norm, one of the class's ``norms`` (no default: every attack
+            states it; it is what the suite records).
         targeted: labels passed to ``__call__`` are targets to reach instead of true labels.
         seed: seed of the per-call ``torch.Generator``; the same seed gives the same output.
         loss_fn: per-example loss ``(logits, labels) -> (N,)`` maximised by untargeted
@@ -237,8 +238,8 @@ class Attack:
     """False: skip the separate clean forward pass; the model output is then validated on the
     attack's first :meth:`_gradient` call, which must come before any other model call."""
 
-    def __init__(self, model: nn.Module, *, eps: float | None = 8 / 255, norm: str = "linf",
-                 targeted: bool = False, seed: int = 0, loss_fn: LossFn | None = None) -> None:
+    def __init__(self, model: nn.Module, *, eps: float | None, norm: str, targeted: bool = False,
+                 seed: int = 0, loss_fn: LossFn | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model

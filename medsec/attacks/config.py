@@ -111,13 +111,6 @@ class AttackSpec(StrictModel):
         """``label`` or ``name``: the prefix of this spec's files and metrics."""
         return self.label or self.name
 
-    @property
-    def norm(self) -> str:
-        """The threat model: ``params.norm`` or the attack's default norm."""
-        from medsec.attacks.registry import attack_params
-
-        return str(self.params.get("norm", attack_params(self.name).get("norm", "l0")))
-
     @field_validator("name")
     @classmethod
     def _registered(cls, value: str) -> str:
@@ -167,7 +160,7 @@ class AttackSpec(StrictModel):
         if name is None or params is None:
             return value
         from medsec.attacks.base import check_epsilon
-        from medsec.attacks.registry import attack_params
+        from medsec.attacks.registry import ATTACKS, attack_params
 
         defaults = attack_params(name)
         if "eps" not in defaults:
@@ -182,7 +175,7 @@ class AttackSpec(StrictModel):
         relative = [k for k, v in params.items() if isinstance(v, str) and _RELATIVE.match(v)]
         if not value and relative:
             raise ValueError(f"params {', '.join(relative)} are relative to eps: give eps")
-        norm = params.get("norm", defaults.get("norm", "linf"))
+        norm = params.get("norm", defaults.get("norm", ATTACKS[name].norms[0]))
         for i, eps in enumerate(value):
             try:
                 check_epsilon("eps", eps, norm)

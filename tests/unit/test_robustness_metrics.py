@@ -178,10 +178,8 @@ class _Brightness(torch.nn.Module):
 class _Fixed(Attack):
     """Adds one fixed perturbation to every image (a UAP-style attack), clipped to [0, 1]."""
 
-    norm = "linf"
-
     def __init__(self, model: torch.nn.Module, delta: torch.Tensor) -> None:
-        super().__init__(model)
+        super().__init__(model, eps=None, norm="linf")
         self.delta = delta
 
     def _perturb(self, images, labels, clean_logits):
