@@ -83,5 +83,8 @@ def test_deployment_run_reaches_mlflow(tmp_path, prefect_server):
     train = [r for r in runs if r.data.tags["medsec.stage"] == "train"]
     assert len(train) == 1 and train[0].info.status == "FINISHED"
     assert train[0].data.tags["medsec.preset"] == "tiny"
-    assert "test_auc" in train[0].data.metrics
-    assert (repo / "models" / "classifier.pt").is_file()
+    evaluate = [r for r in runs if r.data.tags["medsec.stage"] == "evaluate"]
+    assert "test_auc" in evaluate[0].data.metrics
+    assert evaluate[0].data.tags["medsec.source_run_id"] == train[0].info.run_id
+    assert len(list((repo / "runs").glob("*/models/classifier.pt"))) == 1  # its own run dir
+    assert not (repo / "models" / "classifier.pt").exists()  # DVC outputs untouched
