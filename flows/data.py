@@ -11,10 +11,8 @@ from tasks.tracking import log_artifact, log_metrics, tracked_run
 
 
 @flow(name="data")
-def data_flow(
-    config: str | None = None, preset: str | None = None, overrides: list[str] | None = None,
-    out: str = ".",
-) -> dict:
+def data_flow(config: str | None = None, preset: str | None = None,
+              overrides: list[str] | None = None, out: str = ".") -> dict:
     """Write ``prepared/<name>.npz`` (phantoms generated from ``phantoms``, or the raw
     MedMNIST file checked and copied) and ``prepared/dataset.json``; returns the latter."""
     cfg = load_config_task(config, preset, overrides)

@@ -25,17 +25,12 @@ from prefect import flow
 
 from flows.outputs import METRICS, MODELS, PLOTS, write_curve
 from medsec.config import MedSecConfig
-from medsec.data.validation import write_report
+from medsec.data.validation import raise_if_failed, write_report
 from medsec.io import write_json, write_text
 from medsec.segmentation.config import SegAdversarialTraining, SegmentationConfig
 from medsec.segmentation.data import SegData
 from medsec.segmentation.dataset import save_seg_adversarial
-from medsec.segmentation.job import (
-    SegAttackResult,
-    TrainedSegmenter,
-    raise_if_invalid,
-    transfer_metrics,
-)
+from medsec.segmentation.job import SegAttackResult, TrainedSegmenter, transfer_metrics
 from medsec.segmentation.models import save_segmenter
 from medsec.segmentation.scorecard import curve_rows, scorecard_markdown
 from medsec.segmentation.viz import overlay_figure
@@ -101,9 +96,8 @@ def _attack_all(cfg: MedSecConfig, data: SegData, trained: TrainedSegmenter, sou
 
 
 @flow(name="segmentation")
-def segmentation_flow(
-    config: str | None = None, preset: str | None = None, overrides: list[str] | None = None,
-) -> dict:
+def segmentation_flow(config: str | None = None, preset: str | None = None,
+                      overrides: list[str] | None = None) -> dict:
     """Returns ``{"run_id", "attack_run_ids", "metrics"}`` (metrics as in the JSON file; with
     ``segmentation.adversarial_training`` also ``defended_run_id``/``defended_attack_run_ids``
     and ``metrics["defended"]["pgd_at"]``)."""
@@ -119,7 +113,7 @@ def segmentation_flow(
         for path in write_report(report, SEGMENTATION_DIR / "validation").values():
             log_artifact(path, "validation")
         log_metrics({f"data_{k}": v for k, v in report.summary_metrics().items()})
-        raise_if_invalid(report, data)
+        raise_if_failed(report, data.names)  # failing files named in the exception only
         trained, clean = _train(seg, data, None, SEGMENTER_CKPT)
     attacks, run_ids, results = _attack_all(cfg, data, trained, run.info.run_id, tags,
                                             SEGMENTATION_DIR)

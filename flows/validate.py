@@ -14,10 +14,8 @@ from tasks.validate import validate_task
 
 
 @flow(name="validate")
-def validate_flow(
-    config: str | None = None, preset: str | None = None, overrides: list[str] | None = None,
-    out: str = ".",
-) -> dict:
+def validate_flow(config: str | None = None, preset: str | None = None,
+                  overrides: list[str] | None = None, out: str = ".") -> dict:
     """Write ``reports/validation/report.{json,md}`` and ``metrics/validation.json``."""
     cfg = load_config_task(config, preset, overrides)
     data = load_dataset_task(cfg, at(out, PREPARED))  # out: the output root

@@ -134,11 +134,8 @@ def preset_path(name: str) -> Path:
     return path
 
 
-def load_config(
-    path: str | Path | None = None,
-    preset: str | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
-) -> MedSecConfig:
+def load_config(path: str | Path | None = None, preset: str | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> MedSecConfig:
     """Build a validated config: defaults < preset < file < dotted overrides."""
     data: dict[str, Any] = {}
     sources = ["defaults"]

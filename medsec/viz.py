@@ -33,10 +33,8 @@ def confusion_figure(cm: np.ndarray, class_names: list[str], title: str = "") ->
     return fig
 
 
-def sample_grid(
-    images: np.ndarray, labels: np.ndarray, class_names: list[str],
-    preds: np.ndarray | None = None, n: int = 16, title: str = "",
-) -> Figure:
+def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: list[str],
+                preds: np.ndarray | None = None, n: int = 16, title: str = "") -> Figure:
     """Grid of up to ``n`` images (N, C, H, W) in [0,1] with true (and predicted) labels."""
     n = min(n, len(images))
     cols = min(8, n)
@@ -106,10 +104,9 @@ def robustness_curve_figure(rows: list[dict], title: str = "", value: str = "rob
     return fig
 
 
-def adversarial_grid(
-    clean: np.ndarray, labels: np.ndarray, clean_pred: np.ndarray,
-    attacks: list[tuple[str, np.ndarray, np.ndarray]], class_names: list[str], title: str = "",
-) -> Figure:
+def adversarial_grid(clean: np.ndarray, labels: np.ndarray, clean_pred: np.ndarray,
+                     attacks: list[tuple[str, np.ndarray, np.ndarray]], class_names: list[str],
+                     title: str = "") -> Figure:
     """Rows: the clean images (N, C, H, W) with labels and predictions, then per attack
     ``(name, adversarial (N, C, H, W), predictions (N,))`` the adversarial images (fooled
     predictions in red) and their perturbation amplified to the full grey range (mid-grey =
@@ -153,11 +150,10 @@ def adversarial_grid(
     return fig
 
 
-def scaling_attack_figure(
-    source: np.ndarray, adversarial: np.ndarray, downscaled: np.ndarray, target: np.ndarray,
-    source_labels: np.ndarray, target_labels: np.ndarray, pred: np.ndarray,
-    class_names: list[str], n: int = 4,
-) -> Figure:
+def scaling_attack_figure(source: np.ndarray, adversarial: np.ndarray, downscaled: np.ndarray,
+                          target: np.ndarray, source_labels: np.ndarray,
+                          target_labels: np.ndarray, pred: np.ndarray, class_names: list[str],
+                          n: int = 4) -> Figure:
     """Image-scaling attack, one row per example: the large source, the attack image (looks
     like the source), what the model sees after downscaling, and the intended target."""
     n = min(n, len(source))

@@ -7,11 +7,7 @@ from prefect import task
 from medsec.config import MedSecConfig
 from medsec.data.types import LoadedDataset
 from medsec.data.validation import ValidationReport
-from medsec.segmentation.config import (
-    SegAdversarialTraining,
-    SegAttackConfig,
-    SegmentationConfig,
-)
+from medsec.segmentation.config import SegAdversarialTraining, SegAttackConfig, SegmentationConfig
 from medsec.segmentation.data import SegData
 from medsec.segmentation.job import (
     SegAttackResult,

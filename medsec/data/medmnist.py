@@ -139,13 +139,9 @@ def read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: not a readable .npz file (corrupt or truncated?): {exc}") from exc
 
 
-def load_npz_dataset(
-    path: str | Path,
-    name: str,
-    class_names: tuple[str, ...] | list[str],
-    expected_channels: int | None = None,
-    extra_keys: tuple[str, ...] = (),
-) -> tuple[dict[str, ImageDataset], str]:
+def load_npz_dataset(path: str | Path, name: str, class_names: tuple[str, ...] | list[str],
+                     expected_channels: int | None = None, extra_keys: tuple[str, ...] = ()
+                     ) -> tuple[dict[str, ImageDataset], str]:
     """Load MedMNIST-format splits from ``path``; returns (splits, md5 of the file).
 
     ``extra_keys`` (e.g. ``("masks",)``) are optional per-split integer arrays (N,H,W).

@@ -73,10 +73,9 @@ def make_phantom(size: int, lesion: bool, rng: np.random.RandomState,
     return image.astype(np.float32), mask
 
 
-def generate_phantom_arrays(
-    n_train: int, n_val: int, n_test: int, size: int, seed: int,
-    contrast: tuple[float, float] = LESION_CONTRAST,
-) -> dict[str, np.ndarray]:
+def generate_phantom_arrays(n_train: int, n_val: int, n_test: int, size: int, seed: int,
+                            contrast: tuple[float, float] = LESION_CONTRAST
+                            ) -> dict[str, np.ndarray]:
     """All splits as MedMNIST-style arrays: images uint8 (N,H,W), labels (N,1), masks (N,H,W).
     ``contrast`` is the lesion brightness range (see :func:`make_phantom`)."""
     lo, hi = contrast

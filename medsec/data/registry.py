@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medsec.data.medmnist import (
-    MEDMNIST_2D,
-    find_medmnist_file,
-    load_medmnist,
-    resolve_data_dir,
-)
+from medsec.data.medmnist import MEDMNIST_2D, find_medmnist_file, load_medmnist, resolve_data_dir
 from medsec.data.phantoms import PHANTOM_FILE, PHANTOM_NAME, load_phantoms
 from medsec.data.types import LoadedDataset
 from medsec.errors import DataError

@@ -26,10 +26,8 @@ def auc_score(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
     return float(roc_auc_score(labels, probs, multi_class="ovr", average="macro"))
 
 
-def classification_metrics(
-    logits: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, num_classes: int,
-    prefix: str = "",
-) -> dict[str, float]:
+def classification_metrics(logits: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
+                           num_classes: int, prefix: str = "") -> dict[str, float]:
     """Scalar metrics named ``{prefix}acc``, ``{prefix}auc``, ``{prefix}f1`` (macro),
     ``{prefix}recall_class_{k}`` and ``{prefix}loss`` (mean cross-entropy).
 

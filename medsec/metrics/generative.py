@@ -89,10 +89,9 @@ def nearest_distances(queries: Tensor | np.ndarray, references: Tensor | np.ndar
                       for i in range(0, len(q), 1024)])
 
 
-def memorisation_metrics(
-    fake: Tensor | np.ndarray, train: Tensor | np.ndarray, holdout: Tensor | np.ndarray,
-    copy_quantile: float = 0.01,
-) -> dict[str, float]:
+def memorisation_metrics(fake: Tensor | np.ndarray, train: Tensor | np.ndarray,
+                         holdout: Tensor | np.ndarray, copy_quantile: float = 0.01
+                         ) -> dict[str, float]:
     """How close fakes come to training images, relative to real held-out images.
 
     ``nn_fake_to_train_median``: median distance of a fake to its nearest training image;
@@ -115,10 +114,8 @@ def memorisation_metrics(
     }
 
 
-def synthetic_membership_scores(
-    members: Tensor | np.ndarray, nonmembers: Tensor | np.ndarray,
-    synthetic: Tensor | np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_membership_scores(members: Tensor | np.ndarray, nonmembers: Tensor | np.ndarray,
+                                synthetic: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Membership scores (higher = "member"): minus the distance to the nearest synthetic image.
 
     ``members``: images the generator was trained on; ``nonmembers``: images from the same

@@ -20,7 +20,8 @@ _NORMS = {"batch": "batch", "group": ("group", {"num_groups": 8}), "instance": "
 
 
 class Normalize(nn.Module):
-    """``(x - mean) / std`` per channel; buffers travel with the checkpoint."""
+    """``(x - mean) / std`` per channel of images (N, C, *S), any number of spatial dims;
+    buffers travel with the checkpoint."""
 
     def __init__(self, mean: list[float], std: list[float]) -> None:
         super().__init__()
@@ -28,7 +29,8 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        shape = (1, -1, *([1] * (x.dim() - 2)))
+        return (x - self.mean.view(shape)) / self.std.view(shape)
 
 
 class PixelSpaceClassifier(nn.Module):
@@ -83,16 +85,9 @@ def known_model_names() -> list[str]:
     return list(MODELS)
 
 
-def build_classifier(
-    name: str,
-    in_channels: int,
-    num_classes: int,
-    image_size: tuple[int, int],
-    mean: list[float] | None = None,
-    std: list[float] | None = None,
-    norm: str = "batch",
-    dropout: float = 0.0,
-) -> PixelSpaceClassifier:
+def build_classifier(name: str, in_channels: int, num_classes: int, image_size: tuple[int, int],
+                     mean: list[float] | None = None, std: list[float] | None = None,
+                     norm: str = "batch", dropout: float = 0.0) -> PixelSpaceClassifier:
     """Build network ``name`` (see :data:`MODELS`) with normalisation as its first layer."""
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; known: {', '.join(MODELS)}")

@@ -98,16 +98,12 @@ def from_loaded(data: LoadedDataset, max_train: int | None = None,
     return SegData(data.name, splits, num_classes, data.version)
 
 
-# --------------------------------------------------------------------------- 3D phantoms
-
-
-def make_phantom_volume(size: int, lesion: bool, rng: np.random.RandomState,
-                        contrast: tuple[float, float] = LESION_CONTRAST,
+def make_phantom_volume(size: int, lesion: bool, rng: np.random.RandomState
                         ) -> tuple[np.ndarray, np.ndarray]:
     """One SYNTHETIC volume: (image float32 (D,H,W) in [0,1], mask uint8 (D,H,W) in {0,1}).
 
     An ellipsoidal "body" with a smooth intensity, plus (if ``lesion``) 1-2 bright spheres from
-    MONAI's ``create_test_image_3d`` (``contrast`` above the tissue), plus Gaussian noise
+    MONAI's ``create_test_image_3d`` (``LESION_CONTRAST`` above the tissue), plus Gaussian noise
     (as the 2D phantoms).
     """
     grid = np.mgrid[0:size, 0:size, 0:size].astype(np.float32) / (size - 1) * 2 - 1
@@ -118,21 +114,20 @@ def make_phantom_volume(size: int, lesion: bool, rng: np.random.RandomState,
     if lesion:
         _, labels = create_test_image_3d(
             size, size, size, num_objs=int(rng.randint(1, 3)), rad_max=max(3, size // 5),
-            rad_min=2, noise_max=0.0, num_seg_classes=1, random_state=rng,
-        )
+            rad_min=2, noise_max=0.0, num_seg_classes=1, random_state=rng)
         mask = (labels > 0).astype(np.uint8)
-        image = np.where(mask > 0, image + rng.uniform(*contrast), image)
+        image = np.where(mask > 0, image + rng.uniform(*LESION_CONTRAST), image)
     image = np.clip(image + rng.normal(0.0, 0.03, size=image.shape), 0.0, 1.0)
     return image.astype(np.float32), mask
 
 
 def phantom_volumes(n_train: int, n_val: int, n_test: int, size: int = 16,
-                    seed: int = 0, contrast: tuple[float, float] = LESION_CONTRAST) -> SegData:
+                    seed: int = 0) -> SegData:
     """Deterministic SYNTHETIC 3D phantom set (half the volumes carry lesions)."""
     splits: dict[str, SegSplit] = {}
     for offset, (split, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test))):
         rng = np.random.RandomState(seed * 1000 + 500 + offset)
-        pairs = [make_phantom_volume(size, bool(i % 2), rng, contrast) for i in range(n)]
+        pairs = [make_phantom_volume(size, bool(i % 2), rng) for i in range(n)]
         images = np.stack([p[0] for p in pairs])[:, None] if pairs else np.zeros(
             (0, 1, size, size, size), np.float32)
         masks = np.stack([p[1] for p in pairs]).astype(np.int64) if pairs else np.zeros(
@@ -140,17 +135,6 @@ def phantom_volumes(n_train: int, n_val: int, n_test: int, size: int = 16,
         splits[split] = SegSplit(images, masks)
     version = arrays_digest(*(a for s in splits.values() for a in (s.images, s.masks)))
     return SegData("phantoms3d", splits, 2, version)
-
-
-# --------------------------------------------------------------------------- folders
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
 
 
 def _read_file(path: Path) -> np.ndarray:
@@ -180,9 +164,9 @@ def _to_unit(raw: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _list(directory: Path) -> dict[str, Path]:
-    files = [p for p in sorted(directory.iterdir())
-             if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)]
-    return {_stem(p): p for p in files}
+    """The image files of ``directory`` by name without their suffix."""
+    return {p.name[: -len(suffix)]: p for p in sorted(directory.iterdir()) if p.is_file()
+            for suffix in IMAGE_SUFFIXES if p.name.lower().endswith(suffix)}  # at most one
 
 
 def read_image_mask_folder(directory: str | Path) -> tuple[SegSplit, list[str]]:

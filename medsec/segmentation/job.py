@@ -18,16 +18,12 @@ from lightning.pytorch.callbacks import Callback
 from medsec.attacks.base import Attack
 from medsec.attacks.noise import random_perturbation
 from medsec.data.types import LoadedDataset
-from medsec.data.validation import ValidationReport, raise_if_failed, validate_dataset
+from medsec.data.validation import ValidationReport, validate_dataset
 from medsec.defenses.training import AdversarialBatches
 from medsec.errors import ConfigError
 from medsec.metrics.image_quality import perturbation_norms, ssim
 from medsec.segmentation.attacks import SegFGSM, SegPGD, dilate_region
-from medsec.segmentation.config import (
-    SegAdversarialTraining,
-    SegAttackConfig,
-    SegmentationConfig,
-)
+from medsec.segmentation.config import SegAdversarialTraining, SegAttackConfig, SegmentationConfig
 from medsec.segmentation.data import (
     SegData,
     SegSplit,
@@ -36,12 +32,7 @@ from medsec.segmentation.data import (
     phantom_volumes,
     validation_splits,
 )
-from medsec.segmentation.metrics import (
-    fraction,
-    lesion_hits,
-    segmentation_metrics,
-    target_dice,
-)
+from medsec.segmentation.metrics import fraction, lesion_hits, segmentation_metrics, target_dice
 from medsec.segmentation.models import PixelSpaceSegmenter, build_segmenter
 from medsec.segmentation.module import SegmenterModule, fit_segmenter, predict_masks
 from medsec.training.fit import FitResult, seed_everything
@@ -79,19 +70,14 @@ def validate_seg_data(data: SegData, cfg: SegmentationConfig,
                       min_class_fraction: float = 0.1) -> ValidationReport:
     """The project's Great Expectations suite on image/mask data: image range/shape/NaN, mask
     shape, integer values in [0, num_classes), foreground fraction, duplicates, and the balance
-    of images with/without foreground (label 1/0)."""
+    of images with/without foreground (label 1/0). Stop on hard failures with
+    ``raise_if_failed(report, data.names)`` (names the failing files of folder data)."""
     report = validate_dataset(validation_splits(data), num_classes=2, expected_shape=None,
                               min_class_fraction=min_class_fraction,
                               num_mask_classes=data.num_classes,
                               max_foreground_fraction=cfg.max_foreground_fraction)
     return replace(report, dataset_name=data.name, dataset_version=data.version,
                    class_names=["no_foreground", "foreground"])
-
-
-def raise_if_invalid(report: ValidationReport, data: SegData) -> None:
-    """Raise :class:`ValidationFailed` for a failed report, naming the failing files of folder
-    data (``train[3] (case007)``) in the exception only, never in the logged report."""
-    raise_if_failed(report, data.names)
 
 
 def train_segmenter(cfg: SegmentationConfig, data: SegData,
@@ -199,9 +185,9 @@ def attack_metrics(spec_kind: str, images: torch.Tensor, adv: torch.Tensor, mask
     before = segmentation_metrics(pred_clean, masks, num_classes)
     after = segmentation_metrics(pred_adv, masks, num_classes)
     norms = perturbation_norms(adv - images)
-    out = {"n_examples": float(images.shape[0]), "linf_max": float(norms["linf"].max()),
-           "linf_mean": float(norms["linf"].mean()), "l2_mean": float(norms["l2"].mean()),
-           "l2_max": float(norms["l2"].max()), "l0_mean": float(norms["l0"].mean()),
+    out = {"n_examples": float(images.shape[0]),
+           **{f"{norm}_{stat}": float(getattr(norms[norm], stat)()) for norm, stat in (
+               ("linf", "max"), ("linf", "mean"), ("l2", "mean"), ("l2", "max"), ("l0", "mean"))},
            "ssim_mean": float(ssim(images, adv).mean())}
     if spec_kind in ("untargeted", "erase"):  # inject images hold no true lesion: no Dice
         out |= {"dice_clean": before["dice"], "dice_adv": after["dice"],

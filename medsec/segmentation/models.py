@@ -11,74 +11,40 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from monai.networks.nets import AttentionUnet, SegResNet, UNet
 from torch import nn
 
 from medsec.errors import ConfigError
-from medsec.models.factory import Normalize
+from medsec.models.factory import Normalize, PixelSpaceClassifier
 from medsec.training.checkpoint import load_weights, read_checkpoint, save_checkpoint
 
 
-class NormalizeND(Normalize):
-    """:class:`~medsec.models.factory.Normalize` for any number of spatial dimensions."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1, *([1] * (x.dim() - 2)))
-        return (x - self.mean.view(shape)) / self.std.view(shape)
-
-
-class PixelSpaceSegmenter(nn.Module):
-    """``NormalizeND`` then a dense backbone: (N,C,*S) in [0,1] -> logits (N,K,*S)."""
-
-    def __init__(self, normalize: Normalize, backbone: nn.Module, spatial_dims: int) -> None:
-        super().__init__()
-        self.normalize = normalize
-        self.backbone = backbone
-        self.spatial_dims = spatial_dims
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self.normalize(x))
+class PixelSpaceSegmenter(PixelSpaceClassifier):
+    """``Normalize`` then a dense backbone: (N,C,*S) in [0,1] -> logits (N,K,*S)."""
 
 
 Builder = Callable[[int, int, int, tuple[int, ...]], nn.Module]
 
 
-def _unet(dims: int, in_ch: int, n_cls: int, channels: tuple[int, ...]) -> nn.Module:
-    return UNet(spatial_dims=dims, in_channels=in_ch, out_channels=n_cls, channels=channels,
-                strides=(2,) * (len(channels) - 1), num_res_units=1, norm="instance")
-
-
-def _attention_unet(dims: int, in_ch: int, n_cls: int, channels: tuple[int, ...]) -> nn.Module:
-    return AttentionUnet(spatial_dims=dims, in_channels=in_ch, out_channels=n_cls,
-                         channels=channels, strides=(2,) * (len(channels) - 1))
-
-
-def _segresnet(dims: int, in_ch: int, n_cls: int, channels: tuple[int, ...]) -> nn.Module:
-    init = channels[0]
-    return SegResNet(spatial_dims=dims, init_filters=init, in_channels=in_ch, out_channels=n_cls,
-                     blocks_down=(1,) * len(channels), blocks_up=(1,) * (len(channels) - 1),
-                     norm=("group", {"num_groups": min(4, init)}),
-                     act=("relu", {"inplace": False}))
-
-
 SEGMENTERS: dict[str, Builder] = {
-    "unet": _unet,
-    "segresnet": _segresnet,
-    "attention_unet": _attention_unet,
+    "unet": lambda dims, in_ch, n_cls, channels: UNet(
+        spatial_dims=dims, in_channels=in_ch, out_channels=n_cls, channels=channels,
+        strides=(2,) * (len(channels) - 1), num_res_units=1, norm="instance"),
+    "segresnet": lambda dims, in_ch, n_cls, channels: SegResNet(
+        spatial_dims=dims, init_filters=channels[0], in_channels=in_ch, out_channels=n_cls,
+        blocks_down=(1,) * len(channels), blocks_up=(1,) * (len(channels) - 1),
+        norm=("group", {"num_groups": min(4, channels[0])}), act=("relu", {"inplace": False})),
+    "attention_unet": lambda dims, in_ch, n_cls, channels: AttentionUnet(
+        spatial_dims=dims, in_channels=in_ch, out_channels=n_cls, channels=channels,
+        strides=(2,) * (len(channels) - 1)),
 }
 """Known segmenter names (MONAI UNet is the default)."""
 
 
-def build_segmenter(
-    name: str = "unet",
-    spatial_dims: int = 2,
-    in_channels: int = 1,
-    num_classes: int = 2,
-    channels: tuple[int, ...] = (8, 16, 32),
-    mean: list[float] | None = None,
-    std: list[float] | None = None,
-) -> PixelSpaceSegmenter:
+def build_segmenter(name: str = "unet", spatial_dims: int = 2, in_channels: int = 1,
+                    num_classes: int = 2, channels: tuple[int, ...] = (8, 16, 32),
+                    mean: list[float] | None = None, std: list[float] | None = None,
+                    ) -> PixelSpaceSegmenter:
     """Build segmenter ``name`` (:data:`SEGMENTERS`) with normalisation as its first layer.
 
     ``channels`` are the feature widths per level (each level halves the spatial size, so a
@@ -95,7 +61,7 @@ def build_segmenter(
     if len(mean) != in_channels or len(std) != in_channels or min(std) <= 0:
         raise ConfigError("normalisation needs one mean and one positive std per channel")
     backbone = SEGMENTERS[name](spatial_dims, in_channels, num_classes, tuple(channels))
-    return PixelSpaceSegmenter(NormalizeND(mean, std), backbone, spatial_dims)
+    return PixelSpaceSegmenter(Normalize(mean, std), backbone)
 
 
 def save_segmenter(path: str | Path, model: PixelSpaceSegmenter, meta: dict[str, Any]) -> Path:

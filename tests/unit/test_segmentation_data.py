@@ -9,7 +9,6 @@ from PIL import Image
 
 from medsec.errors import ConfigError, DataError
 from medsec.segmentation.attacks import SegPGD
-from medsec.segmentation.models import load_segmenter, save_segmenter
 from medsec.segmentation.config import SegAttackConfig, SegmentationConfig
 from medsec.segmentation.data import (
     SegSplit,
@@ -19,7 +18,7 @@ from medsec.segmentation.data import (
     read_image_mask_folder,
 )
 from medsec.segmentation.job import run_attack, train_segmenter
-from medsec.segmentation.models import SEGMENTERS, build_segmenter
+from medsec.segmentation.models import SEGMENTERS, build_segmenter, load_segmenter, save_segmenter
 
 
 @pytest.fixture(autouse=True)
@@ -192,8 +191,9 @@ def _png_folder(root, mask_value: int = 1) -> None:
 
 
 def test_folder_validated_by_great_expectations(tmp_path) -> None:
+    from medsec.data.validation import raise_if_failed
     from medsec.errors import ValidationFailed
-    from medsec.segmentation.job import load_seg_data, raise_if_invalid, validate_seg_data
+    from medsec.segmentation.job import load_seg_data, validate_seg_data
 
     _png_folder(tmp_path / "good")
     cfg = SegmentationConfig(data="folder", folder=str(tmp_path / "good"), num_classes=2)
@@ -214,7 +214,7 @@ def test_folder_validated_by_great_expectations(tmp_path) -> None:
     # appear only in the error raised to the user
     assert not any("case3" in f for f in report.hard_failures)
     with pytest.raises(ValidationFailed, match=r"val\[3\] \(case3\)"):
-        raise_if_invalid(report, load_seg_data(cfg_bad))
+        raise_if_failed(report, load_seg_data(cfg_bad).names)
     cfg_three = cfg_bad.model_copy(update={"num_classes": 3})
     assert validate_seg_data(load_seg_data(cfg_three), cfg_three).success
     # large lesions are a warning, not a failure

@@ -25,14 +25,10 @@ __all__ = ["HARD", "SOFT", "ValidationReport", "image_table", "raise_if_failed",
            "validate_dataset", "write_report"]
 
 
-def validate_dataset(
-    data: LoadedDataset | dict[str, ImageDataset],
-    num_classes: int,
-    expected_shape: tuple[int, ...] | None,
-    min_class_fraction: float = 0.1,
-    num_mask_classes: int | None = None,
-    max_foreground_fraction: float = 0.5,
-) -> ValidationReport:
+def validate_dataset(data: LoadedDataset | dict[str, ImageDataset], num_classes: int,
+                     expected_shape: tuple[int, ...] | None, min_class_fraction: float = 0.1,
+                     num_mask_classes: int | None = None, max_foreground_fraction: float = 0.5
+                     ) -> ValidationReport:
     """Check every split with the Great Expectations suites; see the module docstring.
 
     ``expected_shape`` is the per-image shape (C, H, W) (or (C, D, H, W) for volumes); None
