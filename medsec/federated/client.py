@@ -1,4 +1,4 @@
-"""The Flower ``ClientApp`` of a hospital: local training, evaluation, CKKS decryption.
+"""The Flower ``ClientApp`` of a hospital: local training, evaluation, checked CKKS decryption.
 
 The app is built around a *site provider*: a function from Flower's ``Context`` (which holds
 ``node_config["partition-id"]``) to a :class:`ClientSite` with that hospital's data, model
@@ -7,7 +7,8 @@ in-process, under Flower's Ray simulation and as a SuperNode process (``apps.py`
 
 Message contract (``train``): in ``content["arrays"]`` the global weights and in
 ``content["config"]`` ``server-round`` (and ``proximal-mu`` for FedProx); out
-``content["arrays"]`` (or ``content["he"]["ciphertext"]`` with CKKS) and
+``content["arrays"]`` (or ``content["he"]`` ``ciphertext`` + ``tag`` with CKKS, for the
+decrypting node the server names in ``he-decryptor``) and
 ``content["metrics"]`` with ``num-examples``, ``unit-weight``, ``partition-id``,
 ``train_loss`` (omitted under client DP), ``train_seconds``, ``epsilon`` (client DP),
 ``encrypt_seconds``.
@@ -62,10 +63,23 @@ class ClientSite:
     crash_round: int | None = None
     he_secret: bytes | None = None
     he_slots: int = 4096
+    he_min_contributions: int = 2  # the fewest updates an aggregate this site decrypts sums
 
 
 SiteProvider = Callable[[Context], ClientSite]
 ROUNDS_DONE = "medsec-rounds-done"
+HE_DONE = "medsec-he-done"  # last round this node tagged an update for / decrypted
+
+
+def _once_per_round(context: Context, act: str, server_round: int) -> None:
+    """HEError unless ``server_round`` is later than the last round this node did ``act``
+    ("tag" or "decrypt") in: one tagged update and one decryption per node and round."""
+    done = context.state.config_records.get(HE_DONE) or ConfigRecord({"tag": 0, "decrypt": 0})
+    if server_round <= int(done[act]):
+        raise he.HEError(f"refused: node {context.node_id} already did '{act}' in round "
+                         f"{done[act]}, asked again for round {server_round}")
+    done[act] = server_round
+    context.state[HE_DONE] = done
 
 
 def _rounds_done(context: Context) -> int:
@@ -131,10 +145,14 @@ def local_update(site: ClientSite, message: Message, context: Context) -> Messag
         content = RecordDict({ARRAYS_KEY: to_record(arrays), METRICS_KEY: metrics})
     else:
         start = time.perf_counter()
+        decryptor = int(config["he-decryptor"])
+        _once_per_round(context, "tag", server_round)
         chunks = he.encrypt_vector(site.he_secret, result.num_examples * flatten(arrays),
                                    site.he_slots)
+        tag = he.contribution_tag(site.he_secret, server_round, context.node_id, decryptor,
+                                  chunks)
         metrics["encrypt_seconds"] = time.perf_counter() - start
-        content = RecordDict({HE_KEY: ConfigRecord({"ciphertext": chunks}),
+        content = RecordDict({HE_KEY: ConfigRecord({"ciphertext": chunks, "tag": tag}),
                               METRICS_KEY: metrics})
     return Message(content, reply_to=message)
 
@@ -151,12 +169,22 @@ def local_evaluation(site: ClientSite, message: Message) -> Message:
     return Message(RecordDict({METRICS_KEY: metrics}), reply_to=message)
 
 
-def decrypt_aggregate(site: ClientSite, message: Message) -> Message:
-    """Handle ``query.decrypt``: decrypt the encrypted *sum* the server sends (key holder)."""
+def decrypt_aggregate(site: ClientSite, message: Message, context: Context) -> Message:
+    """Handle ``query.decrypt``: decrypt a sum of at least ``site.he_min_contributions``
+    tagged updates of one round that names this node as its decryptor, once per round
+    (:func:`medsec.federated.he.verified_sum`); anything else is refused (HEError)."""
     if site.he_secret is None:
         raise he.HEError(f"hospital {site.partition_id} holds no CKKS secret key")
     record = message.content[HE_KEY]
-    vector = he.decrypt_vector(site.he_secret, list(record["ciphertext"]), int(record["size"]))
+    if not {"round", "nodes", "tags", "ciphertext", "size"} <= set(record):
+        raise he.HEError("refused: a decryption request must list the tagged contributions")
+    nodes, chunks = [int(n) for n in record["nodes"]], list(record["ciphertext"])
+    per_update = len(chunks) // max(1, len(nodes))
+    updates = [chunks[i * per_update:(i + 1) * per_update] for i in range(len(nodes))]
+    summed = he.verified_sum(site.he_secret, int(record["round"]), context.node_id, nodes,
+                             list(record["tags"]), updates, max(2, site.he_min_contributions))
+    _once_per_round(context, "decrypt", int(record["round"]))
+    vector = he.decrypt_vector(site.he_secret, summed, int(record["size"]))
     return Message(RecordDict({ARRAYS_KEY: to_record({"aggregate": np.asarray(vector)})}),
                    reply_to=message)
 
@@ -175,6 +203,6 @@ def build_client_app(provider: SiteProvider) -> ClientApp:
 
     @app.query("decrypt")
     def _decrypt(message: Message, context: Context) -> Message:
-        return decrypt_aggregate(provider(context), message)
+        return decrypt_aggregate(provider(context), message, context)
 
     return app

@@ -190,8 +190,9 @@ class FederatedConfig(StrictModel):
                 "secure_aggregation: secaggplus runs Flower's legacy SecAgg+ workflow with "
                 "plain FedAvg only (no client DP, attacks or FedProx)"
             )
-        if self.secure_aggregation == "secaggplus" and math.ceil(self.fraction_fit * n) < 2:
-            raise ValueError("secure_aggregation: secaggplus needs at least 2 clients per round")
+        if self.secure_aggregation != "none" and math.ceil(self.fraction_fit * n - 1e-9) < 2:
+            raise ValueError(f"secure_aggregation: {self.secure_aggregation} needs at least 2 "
+                             "clients per round (an aggregate of one is that client's update)")
         cdp = self.central_dp
         if (cdp.mode == "adaptive" and cdp.clipped_count_stddev is not None
                 and cdp.noise_multiplier >= 2 * cdp.clipped_count_stddev):

@@ -1,15 +1,19 @@
-"""Homomorphic aggregation with TenSEAL CKKS: clients encrypt, the server adds ciphertexts.
+"""Homomorphic aggregation with TenSEAL CKKS: hospitals encrypt, one hospital adds and decrypts.
 
 Key model (as in NVFlare/FedML-HE): the hospitals share one CKKS key pair, provisioned out of
-band (:func:`generate_keys`). The server only gets the *public* context (no secret key), so
-it can add ciphertexts but decrypt nothing; the encrypted sum goes back to one hospital,
-which decrypts only that aggregate. Each client sends ``n_k * w_k`` (its weights times its
-example count) in chunks of ``poly_modulus_degree / 2`` slots; the plaintext aggregate is
-``sum_k n_k w_k / sum_k n_k`` = FedAvg.
+band (:func:`generate_keys`); the server gets only the *public* context and decrypts nothing.
+Each client sends ``n_k * w_k`` (its weights times its example count) in chunks of
+``poly_modulus_degree / 2`` slots with an HMAC tag (:func:`contribution_tag`, keyed by a hash
+of the shared secret context, which the server lacks) binding the round, the sender and the
+hospital named to decrypt that round. That hospital decrypts only a sum it formed itself from
+at least ``minimum`` distinct, correctly tagged contributions (:func:`verified_sum`), once per
+round; the plaintext aggregate is ``sum_k n_k w_k / sum_k n_k`` = FedAvg.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,11 +71,8 @@ def encrypt_vector(public_context: bytes, vector: np.ndarray, slots: int) -> lis
             for i in range(0, len(values), slots)]
 
 
-def sum_ciphertexts(public_context: bytes, updates: list[list[bytes]]) -> list[bytes]:
-    """Chunk-wise homomorphic sum of the clients' ciphertext lists (the server's whole job).
-
-    Works on the public context only: no plaintext update is ever formed here.
-    """
+def sum_ciphertexts(context: bytes, updates: list[list[bytes]]) -> list[bytes]:
+    """Chunk-wise homomorphic sum of the clients' ciphertext lists (no plaintext formed)."""
     import tenseal as ts
 
     if not updates:
@@ -80,10 +81,7 @@ def sum_ciphertexts(public_context: bytes, updates: list[list[bytes]]) -> list[b
     if len(lengths) != 1:
         raise HEError(f"clients sent different numbers of ciphertext chunks: {sorted(lengths)} "
                       "(different model sizes?)")
-    ctx = _context(public_context)
-    if ctx.is_private():
-        raise HEError("the aggregation context holds a secret key: give the server the "
-                      "public context only")
+    ctx = _context(context)
     total = []
     for chunks in zip(*updates, strict=True):
         acc = ts.ckks_vector_from(ctx, chunks[0])
@@ -91,6 +89,35 @@ def sum_ciphertexts(public_context: bytes, updates: list[list[bytes]]) -> list[b
             acc += ts.ckks_vector_from(ctx, chunk)
         total.append(acc.serialize())
     return total
+
+
+def contribution_tag(secret_context: bytes, server_round: int, node: int, decryptor: int,
+                     chunks: list[bytes]) -> bytes:
+    """HMAC-SHA256 of (round, sender node, decrypting node, every chunk's SHA-256) under a key
+    derived from the hospitals' secret context: only a key holder can make or check it."""
+    key = hashlib.sha256(b"medsec-ckks-tag\0" + secret_context).digest()
+    mac = hmac.new(key, f"{server_round}/{node}/{decryptor}".encode(), "sha256")
+    for chunk in chunks:
+        mac.update(hashlib.sha256(chunk).digest())
+    return mac.digest()
+
+
+def verified_sum(secret_context: bytes, server_round: int, decryptor: int, nodes: list[int],
+                 tags: list[bytes], updates: list[list[bytes]], minimum: int) -> list[bytes]:
+    """The homomorphic sum of ``updates``, once each is shown to be the tagged round-
+    ``server_round`` contribution of a distinct node in ``nodes`` for ``decryptor``, and there
+    are at least ``minimum`` of them; HEError ("refused: ...") otherwise."""
+    if not len(nodes) == len(tags) == len(updates) or len(set(nodes)) != len(nodes):
+        raise HEError("refused: contributions must come from distinct nodes, one tag each")
+    if len(nodes) < minimum:
+        raise HEError(f"refused: an aggregate of {len(nodes)} contribution(s) would reveal "
+                      f"too much; at least {minimum} are required")
+    for node, tag, chunks in zip(nodes, tags, updates, strict=True):
+        if not hmac.compare_digest(bytes(tag), contribution_tag(
+                secret_context, server_round, node, decryptor, chunks)):
+            raise HEError(f"refused: node {node}'s ciphertext is not its tagged round-"
+                          f"{server_round} contribution for node {decryptor}")
+    return sum_ciphertexts(secret_context, updates)
 
 
 def decrypt_vector(secret_context: bytes, chunks: list[bytes], size: int) -> np.ndarray:

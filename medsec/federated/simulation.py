@@ -42,6 +42,7 @@ from medsec.federated.server import (
     ServerPlan,
     build_server_app,
 )
+from medsec.federated.strategies import sampled_clients
 from medsec.metrics.classification import classification_metrics
 from medsec.models.factory import PixelSpaceClassifier, build_classifier
 from medsec.training.config import ClassifierRecipe
@@ -124,7 +125,7 @@ def setup_federation(fed: FederatedConfig, recipe: ClassifierRecipe, data: Loade
     spec = LocalTraining(epochs=fed.local_epochs, batch_size=opt.batch_size, lr=opt.lr,
                          optimizer=opt.optimizer, weight_decay=opt.weight_decay,
                          augment=opt.augment, total_rounds=fed.rounds)
-    roles = _roles(fed)
+    roles, sampled = _roles(fed), sampled_clients(fed)
     sites = [
         ClientSite(
             partition_id=i, train=train_parts[i], val=val_parts[i],
@@ -133,6 +134,7 @@ def setup_federation(fed: FederatedConfig, recipe: ClassifierRecipe, data: Loade
             dp=fed.client_dp if fed.client_dp.enabled else None,
             crash_round=fed.faults.crash_round if i in fed.faults.crash_clients else None,
             he_secret=keys.secret if keys else None, he_slots=keys.slots if keys else 4096,
+            he_min_contributions=min(fed.min_fit_clients or sampled, sampled),
         )
         for i in range(fed.num_clients)
     ]

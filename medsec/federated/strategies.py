@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,7 +64,7 @@ class RoundCost:
     seconds: float = 0.0
     download_bytes_per_client: float = 0.0
     upload_bytes_per_client: float = 0.0
-    extra_bytes: int = 0  # e.g. the encrypted aggregate sent for decryption
+    extra_bytes: int = 0  # e.g. the tagged ciphertexts forwarded for decryption
     clients: list[dict[str, float]] = field(default_factory=list)
     fed_eval: dict[str, float] = field(default_factory=dict)
 
@@ -163,44 +163,49 @@ class GuardedStrategy(Strategy):
         return metrics
 
 
-# A callable that turns the encrypted sum into plaintext by asking a key holder.
-Decryptor = Callable[[list[bytes], int, Grid | None, list[int]], np.ndarray]
+def decryption_request(server_round: int, replies: list[Message], size: int) -> ConfigRecord:
+    """What the server forwards to the round's decrypting hospital: the senders' node ids, their
+    tags and their ciphertext chunks (concatenated in that order), and the model ``size``."""
+    records = [m.content[HE_KEY] for m in replies]
+    return ConfigRecord({
+        "round": server_round, "size": size, "nodes": [m.metadata.src_node_id for m in replies],
+        "tags": [r["tag"] for r in records],
+        "ciphertext": [chunk for r in records for chunk in r["ciphertext"]],
+    })
 
 
-def grid_decryptor(chunks: list[bytes], size: int, grid: Grid | None,
-                   nodes: list[int]) -> np.ndarray:
-    """Send the encrypted aggregate to a hospital (key holder) and receive its plaintext."""
-    if grid is None or not nodes:
+def grid_decryptor(request: ConfigRecord, grid: Grid | None, node: int | None) -> np.ndarray:
+    """Have hospital ``node`` (the round's decryptor) sum and decrypt ``request``."""
+    if grid is None or node is None:
         raise FederationError("ckks: no hospital is reachable to decrypt the aggregate")
-    content = RecordDict({HE_KEY: ConfigRecord({"ciphertext": chunks, "size": size})})
-    for node in nodes:
-        replies = list(grid.send_and_receive(
-            [Message(content, dst_node_id=node, message_type=DECRYPT_MESSAGE)], timeout=600))
-        if replies and not replies[0].has_error():
-            return replies[0].content[ARRAYS_KEY]["aggregate"].numpy()
-    raise FederationError("ckks: no hospital could decrypt the aggregate")
+    message = Message(RecordDict({HE_KEY: request}), dst_node_id=node,
+                      message_type=DECRYPT_MESSAGE)
+    replies = list(grid.send_and_receive([message], timeout=600))
+    if not replies or replies[0].has_error():
+        why = replies[0].error.reason if replies else "no reply"
+        raise FederationError(f"ckks: hospital {node} did not decrypt the aggregate ({why})")
+    return replies[0].content[ARRAYS_KEY]["aggregate"].numpy()
 
 
 class HomomorphicFedAvg(FedAvg):
-    """FedAvg over CKKS ciphertexts: the server holds the public context only.
+    """FedAvg over CKKS ciphertexts: the server holds the public context only and forwards.
 
-    Each reply carries ``content["he"]["ciphertext"]`` (chunks of ``n_k * w_k``) and
-    ``num-examples`` in its metrics. ``aggregate_train`` adds the ciphertexts, has a hospital
-    decrypt the sum (``decryptor``) and divides by ``sum n_k``.
+    Each round names one sampled hospital as decryptor (``he-decryptor`` in the train config).
+    Each reply carries ``content["he"]`` (``ciphertext``: chunks of ``n_k * w_k``; ``tag``) and
+    ``num-examples`` in its metrics. ``aggregate_train`` forwards the tagged ciphertexts to the
+    decryptor, which checks, sums and decrypts them (:func:`he.verified_sum`); the server
+    divides by ``sum n_k``.
     """
 
-    def __init__(self, public_context: bytes, decryptor: Decryptor = grid_decryptor,
-                 proximal_mu: float = 0.0, **kwargs) -> None:
+    def __init__(self, public_context: bytes, proximal_mu: float = 0.0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.proximal_mu = proximal_mu
         if he.is_private(public_context):
             raise he.HEError("HomomorphicFedAvg got a context with a secret key: the server "
                              "must hold the public context only")
-        self.public_context = public_context
-        self.decryptor = decryptor
         self.last_extra_bytes = 0
-        self.last_aggregate_seconds = 0.0
         self._grid: Grid | None = None
+        self._decryptor: int | None = None
         self._like: dict[str, np.ndarray] = {}
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
@@ -209,7 +214,11 @@ class HomomorphicFedAvg(FedAvg):
         self._like = from_record(arrays)
         if self.proximal_mu > 0:
             config["proximal-mu"] = self.proximal_mu
-        return super().configure_train(server_round, arrays, config, grid)
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        self._decryptor = min((m.metadata.dst_node_id for m in messages), default=None)
+        for message in messages:
+            message.content["config"]["he-decryptor"] = self._decryptor
+        return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -219,21 +228,16 @@ class HomomorphicFedAvg(FedAvg):
         contents = [m.content for m in valid]
         if any(HE_KEY not in c.config_records for c in contents):
             raise FederationError("ckks: a client replied without an encrypted update")
-        start = time.perf_counter()
-        summed = he.sum_ciphertexts(self.public_context,
-                                    [list(c[HE_KEY]["ciphertext"]) for c in contents])
-        total = float(sum(float(c[METRICS_KEY][EXAMPLES_KEY]) for c in contents))
         size = sum(int(np.prod(v.shape)) for v in self._like.values())
-        vector = self.decryptor(summed, size, self._grid,
-                                [m.metadata.src_node_id for m in valid])
-        self.last_aggregate_seconds = time.perf_counter() - start
-        self.last_extra_bytes = sum(len(c) for c in summed) + 8 * size
+        request = decryption_request(server_round, valid, size)
+        vector = grid_decryptor(request, self._grid, self._decryptor)
+        self.last_extra_bytes = sum(len(c) for c in request["ciphertext"]) + 8 * size
+        total = float(sum(float(c[METRICS_KEY][EXAMPLES_KEY]) for c in contents))
         arrays = to_record(unflatten(vector / total, self._like))
         return arrays, aggregate_metricrecords(contents, self.weighted_by_key)
 
 
-def build_strategy(fed: FederatedConfig, he_public: bytes | None = None,
-                   decryptor: Decryptor = grid_decryptor) -> GuardedStrategy:
+def build_strategy(fed: FederatedConfig, he_public: bytes | None = None) -> GuardedStrategy:
     """The configured Flower strategy (plus central DP / CKKS), wrapped in the guard."""
     n = fed.num_clients
     sampled = sampled_clients(fed)
@@ -248,7 +252,7 @@ def build_strategy(fed: FederatedConfig, he_public: bytes | None = None,
         if he_public is None:
             raise he.HEError("secure_aggregation=ckks needs the public CKKS context")
         mu = fed.proximal_mu if fed.strategy == "fedprox" else 0.0
-        inner = HomomorphicFedAvg(he_public, decryptor, proximal_mu=mu, **common)
+        inner = HomomorphicFedAvg(he_public, proximal_mu=mu, **common)
     elif fed.strategy == "fedavg":
         inner = FedAvg(**common)
     elif fed.strategy == "fedprox":

@@ -75,6 +75,8 @@ def test_incompatible_options_are_rejected():
     with pytest.raises(ConfigError, match="secure_aggregation"):
         load_config(overrides=["federated.num_clients=5", "federated.strategy=median",
                                "federated.secure_aggregation=ckks"])
+    with pytest.raises(ConfigError, match="ckks needs at least 2 clients per round"):
+        load_config(overrides=["federated.num_clients=1", "federated.secure_aggregation=ckks"])
     with pytest.raises(ConfigError, match="client_dp"):
         load_config(overrides=["federated.strategy=fedprox", "federated.client_dp.enabled=true",
                                "federated.client_dp.noise_multiplier=1.0"])
