@@ -160,11 +160,12 @@ def audit_flow(
                      run_name=f"privacy-audit-{stem}-{label}") as run:
         record = meta.get("privacy") or {"mechanism": "none"}
         dp = log_dp_record(record)
-        sets = audit_data_task(cfg, data)
+        sets = audit_data_task(cfg, data, meta)  # non-members: never the selecting split
         test, result = _evaluate_and_audit(cfg, data, model, meta, sets, f"{stem} ({label})",
                                            AUDIT_REPORT_DIR / f"{stem}_mia_roc.png")
     out = {"run_id": run.info.run_id, "checkpoint": str(path), "privacy": label,
-           "strongest": result.strongest, "metrics": test | dp | result.metrics}
+           "strongest": result.strongest, "nonmembers": result.nonmembers_from,
+           "metrics": test | dp | result.metrics}
     write_json(AUDIT_REPORT_DIR / f"{stem}.json", out)
     return out
 

@@ -21,8 +21,9 @@ if TYPE_CHECKING:  # the audit imports sklearn/Opacus: only when a privacy flow 
 
 
 @task(name="privacy-audit-data", cache_policy=NO_CACHE)
-def audit_data_task(cfg: MedSecConfig, data: LoadedDataset) -> AuditData:
-    return stage.audit_sets(cfg, data)
+def audit_data_task(cfg: MedSecConfig, data: LoadedDataset,
+                    meta: dict[str, Any] | None = None) -> AuditData:
+    return stage.audit_sets(cfg, data, meta)
 
 
 @task(name="privacy-audit", cache_policy=NO_CACHE)
@@ -33,8 +34,9 @@ def audit_task(model: nn.Module, meta: dict[str, Any], cfg: MedSecConfig, data: 
 
 def log_dp_record(record: dict[str, Any]) -> dict[str, float]:
     """A DP run's final numbers as metrics (``epsilon``, ``dp_*``) and params (``dp_*``: also
-    the accountant and the model selection), the whole record as ``privacy/dp.json``; returns
-    the metrics (empty when non-private)."""
+    the accountant and the model selection), the tag ``medsec.dp_noise`` (``seeded`` /
+    ``secure``), the whole record as ``privacy/dp.json``; returns the metrics (empty when
+    non-private)."""
     from medsec.privacy.plan import dp_metrics
 
     metrics = dp_metrics(record)
@@ -43,6 +45,7 @@ def log_dp_record(record: dict[str, Any]) -> dict[str, float]:
         log_params({f"dp_{k}": v for k, v in record.items()
                     if k not in ("mechanism", "epsilon", "epsilon_per_epoch")})
         log_dict(record, "privacy/dp.json")
+        set_tags({"medsec.dp_noise": record.get("noise", "seeded")})
     return metrics
 
 
@@ -62,6 +65,7 @@ def log_audit(result: AuditResult, class_names: list[str], title: str,
             log_metrics({f"extraction_{mode}_agreement": res.agreement,
                          f"extraction_{mode}_test_acc": res.test_acc,
                          "extraction_victim_test_acc": res.victim_test_acc}, step=res.budget)
+    set_tags({"medsec.audit.nonmembers": result.nonmembers_from})
     if result.strongest is not None:
         set_tags({"medsec.mia.strongest": result.strongest})
     if result.scores:
@@ -76,4 +80,5 @@ def log_audit(result: AuditResult, class_names: list[str], title: str,
     extraction = {mode: [vars(r) for r in results]
                   for mode, results in result.extraction.items()}
     log_dict({"metrics": result.metrics, "strongest": result.strongest,
-              "extraction": extraction}, "privacy/audit.json")
+              "nonmembers": result.nonmembers_from, "extraction": extraction},
+             "privacy/audit.json")

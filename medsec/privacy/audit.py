@@ -110,10 +110,10 @@ def recipe_train_fn(recipe: ClassifierRecipe, dp: DPConfig, data: LoadedDataset)
     """A ``TrainFn`` that trains like the target: the project's train path with ``recipe``
     (DP-SGD with ``dp`` when enabled) on the given images/int labels (no ``max_train``
     truncation); ``seed`` replaces ``recipe.seed``; validation on ``data``'s val."""
-    from medsec.privacy.training import DPStrategy
-    from medsec.training.job import plain_fit, train_classifier
+    from medsec.privacy.plan import fit_strategy
+    from medsec.training.job import train_classifier
 
-    strategy = DPStrategy(dp) if dp.enabled else plain_fit
+    strategy = fit_strategy(dp)
 
     def train_fn(images: Tensor, labels: Tensor, seed: int) -> nn.Module:
         split = ImageDataset(images.numpy(), labels.numpy())
@@ -164,7 +164,8 @@ def _topped_up(train_fn: TrainFn, pool: Examples, size: int) -> TrainFn:
 class AuditResult:
     """``scores[attack] = (member scores, non-member scores)``; ``metrics`` all scalars;
     ``strongest`` membership attack (None without one); per-mode extraction results; inversion
-    results with the class-average images (K,C,H,W) they were scored against."""
+    results with the class-average images (K,C,H,W) they were scored against;
+    ``nonmembers_from``: the non-members' split(s) (:class:`AuditData`)."""
 
     scores: dict[str, tuple[np.ndarray, np.ndarray]]
     metrics: dict[str, float]
@@ -173,6 +174,7 @@ class AuditResult:
     inversion: list[Any]
     class_means: Tensor | None
     seconds: float
+    nonmembers_from: str = "held-out"
 
 
 def _membership_scores(model: nn.Module, data: AuditData, audit: AuditConfig,
@@ -262,7 +264,7 @@ def run_audit(
         metrics |= inversion_metrics(inversion)
     return AuditResult(scores=scores, metrics=metrics, strongest=strongest,
                        extraction=extraction, inversion=inversion, class_means=means,
-                       seconds=time.perf_counter() - start)
+                       seconds=time.perf_counter() - start, nonmembers_from=data.nonmembers_from)
 
 
 def _extraction(model: nn.Module, meta: dict[str, Any], data: AuditData, audit: AuditConfig,
@@ -288,6 +290,7 @@ def audit_model(model: nn.Module, meta: dict[str, Any], audit: AuditConfig,
     """Audit a trained classifier with ``audit``; ``recipe`` and ``dp`` are the configured
     training (split limits, seed, optimisation), shadow/reference models follow the model's own
     recipe (:func:`target_recipe` from ``meta``)."""
-    sets = sets if sets is not None else audit_data_for(audit, recipe, data)
+    sets = sets if sets is not None else audit_data_for(audit, recipe, data,
+                                                        meta.get("selection"))
     train_fn = recipe_train_fn(*target_recipe(recipe, dp, meta), data)
     return run_audit(model, meta, sets, audit, train_fn, seed=recipe.seed)

@@ -4,9 +4,10 @@ The content hash is the validation stage's (SHA-1 of the uint8 image), so an ima
 twice counts once; PneumoniaMNIST shares images between its splits.
 
 - ``members``: ``num_members`` images of the target's training split;
-- ``nonmembers``: ``num_nonmembers`` held-out images (``nonmember_splits``, default val: they
-  must come from the training split's distribution) whose content is not in the training
-  split (an image in both is audited as neither);
+- ``nonmembers``: ``num_nonmembers`` held-out images the model never saw, neither in training
+  nor in model selection (``nonmember_splits``, default val: they must come from the training
+  split's distribution; test when val selected the model's epoch), whose content is not in the
+  training split (an image in both is audited as neither);
 - ``rmia_population``: ``num_population`` other held-out images (non-member leftovers first,
   then the other splits, e.g. test) as RMIA's ``z``;
 - ``population``: the rest of the training split, without any audited image's content: the
@@ -16,6 +17,7 @@ twice counts once; PneumoniaMNIST shares images between its splits.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,7 +54,8 @@ class Examples:
 @dataclass(frozen=True)
 class AuditData:
     """The disjoint sets of an audit (see the module docstring); ``train_size`` = the target's
-    training-set size; ``counts`` = set sizes and removed duplicates (for the run record)."""
+    training-set size; ``counts`` = set sizes and removed duplicates (for the run record);
+    ``nonmembers_from``: the split(s) of the non-members, and why when not the configured."""
 
     members: Examples
     nonmembers: Examples
@@ -62,6 +65,7 @@ class AuditData:
     test: Examples
     train_size: int
     counts: dict[str, float]
+    nonmembers_from: str = "held-out"
 
 
 def content_hashes(images: np.ndarray) -> np.ndarray:
@@ -144,20 +148,27 @@ def audit_data(
     )
 
 
-def audit_data_for(audit: AuditConfig, recipe: ClassifierRecipe,
-                   data: LoadedDataset) -> AuditData:
+def audit_data_for(audit: AuditConfig, recipe: ClassifierRecipe, data: LoadedDataset,
+                   selection: str | None = None) -> AuditData:
     """:func:`audit_data` for the target trained by ``recipe``: its training split
-    (``max_train``), non-members from ``audit.nonmember_splits``, RMIA's population also from
-    the other held-out split, extraction scored on the test split (``max_eval``); seeded by
-    ``recipe.seed``."""
+    (``max_train``), non-members from ``audit.nonmember_splits`` without any split that
+    selected the model (val, unless ``selection`` is "last epoch"; None = unknown = selected on
+    val), else from the unseen other split (test); RMIA's population also from the other unseen
+    split; extraction scored on the test split (``max_eval``); seeded by ``recipe.seed``."""
+    from medsec.training.job import LAST_EPOCH
+
+    unseen = [s for s in ("val", "test") if s != "val" or selection == LAST_EPOCH]
+    names = [s for s in audit.nonmember_splits if s in unseen] or unseen
+    source = "+".join(names) if names == list(audit.nonmember_splits) else (
+        f"{'+'.join(names)} (val selected the model's epoch: not a non-member set)")
 
     def joined(names: list[str]) -> ImageDataset | None:
         parts = [data.splits[name] for name in names]
         return ImageDataset(np.concatenate([p.images for p in parts]),
                             np.concatenate([p.labels for p in parts])) if parts else None
 
-    heldout = joined(list(audit.nonmember_splits))
-    spare = joined([s for s in ("val", "test") if s not in audit.nonmember_splits])
+    heldout = joined(names)
     assert heldout is not None
-    return audit_data(recipe.split(data, "train"), heldout, recipe.split(data, "test"),
-                      audit, recipe.seed, spare=spare)
+    sets = audit_data(recipe.split(data, "train"), heldout, recipe.split(data, "test"), audit,
+                      recipe.seed, spare=joined([s for s in unseen if s not in names]))
+    return dataclasses.replace(sets, nonmembers_from=source)

@@ -26,6 +26,13 @@ AttackName = Literal["loss", "shadow", "lira", "rmia", "extraction", "inversion"
 ALL_ATTACKS: tuple[str, ...] = ("loss", "shadow", "lira", "rmia", "extraction", "inversion")
 
 
+def _distinct(value: tuple, what: str, ok: bool = True, allow_empty: bool = False) -> tuple:
+    """``value`` if ``ok`` and its items are distinct (and some, unless ``allow_empty``)."""
+    if not ok or not (value or allow_empty) or len(set(value)) != len(value):
+        raise ValueError(f"need distinct {what}, got {list(value)}")
+    return value
+
+
 class DPConfig(StrictModel):
     """DP-SGD with Poisson sampling and per-sample clipping (Opacus), for ``train``.
 
@@ -39,6 +46,12 @@ class DPConfig(StrictModel):
     never influence the released model. With True, ``train.select_best`` applies: choosing an
     epoch on validation AUC is post-processing of the DP iterates, so epsilon still covers the
     training images, but the validation images get no protection (they must be public).
+
+    ``secure_mode``: Opacus' secure mode (noise and Poisson sampling from ``/dev/urandom``
+    through the ``torchcsprng`` package, noise robust to floating-point attacks) for real
+    releases; off (default), noise comes from torch's seeded generator (reproducible, for
+    experiments). Records tag it: ``noise`` = ``secure`` / ``seeded``. Under DP the model's
+    normalisation is fixed (mean 0.5, std 0.5 per channel), never the training images' statistics.
     """
 
     enabled: bool = False
@@ -49,6 +62,7 @@ class DPConfig(StrictModel):
     accountant: Accountant = "prv"
     max_physical_batch_size: int = Field(default=128, gt=0)
     val_is_public: bool = False
+    secure_mode: bool = False
 
     @model_validator(mode="after")
     def _one_noise_source(self) -> DPConfig:
@@ -76,16 +90,12 @@ class ExtractionConfig(StrictModel):
     @field_validator("budgets")
     @classmethod
     def _budgets(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if not value or min(value) < 1 or len(set(value)) != len(value):
-            raise ValueError(f"need distinct positive query budgets, got {list(value)}")
-        return tuple(sorted(value))
+        return tuple(sorted(_distinct(value, "positive query budgets", min(value or [0]) >= 1)))
 
     @field_validator("modes")
     @classmethod
     def _modes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value or len(set(value)) != len(value):
-            raise ValueError(f"need distinct modes out of probs, labels; got {list(value)}")
-        return value
+        return _distinct(value, "modes out of probs, labels")
 
 
 class InversionConfig(StrictModel):
@@ -103,11 +113,12 @@ class AuditConfig(StrictModel):
     ``num_nonmembers`` held-out images (from ``nonmember_splits``), deduplicated by content
     hash (an image in both is audited as neither). Non-members must come from the training
     split's distribution, else the audit measures the shift, not memorisation: MedMNIST's val
-    split is a random part of the original training data, its test split is not (on
-    PneumoniaMNIST a loss threshold separates training from test images with AUC 0.76 even for
-    a DP model at epsilon 1). Hence the default ``("val",)``; a model selected on val leaks a
-    little about it. ``num_population`` other held-out images (val leftovers, then test) are
-    RMIA's population. ``lira`` runs online and offline LiRA on ``num_reference`` reference
+    split is a random part of the original training data, its test split is not. Hence the
+    default ``("val",)``, but non-members are never images the model saw: a model whose epoch
+    was selected on val (checkpoint ``selection``, e.g. ``train.select_best``) is audited
+    against test instead, and the result says so (``nonmembers_from``). ``num_population``
+    other unseen held-out images (non-member leftovers, then the other split) are RMIA's
+    population. ``lira`` runs online and offline LiRA on ``num_reference`` reference
     models (even, >= 4: each audited image is in half of them), ``shadow`` trains
     ``num_shadow`` shadow models; both use the target's own training recipe (same network,
     optimiser, epochs and DP settings). Sizes larger than the data are reduced to what is
@@ -131,10 +142,7 @@ class AuditConfig(StrictModel):
     @field_validator("attacks")
     @classmethod
     def _attacks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value or len(set(value)) != len(value):
-            raise ValueError(f"need distinct attacks out of {', '.join(ALL_ATTACKS)}; got "
-                             f"{list(value)}")
-        return value
+        return _distinct(value, f"attacks out of {', '.join(ALL_ATTACKS)}")
 
     @field_validator("num_reference")
     @classmethod
@@ -146,9 +154,7 @@ class AuditConfig(StrictModel):
     @field_validator("nonmember_splits")
     @classmethod
     def _splits(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value or len(set(value)) != len(value):
-            raise ValueError(f"need distinct held-out splits (val, test), got {list(value)}")
-        return value
+        return _distinct(value, "held-out splits (val, test)")
 
 
 class PrivacyConfig(StrictModel):
@@ -165,9 +171,8 @@ class PrivacyConfig(StrictModel):
     @field_validator("sweep")
     @classmethod
     def _sweep(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if any(not eps > 0 for eps in value) or len(set(value)) != len(value):
-            raise ValueError(f"need distinct target epsilons > 0, got {list(value)}")
-        return tuple(sorted(value))
+        ok = all(eps > 0 for eps in value)
+        return tuple(sorted(_distinct(value, "target epsilons > 0", ok, allow_empty=True)))
 
     @model_validator(mode="after")
     def _some_point(self) -> PrivacyConfig:

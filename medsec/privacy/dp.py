@@ -115,7 +115,7 @@ def check_dp_compatible(net: nn.Module, example_input: torch.Tensor | None = Non
         _dry_run(net, example_input)
 
 
-def _example_batch(loader: DataLoader) -> torch.Tensor | None:
+def example_batch(loader: DataLoader) -> torch.Tensor | None:
     """Two training images (2,C,H,W) for a dry run; None unless items are (image, label)."""
     dataset = loader.dataset
     try:
@@ -172,8 +172,8 @@ def make_private(
     if plan.steps_per_epoch != len(train_loader):
         raise ValueError(f"the DP plan has {plan.steps_per_epoch} steps per epoch, the loader "
                          f"{len(train_loader)} batches: plan for this loader")
-    check_dp_compatible(net, _example_batch(train_loader))
-    engine = PrivacyEngine(accountant=plan.accountant)
+    check_dp_compatible(net, example_batch(train_loader))
+    engine = PrivacyEngine(accountant=plan.accountant, secure_mode=plan.secure_mode)
     net.train()
     out = engine.make_private(
         module=net, optimizer=optimizer, data_loader=train_loader,
@@ -252,7 +252,10 @@ def private_training(
 
 
 class EpsilonLogger(L.Callback):
-    """Record epsilon spent after every training epoch (``epsilons``; also ``log("epsilon")``)."""
+    """Record epsilon spent after every training epoch (``epsilons``), also as ``epsilon`` in
+    the epoch's record of ``pl_module.history`` (if any: per-epoch loggers such as MLflow's
+    and the history CSV carry it; put this callback before them) and, with ``log``, through
+    ``log("epsilon")``."""
 
     def __init__(self, state: DPState, log: bool = True) -> None:
         self.state = state
@@ -262,5 +265,8 @@ class EpsilonLogger(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         eps = self.state.epsilon()
         self.epsilons.append(eps)
+        history = getattr(pl_module, "history", [])
+        if history and int(history[-1]["epoch"]) == trainer.current_epoch:
+            history[-1]["epsilon"] = eps
         if self.log:
             pl_module.log("epsilon", eps)

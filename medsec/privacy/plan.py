@@ -11,10 +11,13 @@ Light: Opacus is imported only when an epsilon is computed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from medsec.privacy.accounting import Accountant, epsilon_for, noise_for_target
 from medsec.privacy.config import DPConfig
+
+if TYPE_CHECKING:
+    from medsec.training.job import FitStrategy
 
 GradSampleMode = Literal["hooks", "functorch", "ghost"]
 
@@ -28,7 +31,8 @@ class DPPlan:
     ``grad_sample_mode`` "ghost" (ghost clipping) only works with
     :func:`medsec.privacy.dp.make_private` in a plain torch loop, not with Lightning. The
     accountants assume Poisson sampling: with ``poisson_sampling=False`` (shuffled fixed-size
-    batches) the epsilon is only an approximation.
+    batches) the epsilon is only an approximation. ``secure_mode``: Opacus' secure generator
+    (needs ``torchcsprng``) instead of torch's seeded one.
     """
 
     noise_multiplier: float
@@ -42,6 +46,7 @@ class DPPlan:
     max_physical_batch_size: int = 128
     poisson_sampling: bool = True
     grad_sample_mode: GradSampleMode = "hooks"
+    secure_mode: bool = False
 
     @property
     def sample_rate(self) -> float:
@@ -95,12 +100,12 @@ def plan_dp(dp: DPConfig, num_examples: int, steps_per_epoch: int, epochs: int, 
     """
     if not dp.enabled:
         raise ValueError("plan_dp needs a DP config with enabled=true")
+    delta = resolve_delta(dp.delta, num_examples)
     if steps_per_epoch < 1 or epochs < 1:
         raise ValueError(f"need steps_per_epoch, epochs >= 1, got {steps_per_epoch}, {epochs}")
     if grad_sample_mode not in get_args(GradSampleMode):
         raise ValueError(f"grad_sample_mode must be one of {get_args(GradSampleMode)}, got "
                          f"{grad_sample_mode!r}")
-    delta = resolve_delta(dp.delta, num_examples)
     sigma = dp.noise_multiplier
     if sigma is None:
         assert dp.target_epsilon is not None
@@ -111,20 +116,24 @@ def plan_dp(dp: DPConfig, num_examples: int, steps_per_epoch: int, epochs: int, 
                   steps_per_epoch=steps_per_epoch, epochs=epochs,
                   target_epsilon=dp.target_epsilon,
                   max_physical_batch_size=dp.max_physical_batch_size,
-                  poisson_sampling=poisson_sampling, grad_sample_mode=grad_sample_mode)
+                  poisson_sampling=poisson_sampling, grad_sample_mode=grad_sample_mode,
+                  secure_mode=dp.secure_mode)
 
 
 @dataclass(frozen=True)
 class DPRecord:
     """What a finished DP-SGD run spent: ``epsilon`` at ``plan.delta`` after ``steps``
-    optimizer steps (``epsilon_per_epoch``: after each epoch), and the ``selection`` of the
-    released weights (e.g. "last epoch")."""
+    optimizer steps (``epsilon_per_epoch``: after each epoch), the ``selection`` of the
+    released weights (e.g. "last epoch") and the model's ``normalisation`` ("fixed": data-
+    independent, nothing of the training images outside the mechanism). ``noise`` in the dict:
+    ``secure`` (Opacus' secure mode) or ``seeded`` (torch's generator, reproducible)."""
 
     plan: DPPlan
     epsilon: float
     steps: int
     epsilon_per_epoch: tuple[float, ...]
     selection: str
+    normalisation: str = "fixed"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types: the checkpoint's ``meta["privacy"]`` (also logged to MLflow)."""
@@ -136,8 +145,21 @@ class DPRecord:
             "target_epsilon": p.target_epsilon, "num_examples": p.num_examples,
             "epochs": p.epochs, "poisson_sampling": p.poisson_sampling,
             "epsilon_per_epoch": [float(e) for e in self.epsilon_per_epoch],
-            "selection": self.selection,
+            "selection": self.selection, "noise": "secure" if p.secure_mode else "seeded",
+            "normalisation": self.normalisation,
         }
+
+
+def fit_strategy(dp: DPConfig) -> FitStrategy:
+    """DP-SGD (:class:`medsec.privacy.training.DPStrategy`, Opacus imported only then) when
+    ``dp.enabled``, else the plain fit: the one place that chooses."""
+    if dp.enabled:
+        from medsec.privacy.training import DPStrategy
+
+        return DPStrategy(dp)
+    from medsec.training.job import plain_fit
+
+    return plain_fit
 
 
 def dp_metrics(record: dict[str, Any]) -> dict[str, float]:

@@ -10,6 +10,8 @@ the run's :class:`~medsec.privacy.plan.DPRecord` is what the checkpoint metadata
 
 Model selection: DP runs keep the last epoch unless ``privacy.dp.val_is_public`` (see
 :class:`medsec.privacy.config.DPConfig`); the reported epsilon is always the whole run's.
+Normalisation: fixed (:func:`fix_normalisation`), never the private images' statistics. Noise:
+torch's seeded generator, or Opacus' secure mode with ``privacy.dp.secure_mode``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
@@ -27,15 +28,35 @@ from torch.utils.data import DataLoader
 from medsec.errors import ConfigError
 from medsec.privacy.accounting import UnreachableEpsilonError
 from medsec.privacy.config import DPConfig
-from medsec.privacy.dp import EpsilonLogger, check_dp_compatible, private_training
-from medsec.privacy.plan import DPPlan, DPRecord, plan_dp, resolve_delta
+from medsec.privacy.dp import (
+    EpsilonLogger,
+    check_dp_compatible,
+    example_batch,
+    private_training,
+)
+from medsec.privacy.plan import DPPlan, DPRecord, plan_dp
 from medsec.training.config import ClassifierRecipe
 from medsec.training.fit import FitResult, fit_classifier
+from medsec.training.job import BEST_VAL, LAST_EPOCH
 from medsec.training.module import ClassifierModule
 
-# Printed on every DP run, harmless here: the first layer's input needs no gradient; the
-# noise comes from torch's (seeded) generator, not a cryptographically secure one.
+# Printed on every DP run, harmless here: the first layer's input needs no gradient; seeded
+# noise (no secure_mode) is recorded as such (``noise: seeded``).
 _BENIGN_WARNINGS = ("Full backward hook is firing", "Secure RNG turned off")
+FIXED_MEAN = FIXED_STD = 0.5  # maps [0, 1] to [-1, 1], whatever the data
+
+
+def fix_normalisation(net: torch.nn.Module) -> str:
+    """Set ``net.normalize`` (if any) to mean 0.5, std 0.5 per channel, in place: statistics of
+    the private training images would reach the model outside DP-SGD. Returns the record's
+    ``normalisation``: ``fixed``, or ``none`` without a normalisation layer."""
+    norm = getattr(net, "normalize", None)
+    if norm is None or not hasattr(norm, "mean"):
+        return "none"
+    with torch.no_grad():
+        norm.mean.fill_(FIXED_MEAN)
+        norm.std.fill_(FIXED_STD)
+    return "fixed"
 
 
 def plan_private_training(dp: DPConfig, recipe: ClassifierRecipe, net: torch.nn.Module,
@@ -44,42 +65,35 @@ def plan_private_training(dp: DPConfig, recipe: ClassifierRecipe, net: torch.nn.
     over ``train.epochs`` and check that ``net`` is DP-compatible.
 
     Raises :class:`ConfigError` naming the field: ``privacy.dp.delta`` (>= 1/N),
-    ``model.norm`` (a layer DP-SGD cannot train, named) or ``privacy.dp.target_epsilon``
-    (unreachable).
+    ``model.norm`` (a layer DP-SGD cannot train, named), ``privacy.dp.target_epsilon``
+    (unreachable) or ``privacy.dp.secure_mode`` (``torchcsprng`` missing).
     """
-    dataset = train_loader.dataset
-    n = len(dataset)  # type: ignore[arg-type]
+    if dp.secure_mode:
+        try:
+            import torchcsprng  # noqa: F401  (Opacus' secure generator)
+        except ImportError:
+            raise ConfigError(
+                "privacy.dp.secure_mode: Opacus' secure mode needs the torchcsprng package, "
+                "which is not installed (PyPI has no wheel for recent torch/Python: build it "
+                "from source, https://github.com/pytorch/csprng#installation), or set "
+                "privacy.dp.secure_mode=false for seeded noise (experiments only)"
+            ) from None
     try:
-        resolve_delta(dp.delta, n)
-    except ValueError as exc:
+        plan = plan_dp(dp, len(train_loader.dataset), len(train_loader),  # type: ignore[arg-type]
+                       recipe.train.epochs)
+    except UnreachableEpsilonError as exc:
+        raise ConfigError(f"privacy.dp.target_epsilon: {exc}") from None
+    except ValueError as exc:  # delta >= 1/N, or no training image
         raise ConfigError(f"privacy.dp.delta: {exc}") from None
-    example = torch.stack([dataset[i][0] for i in range(min(2, n))])
     try:
-        check_dp_compatible(net, example)
+        check_dp_compatible(net, example_batch(train_loader))
     except ValueError as exc:
         raise ConfigError(
             f"model.norm: privacy.dp.enabled needs a DP-compatible network, but model "
             f"{recipe.model.name!r} with norm={recipe.model.norm!r} is not: {exc} "
             "(set model.norm=group)"
         ) from None
-    try:
-        return plan_dp(dp, n, len(train_loader), recipe.train.epochs)
-    except UnreachableEpsilonError as exc:
-        raise ConfigError(f"privacy.dp.target_epsilon: {exc}") from None
-
-
-class EpsilonHistory(EpsilonLogger):
-    """:class:`EpsilonLogger` that also stores ``epsilon`` in the epoch's history record, so
-    per-epoch loggers (MLflow) and the history CSV carry it. Put it before those loggers."""
-
-    def __init__(self, state: Any) -> None:
-        super().__init__(state, log=False)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        history = getattr(pl_module, "history", [])
-        if history and int(history[-1]["epoch"]) == trainer.current_epoch:
-            history[-1]["epsilon"] = self.epsilons[-1]
+    return plan
 
 
 @dataclass(frozen=True)
@@ -94,18 +108,18 @@ class DPStrategy:
                  callbacks: Sequence[Callback] = (), progress: bool = False,
                  ) -> tuple[FitResult, dict[str, Any]]:
         select_best = recipe.train.select_best and self.dp.val_is_public
-        selection = "best validation AUC (validation treated as public)" if select_best else (
-            "last epoch")
+        normalisation = fix_normalisation(module.net)
         with warnings.catch_warnings():
             for benign in _BENIGN_WARNINGS:
                 warnings.filterwarnings("ignore", message=benign)
             plan = plan_private_training(self.dp, recipe, module.net, train_loader)
             with private_training(module, train_loader, plan) as (loader, state):
-                history = EpsilonHistory(state)
+                history = EpsilonLogger(state, log=False)
                 fit = fit_classifier(module, loader, val_loader, plan.epochs, recipe.seed,
                                      [history, *callbacks], select_best=select_best,
                                      progress=progress)
         # the last epoch's epsilon is the run's (no step follows it: saves an accountant call)
         epsilon = history.epsilons[-1] if history.epsilons else state.epsilon()
-        record = DPRecord(plan, epsilon, state.steps, tuple(history.epsilons), selection)
+        record = DPRecord(plan, epsilon, state.steps, tuple(history.epsilons),
+                          BEST_VAL if select_best else LAST_EPOCH, normalisation)
         return fit, record.to_dict()

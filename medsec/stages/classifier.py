@@ -8,13 +8,9 @@ from lightning.pytorch.callbacks import Callback
 
 from medsec.config import MedSecConfig
 from medsec.data.types import ImageDataset, LoadedDataset
+from medsec.privacy import plan
 from medsec.training.config import ClassifierRecipe
-from medsec.training.job import (
-    FitStrategy,
-    TrainedClassifier,
-    plain_fit,
-    train_classifier,
-)
+from medsec.training.job import FitStrategy, TrainedClassifier, train_classifier
 from medsec.training.module import ClassifierModule
 
 
@@ -31,12 +27,9 @@ def split(cfg: MedSecConfig, data: LoadedDataset, name: str) -> ImageDataset:
 
 
 def fit_strategy(cfg: MedSecConfig) -> FitStrategy:
-    """DP-SGD when ``privacy.dp.enabled`` (Opacus imported only then), else the plain fit."""
-    if cfg.privacy.dp.enabled:
-        from medsec.privacy.training import DPStrategy
-
-        return DPStrategy(cfg.privacy.dp)
-    return plain_fit
+    """DP-SGD when ``privacy.dp.enabled``, else the plain fit
+    (:func:`medsec.privacy.plan.fit_strategy`)."""
+    return plan.fit_strategy(cfg.privacy.dp)
 
 
 def train(cfg: MedSecConfig, data: LoadedDataset, callbacks: Sequence[Callback] = (),

@@ -39,7 +39,7 @@ def sweep_points(cfg: MedSecConfig) -> list[SweepPoint]:
     """The configs of the sweep, baseline first, then ascending target epsilon."""
     base = config_to_dict(cfg)
     base["model"]["norm"] = "group"
-    base["train"]["select_best"] = cfg.train.select_best and cfg.privacy.dp.val_is_public
+    base["train"]["select_best"] = _sweep_selects_on_val(cfg)
     base["train"]["epochs"] = cfg.privacy.epochs or cfg.train.epochs
     targets: list[float | None] = [None] if cfg.privacy.sweep_baseline else []
     targets += list(cfg.privacy.sweep)
@@ -57,11 +57,21 @@ def sweep_points(cfg: MedSecConfig) -> list[SweepPoint]:
     return points
 
 
-def audit_sets(cfg: MedSecConfig, data: LoadedDataset) -> AuditData:
-    """The audit's disjoint data sets (``privacy.audit``) for the configured target."""
-    from medsec.privacy.audit_sets import audit_data_for
+def _sweep_selects_on_val(cfg: MedSecConfig) -> bool:
+    return cfg.train.select_best and cfg.privacy.dp.val_is_public
 
-    return audit_data_for(cfg.privacy.audit, classifier.recipe(cfg), data)
+
+def audit_sets(cfg: MedSecConfig, data: LoadedDataset,
+               meta: dict[str, Any] | None = None) -> AuditData:
+    """The audit's disjoint data sets (``privacy.audit``) for the checkpoint of ``meta`` (its
+    ``selection``: non-members never include the split that selected it), or with ``meta``
+    None for the sweep's models."""
+    from medsec.privacy.audit_sets import audit_data_for
+    from medsec.training.job import BEST_VAL, LAST_EPOCH
+
+    selection = meta.get("selection") if meta is not None else (
+        BEST_VAL if _sweep_selects_on_val(cfg) else LAST_EPOCH)
+    return audit_data_for(cfg.privacy.audit, classifier.recipe(cfg), data, selection)
 
 
 def audit(cfg: MedSecConfig, model: nn.Module, meta: dict[str, Any], data: LoadedDataset,

@@ -50,7 +50,12 @@ FitStrategy = Callable[
     tuple[FitResult, dict[str, Any]],
 ]
 """``(module, train_loader, val_loader, recipe, callbacks, progress) -> (fit, privacy record)``:
-how a classifier is fitted (plain, DP-SGD, ...). The record goes to ``meta["privacy"]``."""
+how a classifier is fitted (plain, DP-SGD, ...). The record goes to ``meta["privacy"]``; its
+``selection`` (when given) is the model selection, else ``recipe.train.select_best``'s."""
+
+BEST_VAL, LAST_EPOCH = "best validation AUC", "last epoch"
+"""``meta["selection"]``: the released weights are the best validation epoch's (validation
+images then influenced the model) or the last epoch's (validation never touched it)."""
 
 
 def plain_fit(module: ClassifierModule, train: DataLoader, val: DataLoader,
@@ -104,7 +109,8 @@ def train_classifier(
     train = make_loader(recipe.split(data, "train"), recipe.train.batch_size, True, recipe.seed)
     val = make_loader(recipe.split(data, "val"), 512, False, recipe.seed)
     fit, privacy = strategy(module, train, val, recipe, callbacks, progress)
-    meta = model_meta(recipe, data) | {"best_epoch": fit.best_epoch,
+    selection = privacy.get("selection", BEST_VAL if recipe.train.select_best else LAST_EPOCH)
+    meta = model_meta(recipe, data) | {"best_epoch": fit.best_epoch, "selection": selection,
                                        "num_train": len(train.dataset), "privacy": privacy}
     return TrainedClassifier(model=module.net, meta=meta, fit=fit)
 

@@ -54,7 +54,10 @@ def test_privacy_sweep_and_audit(tmp_path, monkeypatch, phantom_dir, tracking_ur
     # The DP run's epsilon: within the target, recomputed independently (dp_accounting PLD;
     # the run used Opacus' PRV accountant), logged per epoch, and stored with the model.
     m = dp.data.metrics
-    assert dp.data.params["dp_accountant"] == "prv"
+    assert dp.data.params["dp_accountant"] == "prv" and dp.data.params["dp_normalisation"] == (
+        "fixed")
+    assert dp.data.tags["medsec.dp_noise"] == "seeded" and "medsec.dp_noise" not in (
+        base.data.tags)
     reference = epsilon_reference(m["dp_noise_multiplier"], m["dp_sample_rate"],
                                   int(m["dp_steps"]), m["dp_delta"], method="pld")
     assert m["epsilon"] == pytest.approx(reference, rel=0.02)
@@ -84,6 +87,7 @@ def test_privacy_sweep_and_audit(tmp_path, monkeypatch, phantom_dir, tracking_ur
     audited = audit_flow(preset="tiny", checkpoint=ckpt, overrides=[
         *overrides, "privacy.audit.attacks=[loss]"])
     assert audited["privacy"] == "dp-eps8"
+    assert audited["nonmembers"] == "val"  # the DP model kept its last epoch: val is unseen
     assert audited["metrics"]["mia_auc"] == pytest.approx(m["mia_loss_auc"])
     run = mlflow.get_run(audited["run_id"])
     assert run.data.tags["medsec.privacy.checkpoint"] == ckpt

@@ -99,3 +99,29 @@ def test_strongest_attack_prefers_low_fpr_power_then_auc():
                "mia_lira_online_tpr_at_1pct_fpr": 0.05, "mia_lira_online_auc": 0.6,
                "mia_rmia_tpr_at_1pct_fpr": 0.05, "mia_rmia_auc": 0.65}
     assert strongest_attack(metrics, ["loss", "lira_online", "rmia"]) == "rmia"
+
+
+def test_non_members_are_never_images_that_selected_the_model():
+    from medsec.data.types import LoadedDataset
+    from medsec.stages.privacy import audit_sets
+
+    train, val, test = _images(60, 0), _images(30, 1000), _images(40, 3000)
+    data = LoadedDataset(name="phantoms", splits={"train": _split(train), "val": _split(val),
+                                                  "test": _split(test)},
+                         num_classes=2, class_names=["a", "b"], source_path="memory",
+                         version="test", verification="synthetic", synthetic=True)
+    cfg = load_config(overrides=["privacy.audit.num_members=20",
+                                 "privacy.audit.num_nonmembers=20",
+                                 "privacy.audit.num_population=10"])
+    val_h, test_h = set(content_hashes(val)), set(content_hashes(test))
+    for meta in ({"selection": "best validation AUC"}, {}):  # the default checkpoint; unknown
+        sets = audit_sets(cfg, data, meta)
+        assert _hashes(sets.nonmembers.images) <= test_h
+        assert not _hashes(sets.rmia_population.images) & val_h
+        assert sets.nonmembers_from.startswith("test")  # stated in the audit's record
+    kept_last = audit_sets(cfg, data, {"selection": "last epoch"})
+    assert _hashes(kept_last.nonmembers.images) <= val_h and kept_last.nonmembers_from == "val"
+    # the sweep's models keep their last epoch unless validation is declared public
+    assert audit_sets(cfg, data).nonmembers_from == "val"
+    public = load_config(overrides=["privacy.dp.val_is_public=true"])
+    assert audit_sets(public, data).nonmembers_from.startswith("test")

@@ -3,6 +3,10 @@ naming the field (or the layer); a good config trains privately and records its 
 
 from __future__ import annotations
 
+import dataclasses
+import secrets
+import sys
+import types
 import warnings
 
 import numpy as np
@@ -19,7 +23,7 @@ from medsec.stages.classifier import recipe
 from medsec.stages.classifier import train as train_classifier
 from medsec.stages.privacy import sweep_points
 from medsec.training.checkpoint import load_classifier, save_classifier
-from medsec.training.job import build_module
+from medsec.training.job import build_module, channel_stats
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -127,6 +131,7 @@ def test_dp_training_records_its_epsilon(data, tmp_path):
     assert per_epoch[1] == pytest.approx(record["epsilon"])
     # DP keeps the last epoch (validation not public by default); no Opacus hooks remain
     assert trained.fit.best_epoch == 1 and record["selection"] == "last epoch"
+    assert trained.meta["selection"] == "last epoch" and record["noise"] == "seeded"
     assert not any(hasattr(p, "grad_sample") for p in trained.model.parameters())
     # the record travels with the checkpoint (weights_only loading)
     _, meta = load_classifier(save_classifier(tmp_path / "dp.pt", trained.model, trained.meta))
@@ -134,7 +139,7 @@ def test_dp_training_records_its_epsilon(data, tmp_path):
     assert list(record) == [  # the checkpoint's and MLflow's keys, in this order
         "mechanism", "epsilon", "delta", "accountant", "sample_rate", "steps",
         "noise_multiplier", "max_grad_norm", "target_epsilon", "num_examples", "epochs",
-        "poisson_sampling", "epsilon_per_epoch", "selection"]
+        "poisson_sampling", "epsilon_per_epoch", "selection", "noise", "normalisation"]
     # the audit's shadow/reference models train like it: same network and noise, RDP
     ref, dp = target_recipe(recipe(_cfg("model.norm=batch", "model.dropout=0.5")),
                             cfg.privacy.dp.model_copy(update={"enabled": False}), meta)
@@ -147,8 +152,50 @@ def test_dp_training_records_its_epsilon(data, tmp_path):
 def test_non_private_training_is_recorded_as_such(data):
     trained = _train(_cfg(), data)
     assert trained.meta["privacy"] == {"mechanism": "none"}
+    assert trained.meta["selection"] == "best validation AUC"  # train.select_best (default)
     assert "epsilon" not in trained.fit.history[0] and record_label(trained.meta["privacy"]) == (
         "none")
+
+
+def _dp_one_epoch(*overrides: str):
+    return _cfg("privacy.dp.enabled=true", "privacy.dp.noise_multiplier=1.0",
+                "privacy.dp.accountant=rdp", "train.epochs=1", *overrides)
+
+
+def test_dp_normalisation_does_not_depend_on_the_training_images(data):
+    train = data.splits["train"]
+    brighter = dataclasses.replace(data, splits={**data.splits, "train": ImageDataset(
+        train.images * 0.3 + 0.6, train.labels)})
+    buffers = []
+    for dataset in (data, brighter):
+        trained = _train(_dp_one_epoch(), dataset)
+        assert trained.meta["privacy"]["normalisation"] == "fixed"
+        buffers.append(torch.cat([trained.model.normalize.mean, trained.model.normalize.std]))
+    assert torch.equal(buffers[0], buffers[1])  # nothing of the private images outside DP-SGD
+    # the non-private path still normalises with its training split's statistics
+    plain = _train(_cfg("train.epochs=1"), brighter).model.normalize
+    mean, std = channel_stats(brighter.splits["train"].images)
+    assert plain.mean.flatten().tolist() == pytest.approx(mean)
+    assert plain.std.flatten().tolist() == pytest.approx(std)
+    assert mean != pytest.approx(buffers[0][:1].flatten().tolist())
+
+
+def test_secure_noise_needs_torchcsprng_and_is_tagged(data, monkeypatch):
+    cfg = _dp_one_epoch("privacy.dp.secure_mode=true")
+    monkeypatch.setitem(sys.modules, "torchcsprng", None)  # not installable here: ImportError
+    with pytest.raises(ConfigError, match=r"privacy\.dp\.secure_mode: .*torchcsprng"):
+        _train(cfg, data)
+    calls = []
+
+    def urandom_generator(path: str) -> torch.Generator:  # stands in for torchcsprng's
+        calls.append(path)
+        return torch.Generator().manual_seed(secrets.randbits(63))
+
+    fake = types.ModuleType("torchcsprng")
+    fake.create_random_device_generator = urandom_generator  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torchcsprng", fake)
+    assert _train(cfg, data).meta["privacy"]["noise"] == "secure"
+    assert calls == ["/dev/urandom"]  # Opacus' engine ran in secure mode
 
 
 def test_empty_poisson_batch_is_a_clean_noise_only_step(data):
