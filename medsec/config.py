@@ -47,8 +47,7 @@ class DatasetConfig(StrictModel):
 
         if value not in known_dataset_names():
             raise ValueError(
-                f"unknown dataset {value!r}; known: {', '.join(known_dataset_names())}"
-            )
+                f"unknown dataset {value!r}; known: {', '.join(known_dataset_names())}")
         return value
 
 

@@ -76,8 +76,7 @@ def find_medmnist_file(name: str, data_dir: str | Path) -> Path:
         f"  Put the official MedMNIST file '{name}.npz' there (download it from "
         f"https://zenodo.org/records/10519652 on a machine with internet), or point "
         f"${DATA_DIR_ENV} / dataset.data_dir at the directory that holds it "
-        f"(e.g. MEDSEC_DATA_DIR=../shared/datasets)."
-    )
+        f"(e.g. MEDSEC_DATA_DIR=../shared/datasets).")
 
 
 def verification_status(name: str, path: Path, md5: str, size: int) -> str:
@@ -115,8 +114,7 @@ def _to_float_images(raw: np.ndarray, key: str, path: Path) -> np.ndarray:
 def _to_labels(raw: np.ndarray, key: str, path: Path, n: int, num_classes: int) -> np.ndarray:
     if raw.ndim == 2 and raw.shape[1] != 1:
         raise DataError(
-            f"{path}: '{key}' has shape {raw.shape}: multi-label files are not supported"
-        )
+            f"{path}: '{key}' has shape {raw.shape}: multi-label files are not supported")
     labels = raw.reshape(-1)
     if labels.shape[0] != n:
         raise DataError(f"{path}: '{key}' has {labels.shape[0]} labels for {n} images")
@@ -164,12 +162,10 @@ def load_npz_dataset(path: str | Path, name: str, class_names: tuple[str, ...] |
         if shape is not None and images.shape[1:] != shape:
             raise DataError(
                 f"{path}: '{split}_images' has image shape {images.shape[1:]}, other splits "
-                f"{shape}"
-            )
+                f"{shape}")
         shape = images.shape[1:]
         labels = _to_labels(
-            arrays[f"{split}_labels"], f"{split}_labels", path, len(images), len(class_names)
-        )
+            arrays[f"{split}_labels"], f"{split}_labels", path, len(images), len(class_names))
         masks = None
         for key in extra_keys:
             full = f"{split}_{key}"
@@ -188,12 +184,6 @@ def load_medmnist(name: str, path: str | Path) -> LoadedDataset:
     path = Path(path)
     splits, md5 = load_npz_dataset(path, name, info.class_names, info.n_channels)
     size = int(splits["train"].images.shape[-1])
-    return LoadedDataset(
-        name=name,
-        splits=splits,
-        num_classes=len(info.class_names),
-        class_names=list(info.class_names),
-        source_path=str(path),
-        version=md5,
-        verification=verification_status(name, path, md5, size),
-    )
+    return LoadedDataset(name=name, splits=splits, num_classes=len(info.class_names),
+                         class_names=list(info.class_names), source_path=str(path), version=md5,
+                         verification=verification_status(name, path, md5, size))

@@ -22,8 +22,7 @@ def dataset_path(name: str, data_dir: str | Path) -> Path:
             raise DataError(
                 f"synthetic phantom file not found: {path.resolve()}\n"
                 f"  `medsec stage data` generates the phantoms from the `phantoms` params into "
-                f"prepared/; `medsec data init --phantoms` writes a fixed set here."
-            )
+                f"prepared/; `medsec data init --phantoms` writes a fixed set here.")
         return path
     if name not in MEDMNIST_2D:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(known_dataset_names())}")

@@ -30,8 +30,7 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, win_size: int | None = N
     """Mean structural similarity of each pair of images, shape (N,), in [-1, 1]."""
     if x.shape != y.shape or x.dim() not in (4, 5):
         raise ValueError(
-            f"ssim needs equal shapes (N,C,H,W) or (N,C,D,H,W), got {x.shape} {y.shape}"
-        )
+            f"ssim needs equal shapes (N,C,H,W) or (N,C,D,H,W), got {x.shape} {y.shape}")
     spatial = tuple(x.shape[2:])
     win = win_size or default_window(spatial)
     if win % 2 == 0 or win > min(spatial):

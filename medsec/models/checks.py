@@ -31,8 +31,7 @@ def check_images(images: Tensor, spatial_dims: tuple[int, ...] = (2, 3),
     if lo < 0.0 or hi > 1.0:
         raise ValueError(
             f"images must lie in [0, 1] (pixel space; normalisation belongs inside the "
-            f"model), got min={lo:.4g} max={hi:.4g}"
-        )
+            f"model), got min={lo:.4g} max={hi:.4g}")
 
 
 def check_label_dtype(labels: Tensor) -> None:
@@ -56,12 +55,9 @@ def check_logits(logits: Tensor, n: int) -> int:
     if not isinstance(logits, Tensor):
         raise ValueError(f"model must return a tensor of logits, got {type(logits).__name__}")
     if logits.dim() != 2 or logits.shape[0] != n:
-        hint = (
-            " (this looks like a dense/segmentation output: use a segmentation attack or a "
-            "per-example loss_fn with an Attack subclass that overrides check_output)"
-            if logits.dim() > 2
-            else ""
-        )
+        hint = (" (this looks like a dense/segmentation output: use a segmentation attack or a "
+                "per-example loss_fn with an Attack subclass that overrides check_output)"
+                if logits.dim() > 2 else "")
         raise ValueError(f"model output must be 2-D logits of shape (N={n}, num_classes), "
                          f"got {tuple(logits.shape)}{hint}")
     if logits.shape[1] < 2:
@@ -74,8 +70,7 @@ def check_logits(logits: Tensor, n: int) -> int:
     if in_unit and bool(torch.allclose(logits.sum(dim=1), ones, atol=1e-4)):
         raise ValueError(
             "model output looks like probabilities (every row in [0, 1] summing to 1); "
-            "attacks need logits: remove the final softmax from the model"
-        )
+            "attacks need logits: remove the final softmax from the model")
     return int(logits.shape[1])
 
 
@@ -84,8 +79,7 @@ def check_label_range(labels: Tensor, num_classes: int) -> None:
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(
             f"labels must lie in [0, {num_classes}) for a model with {num_classes} classes, "
-            f"got min={int(labels.min())} max={int(labels.max())}"
-        )
+            f"got min={int(labels.min())} max={int(labels.max())}")
 
 
 def check_classifier(model: nn.Module, images: Tensor, labels: Tensor | None = None) -> int:

@@ -55,8 +55,7 @@ def _small_cnn(in_ch: int, n_cls: int, hw: tuple[int, int], norm: str, dropout: 
     return Classifier(
         in_shape=(in_ch, *hw), classes=n_cls, channels=(16, 32, 64), strides=(2, 2, 2),
         num_res_units=0, act=("relu", {"inplace": False}), norm=_NORMS[norm],
-        dropout=dropout or None,
-    )
+        dropout=dropout or None)
 
 
 def _resnet18(in_ch: int, n_cls: int, hw: tuple[int, int], norm: str, dropout: float):
@@ -64,8 +63,7 @@ def _resnet18(in_ch: int, n_cls: int, hw: tuple[int, int], norm: str, dropout: f
     return ResNet(
         block="basic", layers=[2, 2, 2, 2], block_inplanes=[64, 128, 256, 512], spatial_dims=2,
         n_input_channels=in_ch, conv1_t_size=3, conv1_t_stride=1, no_max_pool=True,
-        num_classes=n_cls, norm=_NORMS[norm],
-    )
+        num_classes=n_cls, norm=_NORMS[norm])
 
 
 def _densenet121(in_ch: int, n_cls: int, hw: tuple[int, int], norm: str, dropout: float):
