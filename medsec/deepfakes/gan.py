@@ -75,12 +75,6 @@ class GanModule(L.LightningModule):
         d_opt = self.external_d_optimizer or self.build_d_optimizer()
         return [g_opt, d_opt]
 
-    def _latent(self, n: int) -> Tensor:
-        return torch.randn(n, self.arch.latent_dim)
-
-    def _random_labels(self, n: int) -> Tensor:
-        return torch.randint(0, self.arch.num_classes, (n,))
-
     def discriminator_batch(self, real: Tensor) -> tuple[Tensor, Tensor]:
         """Discriminator loss (mean BCE: real rows -> 1, fake rows -> 0, one pass, one Opacus
         batch) on ``real`` (N, C + K, H, W) and ``max(2, cfg.batch_size)`` fresh fakes, and
@@ -89,9 +83,10 @@ class GanModule(L.LightningModule):
         The fake count is fixed, not N: a Poisson batch's size depends on who is in the data,
         and fakes that followed it would make one record move two clipped rows (2C).
         """
-        fake_labels = self._random_labels(max(2, self.cfg.batch_size))
-        fake = condition_input(self.generator(self._latent(len(fake_labels)), fake_labels),
-                               fake_labels, self.arch.num_classes)
+        m, k = max(2, self.cfg.batch_size), self.arch.num_classes
+        fake_labels = torch.randint(0, k, (m,))
+        fake = condition_input(self.generator(torch.randn(m, self.arch.latent_dim), fake_labels),
+                               fake_labels, k)
         logits = self.discriminator.score(torch.cat([real, fake.detach()]))
         targets = torch.cat([torch.ones(len(real)), torch.zeros(len(fake))])
         return F.binary_cross_entropy_with_logits(logits, targets), fake
