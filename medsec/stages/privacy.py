@@ -5,8 +5,8 @@ epsilon of ``privacy.sweep``. Every point uses the same seed, data, training set
 ``privacy.epochs`` replacing ``train.epochs`` when set) and network, built with GroupNorm
 (``model.norm=group``: DP-compatible, so the baseline differs from the DP models only by
 DP-SGD and its normalisation: the training split's statistics, where DP models use fixed ones,
-mean 0.5 and std 0.5). Model selection is the same for all points: the best validation epoch only with
-``train.select_best`` AND ``privacy.dp.val_is_public``, else the last epoch.
+mean 0.5 and std 0.5). Model selection is the same for all points: the best validation epoch
+only with ``train.select_best`` AND ``privacy.dp.val_is_public``, else the last epoch.
 """
 
 from __future__ import annotations
