@@ -15,6 +15,7 @@ from medsec.attacks.base import (
     cross_entropy_loss,
     margin_loss,
     normalize,
+    per_example,
 )
 
 LOSSES: dict[str, LossFn] = {"ce": cross_entropy_loss, "margin": margin_loss}
@@ -50,18 +51,9 @@ class APGD(Attack):
     name = "apgd"
     supports_targeted = True
 
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: float = 8 / 255,
-        norm: str = "linf",
-        steps: int = 100,
-        restarts: int = 1,
-        loss: str | LossFn = "ce",
-        rho: float = 0.75,
-        targeted: bool = False,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, norm: str = "linf", steps: int = 100,
+                 restarts: int = 1, loss: str | LossFn = "ce", rho: float = 0.75,
+                 targeted: bool = False, seed: int = 0) -> None:
         if isinstance(loss, str) and loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)} or a callable, got {loss!r}")
         loss_fn = LOSSES[loss] if isinstance(loss, str) else loss
@@ -76,7 +68,7 @@ class APGD(Attack):
         shape, g = x.shape, self.generator
         if self.norm == "linf":
             t = 2 * torch.rand(shape, generator=g, dtype=x.dtype, device=x.device) - 1
-            t = t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
+            t = t / per_example(t.flatten(1).abs().amax(1).clamp_min(1e-12), t)
         else:
             t = normalize(torch.randn(shape, generator=g, dtype=x.dtype, device=x.device), "l2")
         return (x + self.eps * t).clamp(0.0, 1.0)
@@ -84,7 +76,6 @@ class APGD(Attack):
     def _run(self, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
         """One APGD run on a subset; returns (adversarial-or-best points, success mask)."""
         assert self.eps is not None
-        view = (-1, *([1] * (x.dim() - 1)))
         marks = set(checkpoints(self.steps)[1:])
         x_adv = self._start(x)
         grad, loss, logits = self._gradient(x_adv, y, index)
@@ -124,12 +115,12 @@ class APGD(Attack):
                 stalled = ~reduced_last & (loss_best_last >= loss_best)
                 reduce = oscillating | stalled
                 step = torch.where(reduce, step / 2, step)
-                x_adv = torch.where(reduce.view(view), x_best, x_adv)
-                grad = torch.where(reduce.view(view), grad_best, grad)
+                x_adv = torch.where(per_example(reduce, x), x_best, x_adv)
+                grad = torch.where(per_example(reduce, x), grad_best, grad)
                 reduced_last, loss_best_last = reduce, loss_best.clone()
                 n_improved.zero_()
                 last_mark = i + 1
-        return torch.where(success.view(view), x_found, x_best), success
+        return torch.where(per_example(success, x), x_found, x_best), success
 
     def _perturb(self, images: Tensor, labels: Tensor, clean_logits: Tensor | None) -> Tensor:
         assert clean_logits is not None

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from medsec.attacks.apgd import APGD
-from medsec.attacks.base import Attack, check_positive
+from medsec.attacks.base import Attack, check_positive, per_example
 from medsec.attacks.square import Square
 
 
@@ -27,16 +27,8 @@ class AutoAttackLite(Attack):
 
     name = "autoattack_lite"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: float = 8 / 255,
-        norm: str = "linf",
-        steps: int = 100,
-        restarts: int = 1,
-        n_queries: int = 1000,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, norm: str = "linf", steps: int = 100,
+                 restarts: int = 1, n_queries: int = 1000, seed: int = 0) -> None:
         super().__init__(model, eps=eps, norm=norm, seed=seed)
         assert self.eps is not None
         self.steps = check_positive("steps", steps, integer=True)
@@ -53,7 +45,6 @@ class AutoAttackLite(Attack):
 
     def _perturb(self, images: Tensor, labels: Tensor, clean_logits: Tensor | None) -> Tensor:
         assert clean_logits is not None
-        view = (-1, *([1] * (images.dim() - 1)))
         adv = images.clone()
         margin = self.adversarial_margin(clean_logits, labels)
         robust = ~self.is_adversarial(clean_logits, labels)
@@ -68,7 +59,7 @@ class AutoAttackLite(Attack):
                 cand_margin = self.adversarial_margin(logits, labels[index])
                 fooled = self.is_adversarial(logits, labels[index])
                 better = fooled | (cand_margin < margin[index])
-                adv[index] = torch.where(better.view(view), candidate, adv[index])
+                adv[index] = torch.where(per_example(better, images), candidate, adv[index])
                 margin[index] = torch.where(better, cand_margin, margin[index])
                 robust[index[fooled]] = False
                 fooled_here = int(fooled.sum())

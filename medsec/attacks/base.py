@@ -99,7 +99,7 @@ def _flat(t: Tensor) -> Tensor:
     return t.reshape(t.shape[0], -1)
 
 
-def _per_example(v: Tensor, like: Tensor) -> Tensor:
+def per_example(v: Tensor, like: Tensor) -> Tensor:
     """Reshape a (N,) tensor to broadcast against ``like`` (N, ...)."""
     return v.reshape(-1, *([1] * (like.dim() - 1)))
 
@@ -123,7 +123,7 @@ def normalize(grad: Tensor, norm: str) -> Tensor:
     if norm == "linf":
         return grad.sign()
     scale = lp_norm(grad, "l2").clamp_min(1e-12)
-    return grad / _per_example(scale, grad)
+    return grad / per_example(scale, grad)
 
 
 def project(delta: Tensor, eps: float, norm: str) -> Tensor:
@@ -132,7 +132,7 @@ def project(delta: Tensor, eps: float, norm: str) -> Tensor:
         return delta.clamp(-eps, eps)
     norms = lp_norm(delta, "l2")
     factor = (eps / norms.clamp_min(1e-12)).clamp_max(1.0)
-    return delta * _per_example(factor, delta)
+    return delta * per_example(factor, delta)
 
 
 def clip_to_ball(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
@@ -165,7 +165,7 @@ def random_init(x: Tensor, eps: float, norm: str, generator: torch.Generator) ->
     g = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     d = g[0].numel()
     r = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / d)
-    return (x + normalize(g, "l2") * _per_example(r * eps, x)).clamp_(0.0, 1.0)
+    return (x + normalize(g, "l2") * per_example(r * eps, x)).clamp_(0.0, 1.0)
 
 
 # --------------------------------------------------------------------------- model state
@@ -397,7 +397,7 @@ class Attack:
         """One projected steepest-ascent step of size ``step`` inside the eps ball and box."""
         assert self.eps is not None
         if isinstance(step, Tensor):
-            step = _per_example(step, x_adv)
+            step = per_example(step, x_adv)
         return clip_to_ball(x_adv + step * normalize(grad, self.norm), x, self.eps, self.norm)
 
     def _project_budget(self, x_adv: Tensor, x: Tensor) -> Tensor:

@@ -16,28 +16,8 @@ class BIM(PGD):
 
     name = "bim"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: float = 8 / 255,
-        alpha: float = 1 / 255,
-        steps: int = 10,
-        norm: str = "linf",
-        early_stop: bool = True,
-        targeted: bool = False,
-        seed: int = 0,
-        loss_fn: LossFn | None = None,
-    ) -> None:
-        super().__init__(
-            model,
-            eps=eps,
-            alpha=alpha,
-            steps=steps,
-            norm=norm,
-            random_start=False,
-            restarts=1,
-            early_stop=early_stop,
-            targeted=targeted,
-            seed=seed,
-            loss_fn=loss_fn,
-        )
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float = 1 / 255,
+                 steps: int = 10, norm: str = "linf", early_stop: bool = True,
+                 targeted: bool = False, seed: int = 0, loss_fn: LossFn | None = None) -> None:
+        super().__init__(model, eps=eps, alpha=alpha, steps=steps, norm=norm, random_start=False,
+                         early_stop=early_stop, targeted=targeted, seed=seed, loss_fn=loss_fn)

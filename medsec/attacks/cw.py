@@ -29,19 +29,9 @@ class CWL2(Attack):
     norms = ("l2",)
     supports_targeted = True
 
-    def __init__(
-        self,
-        model: nn.Module,
-        c: float = 1.0,
-        kappa: float = 0.0,
-        steps: int = 100,
-        binary_search_steps: int = 5,
-        lr: float = 0.01,
-        abort_early: bool = True,
-        eps: float | None = None,
-        targeted: bool = False,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, model: nn.Module, c: float = 1.0, kappa: float = 0.0, steps: int = 100,
+                 binary_search_steps: int = 5, lr: float = 0.01, abort_early: bool = True,
+                 eps: float | None = None, targeted: bool = False, seed: int = 0) -> None:
         super().__init__(model, eps=eps, norm="l2", targeted=targeted, seed=seed)
         self.c = float(check_positive("c", c))
         self.kappa = check_epsilon("kappa", kappa, "l2")

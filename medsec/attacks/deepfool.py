@@ -30,16 +30,9 @@ class DeepFool(Attack):
 
     name = "deepfool"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        steps: int = 50,
-        overshoot: float = 0.02,
-        candidates: int = 10,
-        norm: str = "l2",
-        eps: float | None = None,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, model: nn.Module, steps: int = 50, overshoot: float = 0.02,
+                 candidates: int = 10, norm: str = "l2", eps: float | None = None,
+                 seed: int = 0) -> None:
         super().__init__(model, eps=eps, norm=norm, seed=seed)
         self.steps = check_positive("steps", steps, integer=True)
         self.overshoot = check_epsilon("overshoot", overshoot, "l2")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
-from medsec.attacks.base import Attack, LossFn
+from medsec.attacks.base import LossFn
+from medsec.attacks.pgd import PGD
 
 
-class FGSM(Attack):
-    """One steepest-ascent step of size ``eps``: ``x + eps * sign(grad)`` (linf).
+class FGSM(PGD):
+    """One steepest-ascent step of size ``eps``: ``x + eps * sign(grad)`` (linf) - PGD with a
+    single step of size eps from the clean image.
 
     Args:
         model: pixel-space classifier returning logits (N, K).
@@ -20,22 +22,8 @@ class FGSM(Attack):
     """
 
     name = "fgsm"
-    supports_targeted = True
-    needs_clean_logits = False  # the single gradient pass validates the model output
 
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: float = 8 / 255,
-        norm: str = "linf",
-        targeted: bool = False,
-        seed: int = 0,
-        loss_fn: LossFn | None = None,
-    ) -> None:
-        super().__init__(model, eps=eps, norm=norm, targeted=targeted, seed=seed, loss_fn=loss_fn)
-
-    def _perturb(self, images: Tensor, labels: Tensor, clean_logits: Tensor | None) -> Tensor:
-        assert self.eps is not None
-        grad, _, _ = self._gradient(images, labels)
-        self._iterations = 1
-        return self._ascent_step(images, images, grad, self.eps)
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, norm: str = "linf",
+                 targeted: bool = False, seed: int = 0, loss_fn: LossFn | None = None) -> None:
+        super().__init__(model, eps=eps, alpha=eps, steps=1, norm=norm, random_start=False,
+                         early_stop=False, targeted=targeted, seed=seed, loss_fn=loss_fn)

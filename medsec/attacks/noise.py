@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from medsec.attacks.base import coarsen
+from medsec.attacks.base import coarsen, per_example
 
 
 def random_perturbation(images: Tensor, eps: float, norm: str = "linf", seed: int = 0,
@@ -37,5 +37,5 @@ def random_perturbation(images: Tensor, eps: float, norm: str = "linf", seed: in
         delta = eps * noise.sign()
     else:
         length = noise.flatten(1).norm(dim=1).clamp_min(1e-12)
-        delta = noise * (eps / length).view(-1, *([1] * (noise.dim() - 1)))
+        delta = noise * per_example(eps / length, noise)
     return (images + delta).clamp(0.0, 1.0)

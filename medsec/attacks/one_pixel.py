@@ -31,18 +31,9 @@ class OnePixel(Attack):
     supports_targeted = True
     spatial_dims = (2,)
 
-    def __init__(
-        self,
-        model: nn.Module,
-        pixels: int = 1,
-        population: int = 40,
-        steps: int = 20,
-        mutation: float = 0.5,
-        crossover: float = 1.0,
-        batch_size: int = 4096,
-        targeted: bool = False,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, model: nn.Module, pixels: int = 1, population: int = 40, steps: int = 20,
+                 mutation: float = 0.5, crossover: float = 1.0, batch_size: int = 4096,
+                 targeted: bool = False, seed: int = 0) -> None:
         super().__init__(model, eps=None, norm="l0", targeted=targeted, seed=seed)
         self.pixels = check_positive("pixels", pixels, integer=True)
         self.population = check_positive("population", population, integer=True)

@@ -10,6 +10,7 @@ from medsec.attacks.base import (
     LossFn,
     check_epsilon,
     check_positive,
+    per_example,
     random_init,
 )
 
@@ -39,20 +40,10 @@ class PGD(Attack):
     supports_targeted = True
     needs_clean_logits = False  # the first gradient pass validates the model output
 
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: float = 8 / 255,
-        alpha: float = 2 / 255,
-        steps: int = 10,
-        norm: str = "linf",
-        random_start: bool = True,
-        restarts: int = 1,
-        early_stop: bool = True,
-        targeted: bool = False,
-        seed: int = 0,
-        loss_fn: LossFn | None = None,
-    ) -> None:
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float = 2 / 255,
+                 steps: int = 10, norm: str = "linf", random_start: bool = True, restarts: int = 1,
+                 early_stop: bool = True, targeted: bool = False, seed: int = 0,
+                 loss_fn: LossFn | None = None) -> None:
         super().__init__(model, eps=eps, norm=norm, targeted=targeted, seed=seed, loss_fn=loss_fn)
         self.alpha = check_epsilon("alpha", alpha, norm)
         self.steps = check_positive("steps", steps, integer=True)
@@ -97,7 +88,7 @@ class PGD(Attack):
                 x_adv = stepped
                 continue
             done = self.is_adversarial(logits, y)
-            stepped = torch.where(done.view(-1, *([1] * (x.dim() - 1))), xa, stepped)
+            stepped = torch.where(per_example(done, x), xa, stepped)
             if rows is None:
                 x_adv = stepped
             else:
@@ -112,7 +103,6 @@ class PGD(Attack):
         best = self._run(images, labels, None)
         if self.restarts == 1:
             return best
-        view = (-1, *([1] * (images.dim() - 1)))
         margin = self.adversarial_margin(self._forward(best), labels)
         for _ in range(self.restarts - 1):
             todo = (margin >= 0).nonzero().squeeze(1) if self.early_stop else None
@@ -121,9 +111,8 @@ class PGD(Attack):
             x, y = (images, labels) if todo is None else (images[todo], labels[todo])
             x_adv = self._run(x, y, todo)
             new_margin = self.adversarial_margin(self._forward(x_adv, todo), y)
-            old = margin if todo is None else margin[todo]
-            better = new_margin < old
-            merged = torch.where(better.view(view), x_adv, best if todo is None else best[todo])
+            old, prev = (margin, best) if todo is None else (margin[todo], best[todo])
+            merged = torch.where(per_example(new_margin < old, x), x_adv, prev)
             if todo is None:
                 best, margin = merged, torch.minimum(new_margin, margin)
             else:

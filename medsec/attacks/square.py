@@ -101,16 +101,9 @@ class Square(Attack):
     supports_targeted = True
     spatial_dims = (2,)
 
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: float = 8 / 255,
-        norm: str = "linf",
-        n_queries: int = 1000,
-        p_init: float = 0.8,
-        targeted: bool = False,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, norm: str = "linf",
+                 n_queries: int = 1000, p_init: float = 0.8, targeted: bool = False,
+                 seed: int = 0) -> None:
         super().__init__(model, eps=eps, norm=norm, targeted=targeted, seed=seed)
         self.n_queries = check_positive("n_queries", n_queries, integer=True)
         if self.n_queries < 2:

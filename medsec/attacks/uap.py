@@ -45,21 +45,10 @@ class UAP(Attack):
 
     name = "uap"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: float = 10 / 255,
-        norm: str = "linf",
-        method: str = "pgd",
-        epochs: int = 10,
-        alpha: float | None = None,
-        batch_size: int = 32,
-        target_fooling_rate: float = 0.8,
-        overshoot: float = 0.02,
-        deepfool_steps: int = 50,
-        seed: int = 0,
-        loss_fn: LossFn | None = None,
-    ) -> None:
+    def __init__(self, model: nn.Module, eps: float = 10 / 255, norm: str = "linf",
+                 method: str = "pgd", epochs: int = 10, alpha: float | None = None,
+                 batch_size: int = 32, target_fooling_rate: float = 0.8, overshoot: float = 0.02,
+                 deepfool_steps: int = 50, seed: int = 0, loss_fn: LossFn | None = None) -> None:
         super().__init__(model, eps=eps, norm=norm, seed=seed, loss_fn=loss_fn)
         if method not in METHODS:
             raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
