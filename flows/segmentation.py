@@ -49,8 +49,6 @@ SEGMENTATION_DIR = Path("outputs") / "segmentation"
 SEGMENTATION_METRICS = METRICS / "segmentation.json"
 SEGMENTER_CKPT = MODELS / "segmenter.pt"
 DEFENDED_DIR = SEGMENTATION_DIR / "pgd_at"
-SEGMENTATION_CURVE_CSV = PLOTS / "segmentation_curve.csv"
-SEGMENTATION_CURVE_PNG = PLOTS / "segmentation_curve.png"
 
 
 def _train(seg: SegmentationConfig, data: SegData, adversarial: SegAdversarialTraining | None,
@@ -86,9 +84,8 @@ def _attack_all(cfg: MedSecConfig, data: SegData, trained: TrainedSegmenter, sou
             log_figure(overlay_figure(result, seg.n_figure, f"{data.name}: {spec.name}"),
                        f"segmentation/{spec.name}_overlay.png")
             if seg.save_adversarial:
-                paths = save_seg_adversarial(out_dir, result, source)
-                log_artifact(paths["json"], "segmentation")
-                log_artifact(paths["npz"], "segmentation")
+                for path in save_seg_adversarial(out_dir, result, source).values():
+                    log_artifact(path, "segmentation")  # the .npz and its .json
             attacks[spec.name] = {k: v for k, v in result.metrics.items() if k != "seconds"}
             run_ids[spec.name] = attack_run.info.run_id
             results.append(result)
@@ -142,7 +139,8 @@ def segmentation_flow(config: str | None = None, preset: str | None = None,
     rows = curve_rows(metrics, seg.attacks)
     curve = robustness_curve_figure(rows, f"{data.name}: lesion Dice under attack", "dice",
                                     "lesion Dice")
-    write_curve(rows, "dice", SEGMENTATION_CURVE_CSV, SEGMENTATION_CURVE_PNG, curve)
+    write_curve(rows, "dice", PLOTS / "segmentation_curve.csv", PLOTS / "segmentation_curve.png",
+                curve)
     with tracked_run("train", cfg, data.version, run_id=run.info.run_id):
         log_artifact(scorecard, "segmentation")
         log_figure(curve, "segmentation/dice_curve.png")

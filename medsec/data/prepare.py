@@ -49,13 +49,10 @@ class DataSource:
         """sha256 (hex) of the name, the raw file's path (as configured, so the same in every
         clone; the file need not exist any more) and, for generated phantoms, their settings:
         what selects the data."""
-        if self.name == PHANTOM_NAME:
-            raw = self.raw_file()
-        else:
-            raw = resolve_data_dir(self.data_dir) / f"{self.name}.npz"
+        raw = (self.raw_file() if self.name == PHANTOM_NAME
+               else resolve_data_dir(self.data_dir) / f"{self.name}.npz")
         record: dict[str, Any] = {"name": self.name, "source": str(raw) if raw else GENERATED}
-        if raw is None:
-            record["phantoms"] = dataclasses.asdict(self.phantoms)
+        record |= {"phantoms": dataclasses.asdict(self.phantoms)} if raw is None else {}
         return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 

@@ -30,8 +30,8 @@ class ImageDataset:
         """The first ``n`` examples (all when ``n`` is None)."""
         if n is None or n >= len(self):
             return self
-        masks = None if self.masks is None else self.masks[:n]
-        return ImageDataset(self.images[:n], self.labels[:n], masks)
+        return ImageDataset(self.images[:n], self.labels[:n], None if self.masks is None
+                            else self.masks[:n])
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.from_numpy(self.images), torch.from_numpy(self.labels)

@@ -28,6 +28,18 @@ class Normalize(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
+    @classmethod
+    def of(cls, in_channels: int, mean: list[float] | None, std: list[float] | None,
+           owner: str = "model ") -> Normalize:
+        """Mean and std per channel (None: 0.5, mapping [0, 1] to [-1, 1]); ConfigError naming
+        ``owner`` unless there is one mean and one positive std per channel."""
+        mean = mean if mean is not None else [0.5] * in_channels
+        std = std if std is not None else [0.5] * in_channels
+        if len(mean) != in_channels or len(std) != in_channels or min(std) <= 0:
+            raise ConfigError(f"{owner}normalisation needs one mean and one positive std per "
+                              "channel")
+        return cls(mean, std)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = (1, -1, *([1] * (x.dim() - 2)))
         return (x - self.mean.view(shape)) / self.std.view(shape)
@@ -91,14 +103,11 @@ def build_classifier(name: str, in_channels: int, num_classes: int, image_size: 
         raise ConfigError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
     if norm not in _NORMS:
         raise ConfigError(f"unknown norm {norm!r}; known: {', '.join(_NORMS)}")
-    mean = mean if mean is not None else [0.5] * in_channels
-    std = std if std is not None else [0.5] * in_channels
-    if len(mean) != in_channels or len(std) != in_channels or min(std) <= 0:
-        raise ConfigError("model normalisation needs one mean and one positive std per channel")
+    normalize = Normalize.of(in_channels, mean, std)
     backbone = MODELS[name].build(in_channels, num_classes, tuple(image_size), norm, dropout)
     if norm == "group":
         _replace_batchnorm(backbone)
-    model = PixelSpaceClassifier(Normalize(mean, std), backbone)
+    model = PixelSpaceClassifier(normalize, backbone)
     _check_input_size(model, name, in_channels, tuple(image_size))
     return model
 

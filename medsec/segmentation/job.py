@@ -122,17 +122,6 @@ def evaluate_segmenter(model: torch.nn.Module, split: SegSplit, num_classes: int
     return segmentation_metrics(pred, torch.from_numpy(split.masks), num_classes, prefix=prefix)
 
 
-def build_attack(model: torch.nn.Module, spec: SegAttackConfig, seed: int = 0) -> Attack:
-    """The configured dense attack (targeted for ``erase``/``inject``)."""
-    targeted = spec.kind != "untargeted"
-    if spec.method == "fgsm":
-        return SegFGSM(model, eps=spec.eps, norm=spec.norm, targeted=targeted, seed=seed,
-                       scale=spec.scale)
-    alpha = spec.alpha if spec.alpha is not None else spec.eps / 8
-    return SegPGD(model, eps=spec.eps, alpha=alpha, steps=spec.steps, norm=spec.norm,
-                  targeted=targeted, seed=seed, scale=spec.scale)
-
-
 @dataclass
 class SegAttackResult:
     """One attack: ``images``/``adversarial`` (N, C, *S), true ``masks`` and ``targets``
@@ -217,7 +206,14 @@ def run_attack(model: torch.nn.Module, spec: SegAttackConfig, test: SegSplit, n:
     region = None
     if spec.region_margin is not None:
         region = dilate_region(targets if spec.kind == "inject" else masks, spec.region_margin)
-    attack = build_attack(model, spec, seed)
+    targeted = spec.kind != "untargeted"  # erase/inject
+    if spec.method == "fgsm":
+        attack: Attack = SegFGSM(model, eps=spec.eps, norm=spec.norm, targeted=targeted,
+                                 seed=seed, scale=spec.scale)
+    else:
+        alpha = spec.alpha if spec.alpha is not None else spec.eps / 8
+        attack = SegPGD(model, eps=spec.eps, alpha=alpha, steps=spec.steps, norm=spec.norm,
+                        targeted=targeted, seed=seed, scale=spec.scale)
     adv = attack(images, targets, region=region)
     pred_clean, pred_adv, metrics = _score(model, spec.kind, images, adv, masks, targets,
                                            num_classes, overlap)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import warnings
 
-import numpy as np
 import torch
 from monai.metrics import DiceMetric, HausdorffDistanceMetric, MeanIoU
 from monai.networks.utils import one_hot
@@ -68,12 +67,6 @@ def target_dice(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
     return scores.mean(dim=1)
 
 
-def _label(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)  # 8/26-connectivity
-    labels, n = ndimage.label(mask, structure=structure)
-    return labels, int(n)
-
-
 def lesion_hits(pred: Tensor, reference: Tensor, min_overlap: float = 0.5) -> tuple[int, int]:
     """Count lesions (connected foreground components of ``reference`` (N, *S)) and how many of
     them ``pred`` (N, *S) finds (>= ``min_overlap`` of the component's pixels predicted as
@@ -81,8 +74,9 @@ def lesion_hits(pred: Tensor, reference: Tensor, min_overlap: float = 0.5) -> tu
     ref, prd = reference.cpu().numpy() > 0, pred.cpu().numpy() > 0
     total = found = 0
     for r, p in zip(ref, prd, strict=True):
-        labels, n = _label(r)
-        for k in range(1, n + 1):
+        structure = ndimage.generate_binary_structure(r.ndim, r.ndim)  # 8/26-connectivity
+        labels, n = ndimage.label(r, structure=structure)
+        for k in range(1, int(n) + 1):
             component = labels == k
             total += 1
             found += int(p[component].mean() >= min_overlap)

@@ -56,12 +56,9 @@ def build_segmenter(name: str = "unet", spatial_dims: int = 2, in_channels: int 
         raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     if num_classes < 2:
         raise ConfigError(f"num_classes must be >= 2 (background + lesion), got {num_classes}")
-    mean = mean if mean is not None else [0.5] * in_channels
-    std = std if std is not None else [0.5] * in_channels
-    if len(mean) != in_channels or len(std) != in_channels or min(std) <= 0:
-        raise ConfigError("normalisation needs one mean and one positive std per channel")
+    normalize = Normalize.of(in_channels, mean, std, owner="")
     backbone = SEGMENTERS[name](spatial_dims, in_channels, num_classes, tuple(channels))
-    return PixelSpaceSegmenter(Normalize(mean, std), backbone)
+    return PixelSpaceSegmenter(normalize, backbone)
 
 
 def save_segmenter(path: str | Path, model: PixelSpaceSegmenter, meta: dict[str, Any]) -> Path:
