@@ -1,11 +1,15 @@
-"""Speed and strength of medsec attacks against ART on PneumoniaMNIST.
+"""Speed and strength of medsec attacks against ART at equal work, on the pipeline's model.
 
-Trains (or loads) a small CNN on the PneumoniaMNIST training split, then times PGD-10, FGSM,
-DeepFool, Square (fixed query budget) and CW-L2 from ``medsec.attacks`` and from ART on the
-first ``--n`` test images, with the same model, threads and batch size. Prints images/second
-(median over ``--repeats``), the ratio ours/ART and the robust accuracy of both.
+Trains (or loads) the pipeline's default classifier - ``build_classifier("small_cnn", ...)``,
+the MONAI network with normalisation as its first layer - briefly on the PneumoniaMNIST
+training split, then runs FGSM, PGD-10, DeepFool, Square and C&W-L2 from ``medsec.attacks``
+and from ART on the first ``--n`` test images with the same model, threads, batch size and
+attack settings: the same steps and step sizes, no early stopping (ART has none), one random
+start, the same overshoot, C&W's learning rate and search steps. Prints images/second (median
+over ``--repeats`` interleaved rounds), the speed ratio ours/ART and both robust accuracies
+(:func:`medsec.metrics.robustness.robust_accuracy`: correct before and after).
 
-    .venv/bin/python benchmarks/bench_attacks.py --n 256 --repeats 3
+    .venv/bin/python benchmarks/bench_attacks.py --n 128 --repeats 3
 """
 
 from __future__ import annotations
@@ -25,33 +29,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medsec.attacks import CWL2, FGSM, PGD, Attack, DeepFool, Square
+from medsec.metrics.robustness import robust_accuracy
+from medsec.models.factory import build_classifier
+from medsec.training.checkpoint import load_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 EPS = 8 / 255
-
-
-class SmallCNN(nn.Module):
-    """Pixel-space input (N, 1, 28, 28) in [0, 1]; normalisation is the first layer."""
-
-    def __init__(self, mean: float, std: float, num_classes: int = 2) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean))
-        self.register_buffer("std", torch.tensor(std))
-        self.body = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(32 * 7 * 7, 64),
-            nn.ReLU(),
-            nn.Linear(64, num_classes),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.body((x - self.mean) / self.std)
 
 
 def load_split(path: Path, split: str) -> tuple[Tensor, Tensor]:
@@ -62,24 +45,24 @@ def load_split(path: Path, split: str) -> tuple[Tensor, Tensor]:
     return images[:, None], labels
 
 
-def train_model(path: Path, epochs: int, seed: int, weights: Path | None) -> SmallCNN:
+def pipeline_model(path: Path, epochs: int, seed: int, checkpoint: Path | None) -> nn.Module:
+    """The pipeline's classifier: loaded from a ``models/classifier.pt``-style checkpoint, or
+    ``small_cnn`` (batch norm, training-set normalisation) trained ``epochs`` with Adam."""
+    if checkpoint is not None:
+        return load_classifier(checkpoint)[0].eval()
     x, y = load_split(path, "train")
-    model = SmallCNN(float(x.mean()), float(x.std()))
-    if weights is not None and weights.exists():
-        model.load_state_dict(torch.load(weights, weights_only=True))
-        return model.eval()
     torch.manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    model = build_classifier("small_cnn", 1, 2, (28, 28), [float(x.mean())], [float(x.std())])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
     for _ in range(epochs):
         perm = torch.randperm(x.shape[0])
-        for i in range(0, x.shape[0], 128):
-            idx = perm[i : i + 128]
+        for i in range(0, x.shape[0], 64):
+            idx = perm[i : i + 64]
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
-    if weights is not None:
-        torch.save(model.state_dict(), weights)
     return model.eval()
 
 
@@ -113,25 +96,23 @@ def interleaved_median_times(fns: list[Callable[[], Any]], repeats: int) -> list
     return [(statistics.median(t), o) for t, o in zip(times, outs, strict=True)]
 
 
-def robust_acc(model: nn.Module, adv: Tensor | np.ndarray, y: Tensor) -> float:
-    adv_t = torch.as_tensor(adv)
+def predict(model: nn.Module, images: Tensor | np.ndarray) -> Tensor:
+    """Predicted classes (N,) of ``model`` on images (N, 1, 28, 28)."""
     with torch.inference_mode():
-        return float((model(adv_t).argmax(1) == y).float().mean())
+        return model(torch.as_tensor(images)).argmax(1)
 
 
 def median_l2(model: nn.Module, adv: Tensor | np.ndarray, x: Tensor, y: Tensor) -> float:
     """Median L2 norm of the perturbations that fool the model (nan if none do)."""
     adv_t = torch.as_tensor(adv)
-    with torch.inference_mode():
-        fooled = model(adv_t).argmax(1) != y
-    norms = (adv_t - x).flatten(1).norm(dim=1)[fooled]
+    norms = (adv_t - x).flatten(1).norm(dim=1)[predict(model, adv_t) != y]
     return float(norms.median()) if norms.numel() else float("nan")
 
 
 def build_pairs(
     model: nn.Module, classifier: Any, args: argparse.Namespace
 ) -> dict[str, tuple[Attack, Any, bool]]:
-    """name -> (our attack, ART attack, minimal-norm?) with matched settings."""
+    """name -> (our attack, ART attack, minimal-norm?) with the same settings."""
     from art.attacks.evasion import (
         CarliniL2Method,
         FastGradientMethod,
@@ -142,74 +123,30 @@ def build_pairs(
 
     b, q = args.batch_size, args.square_queries
     return {
-        "pgd10": (
-            PGD(model, eps=EPS, alpha=2 / 255, steps=10, random_start=True),
-            ProjectedGradientDescent(
-                classifier,
-                norm=np.inf,
-                eps=EPS,
-                eps_step=2 / 255,
-                max_iter=10,
-                num_random_init=1,
-                batch_size=b,
-                verbose=False,
-            ),
-            False,
-        ),
-        "pgd10_final": (  # the same without early stopping: final iterates, as ART
+        "fgsm": (FGSM(model, eps=EPS), FastGradientMethod(classifier, eps=EPS, batch_size=b),
+                 False),
+        "pgd10": (  # final iterates, one random start: ART has no early stopping
             PGD(model, eps=EPS, alpha=2 / 255, steps=10, random_start=True, early_stop=False),
-            ProjectedGradientDescent(
-                classifier,
-                norm=np.inf,
-                eps=EPS,
-                eps_step=2 / 255,
-                max_iter=10,
-                num_random_init=1,
-                batch_size=b,
-                verbose=False,
-            ),
+            ProjectedGradientDescent(classifier, norm=np.inf, eps=EPS, eps_step=2 / 255,
+                                     max_iter=10, num_random_init=1, batch_size=b, verbose=False),
             False,
         ),
-        "fgsm": (
-            FGSM(model, eps=EPS),
-            FastGradientMethod(classifier, eps=EPS, batch_size=b),
-            False,
-        ),
-        "deepfool": (
+        "deepfool": (  # overshoot 0.02 both (ours scales every iterate by 1.02, ART the end)
             DeepFool(model, steps=50, overshoot=0.02),
-            ArtDeepFool(
-                classifier, max_iter=50, epsilon=0.02, nb_grads=10, batch_size=b, verbose=False
-            ),
+            ArtDeepFool(classifier, max_iter=50, epsilon=0.02, nb_grads=10, batch_size=b,
+                        verbose=False),
             True,
         ),
-        "square": (
-            # ART: 1 initial + max_iter candidates; ours counts the clean query as well
+        "square": (  # ART: 1 initial + max_iter candidates; ours also counts the clean query
             Square(model, eps=EPS, n_queries=q + 2, p_init=0.8),
-            SquareAttack(
-                classifier,
-                norm=np.inf,
-                eps=EPS,
-                max_iter=q,
-                p_init=0.8,
-                nb_restarts=1,
-                batch_size=b,
-                verbose=False,
-            ),
+            SquareAttack(classifier, norm=np.inf, eps=EPS, max_iter=q, p_init=0.8,
+                         nb_restarts=1, batch_size=b, verbose=False),
             False,
         ),
-        "cw": (
-            # same 5 x 10 iterations; Adam needs a larger step than ART's line search here
-            CWL2(model, c=0.1, steps=10, binary_search_steps=5, lr=0.05, abort_early=False),
-            CarliniL2Method(
-                classifier,
-                confidence=0.0,
-                learning_rate=0.01,
-                binary_search_steps=5,
-                max_iter=10,
-                initial_const=0.1,
-                batch_size=b,
-                verbose=False,
-            ),
+        "cw": (  # 5 searches x 10 steps, c0 0.1, learning rate 0.01 (ours Adam, ART line search)
+            CWL2(model, c=0.1, steps=10, binary_search_steps=5, lr=0.01, abort_early=False),
+            CarliniL2Method(classifier, confidence=0.0, learning_rate=0.01, binary_search_steps=5,
+                            max_iter=10, initial_const=0.1, batch_size=b, verbose=False),
             True,
         ),
     }
@@ -220,17 +157,15 @@ def run(args: argparse.Namespace) -> list[Row]:
 
     torch.set_num_threads(args.threads)
     data = Path(args.data) if Path(args.data).is_absolute() else ROOT / args.data
-    model = train_model(data, args.epochs, args.seed, Path(args.weights) if args.weights else None)
+    model = pipeline_model(data, args.epochs, args.seed,
+                           Path(args.checkpoint) if args.checkpoint else None)
     x_test, y_test = load_split(data, "test")
-    print(f"clean test accuracy (all {len(y_test)}): {robust_acc(model, x_test, y_test):.4f}")
+    clean = predict(model, x_test) == y_test
+    print(f"clean test accuracy (all {len(y_test)}): {float(clean.double().mean()):.4f}")
     x, y = x_test[: args.n], y_test[: args.n]
-    classifier = PyTorchClassifier(
-        model=copy.deepcopy(model),
-        loss=nn.CrossEntropyLoss(),
-        input_shape=(1, 28, 28),
-        nb_classes=2,
-        clip_values=(0.0, 1.0),
-    )
+    clean_pred = predict(model, x)
+    classifier = PyTorchClassifier(model=copy.deepcopy(model), loss=nn.CrossEntropyLoss(),
+                                   input_shape=(1, 28, 28), nb_classes=2, clip_values=(0.0, 1.0))
     x_np, y_np = x.numpy(), y.numpy()
     rows = []
     for name, (ours, art, minimal) in build_pairs(model, classifier, args).items():
@@ -244,22 +179,11 @@ def run(args: argparse.Namespace) -> list[Row]:
         )
         note = ""
         if minimal:
-            note = (
-                f"median L2 of fooling perturbations ours {median_l2(model, adv, x, y):.3f} "
-                f"/ ART {median_l2(model, adv_art, x, y):.3f}"
-            )
-        if name == "square" and ours.last_stats is not None:
-            note = f"mean queries ours {ours.last_stats.queries.float().mean():.1f}"
-        rows.append(
-            Row(
-                name,
-                args.n / t_ours,
-                args.n / t_art,
-                robust_acc(model, adv, y),
-                robust_acc(model, adv_art, y),
-                note,
-            )
-        )
+            note = (f"median L2 of fooling perturbations ours {median_l2(model, adv, x, y):.3f} "
+                    f"/ ART {median_l2(model, adv_art, x, y):.3f}")
+        rows.append(Row(name, args.n / t_ours, args.n / t_art,
+                        robust_accuracy(y, clean_pred, predict(model, adv)),
+                        robust_accuracy(y, clean_pred, predict(model, adv_art)), note))
         print_row(rows[-1])
     return rows
 
@@ -279,19 +203,20 @@ def main(argv: list[str] | None = None) -> None:
         default="../shared/datasets/pneumoniamnist.npz",
         help="npz path (relative paths resolve against the repo root)",
     )
-    parser.add_argument("--n", type=int, default=256, help="test images to attack")
+    parser.add_argument("--n", type=int, default=128, help="test images to attack")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256, help="batch size of both libraries")
     parser.add_argument("--square-queries", type=int, default=100, help="Square iterations")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2, help="training epochs (no checkpoint)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--weights", default=None, help="load/save the trained model here")
+    parser.add_argument("--checkpoint", default=None,
+                        help="the pipeline's classifier checkpoint (models/classifier.pt) to load")
     parser.add_argument(
         "--attacks",
         nargs="*",
         default=None,
-        help="subset of: pgd10 pgd10_final fgsm deepfool square cw",
+        help="subset of: fgsm pgd10 deepfool square cw",
     )
     args = parser.parse_args(argv)
     rows = run(args)
