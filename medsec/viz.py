@@ -26,9 +26,7 @@ def confusion_figure(cm: np.ndarray, class_names: list[str], title: str = "") ->
                     color="white" if cm[i, j] > cm.max() / 2 else "black")
     ax.set_xticks(range(k), class_names, rotation=45, ha="right")
     ax.set_yticks(range(k), class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title or "confusion matrix")
+    ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
     fig.tight_layout()
     return fig
 
@@ -74,8 +72,7 @@ def _imshow(ax, image: np.ndarray, **kwargs) -> None:
     img = np.transpose(image, (1, 2, 0))
     ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap=kwargs.pop("cmap", "gray"),
               vmin=0, vmax=1, **kwargs)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
 
 
 def robustness_curve_figure(rows: list[dict], title: str = "", value: str = "robust_acc",
@@ -93,10 +90,8 @@ def robustness_curve_figure(rows: list[dict], title: str = "", value: str = "rob
             style = ({"color": "black", "linestyle": "--", "linewidth": 2, "zorder": 1}
                      if name == "worst_case" else {})
             ax.plot(*zip(*pts, strict=True), marker="o", label=name, **style)
-        ax.set_xlabel(f"{norm} epsilon (grey levels, x/255)" if norm == "linf"
-                      else f"{norm} epsilon")
-        ax.set_ylabel(ylabel)
-        ax.set_ylim(-0.02, 1.02)
+        ax.set(xlabel=f"{norm} epsilon (grey levels, x/255)" if norm == "linf"
+               else f"{norm} epsilon", ylabel=ylabel, ylim=(-0.02, 1.02))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         ax.set_title(title or "robustness curve")

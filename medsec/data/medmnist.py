@@ -30,31 +30,30 @@ class MedMNISTInfo:
     multi_label: bool = False
 
 
-_C = MedMNISTInfo
+def _info(channels: int, prefix: str, n: int, md5: str | None = None,
+          multi_label: bool = False) -> MedMNISTInfo:
+    """``n`` classes named ``<prefix>_<k>``; the 28x28 file's official md5 when known."""
+    return MedMNISTInfo(channels, tuple(f"{prefix}_{i}" for i in range(n)),
+                        {28: md5} if md5 else {}, multi_label)
+
+
 MEDMNIST_2D: dict[str, MedMNISTInfo] = {
-    "pathmnist": _C(3, tuple(f"tissue_{i}" for i in range(9)),
-                    {28: "a8b06965200029087d5bd730944a56c1"}),
-    "chestmnist": _C(1, tuple(f"finding_{i}" for i in range(14)),
-                     {28: "02c8a6516a18b556561a56cbdd36c4a8"}, multi_label=True),
-    "dermamnist": _C(3, tuple(f"lesion_{i}" for i in range(7)),
-                     {28: "0744692d530f8e62ec473284d019b0c7"}),
-    "octmnist": _C(1, ("cnv", "dme", "drusen", "normal"),
-                   {28: "c68d92d5b585d8d81f7112f81e2d0842"}),
-    "pneumoniamnist": _C(1, ("normal", "pneumonia"), {
+    "pathmnist": _info(3, "tissue", 9, "a8b06965200029087d5bd730944a56c1"),
+    "chestmnist": _info(1, "finding", 14, "02c8a6516a18b556561a56cbdd36c4a8", multi_label=True),
+    "dermamnist": _info(3, "lesion", 7, "0744692d530f8e62ec473284d019b0c7"),
+    "octmnist": MedMNISTInfo(1, ("cnv", "dme", "drusen", "normal"),
+                             {28: "c68d92d5b585d8d81f7112f81e2d0842"}),
+    "pneumoniamnist": MedMNISTInfo(1, ("normal", "pneumonia"), {
         28: "28209eda62fecd6e6a2d98b1501bb15f", 64: "8f4eceb4ccffa70c672198ea285246c6",
         128: "05b46931834c231683c68f40c47b2971", 224: "d6a3c71de1b945ea11211b03746c1fe1"}),
-    "retinamnist": _C(3, tuple(f"grade_{i}" for i in range(5)),
-                      {28: "bd4c0672f1bba3e3a89f0e4e876791e4"}),
-    "breastmnist": _C(1, ("malignant", "normal_or_benign"),
-                      {28: "750601b1f35ba3300ea97c75c52ff8f6"}),
-    "bloodmnist": _C(3, tuple(f"cell_{i}" for i in range(8)),
-                     {28: "7053d0359d879ad8a5505303e11de1dc"}),
-    "tissuemnist": _C(1, tuple(f"cell_{i}" for i in range(8)),
-                      {28: "ebe78ee8b05294063de985d821c1c34b"}),
-    "organamnist": _C(1, tuple(f"organ_{i}" for i in range(11)),
-                      {28: "68e3f8846a6bd62f0c9bf841c0d9eacc"}),
-    "organcmnist": _C(1, tuple(f"organ_{i}" for i in range(11)), {}),
-    "organsmnist": _C(1, tuple(f"organ_{i}" for i in range(11)), {}),
+    "retinamnist": _info(3, "grade", 5, "bd4c0672f1bba3e3a89f0e4e876791e4"),
+    "breastmnist": MedMNISTInfo(1, ("malignant", "normal_or_benign"),
+                                {28: "750601b1f35ba3300ea97c75c52ff8f6"}),
+    "bloodmnist": _info(3, "cell", 8, "7053d0359d879ad8a5505303e11de1dc"),
+    "tissuemnist": _info(1, "cell", 8, "ebe78ee8b05294063de985d821c1c34b"),
+    "organamnist": _info(1, "organ", 11, "68e3f8846a6bd62f0c9bf841c0d9eacc"),
+    "organcmnist": _info(1, "organ", 11),
+    "organsmnist": _info(1, "organ", 11),
 }
 
 

@@ -104,13 +104,8 @@ def plot_mia_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
                                 f"{m['tpr_at_1pct_fpr']:.3f})")
     lo = min(1e-3, 0.5 * smallest)
     ax.plot([lo, 1], [lo, 1], "k--", lw=0.8, label="chance")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(lo, 1)
-    ax.set_ylim(lo, 1)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(title)
+    ax.set(xscale="log", yscale="log", xlim=(lo, 1), ylim=(lo, 1), xlabel="false positive rate",
+           ylabel="true positive rate", title=title)
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     return fig

@@ -35,8 +35,7 @@ def overlay_figure(result: SegAttackResult, n: int = 4, title: str = "") -> Figu
             if mask is not None:
                 m = _slice(mask.numpy()).astype(float)
                 ax.imshow(np.ma.masked_where(m == 0, m), cmap="autumn", alpha=0.6)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
             if i == 0:
                 ax.set_title(col, fontsize=8)
     fig.suptitle(title or result.spec.name)
