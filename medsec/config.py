@@ -7,13 +7,13 @@ e.g. ``train.lr: Input should be greater than 0``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 
 from medsec.attacks.config import AttackConfig
-from medsec.config_base import StrictModel
+from medsec.config_base import StrictModel, one_of
 from medsec.deepfakes.config import DeepfakeConfig
 from medsec.defenses.config import DefenseConfig
 from medsec.errors import ConfigError
@@ -35,20 +35,10 @@ class DatasetConfig(StrictModel):
     variable ``MEDSEC_DATA_DIR`` overrides it.
     """
 
-    name: str = "phantoms"
+    name: Annotated[str, one_of("medsec.data.registry:known_dataset_names", "dataset")] = "phantoms"
     data_dir: str = "data"
     max_train: int | None = Field(default=None, gt=0)
     max_eval: int | None = Field(default=None, gt=0)
-
-    @field_validator("name")
-    @classmethod
-    def _known_name(cls, value: str) -> str:
-        from medsec.data.registry import known_dataset_names
-
-        if value not in known_dataset_names():
-            raise ValueError(
-                f"unknown dataset {value!r}; known: {', '.join(known_dataset_names())}")
-        return value
 
 
 class PhantomConfig(StrictModel):

@@ -4,23 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from medsec.config_base import StrictModel
+from medsec.config_base import KnownModel, StrictModel
 
 
 class ModelConfig(StrictModel):
     """Network by name (see ``medsec models``); ``norm='group'`` gives DP-compatible models."""
 
-    name: str = "small_cnn"
+    name: KnownModel = "small_cnn"
     norm: Literal["batch", "group", "instance"] = "batch"
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-
-    @field_validator("name")
-    @classmethod
-    def _known_name(cls, value: str) -> str:
-        from medsec.models.factory import known_model_names
-
-        if value not in known_model_names():
-            raise ValueError(f"unknown model {value!r}; known: {', '.join(known_model_names())}")
-        return value
