@@ -35,8 +35,7 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: list[str],
                 preds: np.ndarray | None = None, n: int = 16, title: str = "") -> Figure:
     """Grid of up to ``n`` images (N, C, H, W) in [0,1] with true (and predicted) labels."""
     n = min(n, len(images))
-    cols = min(8, n)
-    rows = int(np.ceil(n / cols))
+    cols, rows = min(8, n), int(np.ceil(n / min(8, n)))
     fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
@@ -44,10 +43,8 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: list[str],
         ax = axes.ravel()[i]
         img = np.transpose(images[i], (1, 2, 0))
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
-        text = f"y={class_names[int(labels[i])]}"
-        if preds is not None:
-            text += f"\np={class_names[int(preds[i])]}"
-        ax.set_title(text, fontsize=7)
+        pred = "" if preds is None else f"\np={class_names[int(preds[i])]}"
+        ax.set_title(f"y={class_names[int(labels[i])]}{pred}", fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -91,10 +88,10 @@ def robustness_curve_figure(rows: list[dict], title: str = "", value: str = "rob
                      if name == "worst_case" else {})
             ax.plot(*zip(*pts, strict=True), marker="o", label=name, **style)
         ax.set(xlabel=f"{norm} epsilon (grey levels, x/255)" if norm == "linf"
-               else f"{norm} epsilon", ylabel=ylabel, ylim=(-0.02, 1.02))
+               else f"{norm} epsilon", ylabel=ylabel, ylim=(-0.02, 1.02),
+               title=title or "robustness curve")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        ax.set_title(title or "robustness curve")
     fig.tight_layout()
     return fig
 

@@ -98,17 +98,13 @@ def _split_rows(split: str, data: ImageDataset, with_masks: bool) -> dict[str, A
     channels, height, width = shape if len(shape) == 3 else (-1, *shape) if len(shape) == 2 else (
         -1, -1, -1)
     rows: dict[str, Any] = {
-        "split": np.full(n, split, dtype=object),
-        "index": np.arange(n, dtype=np.int64),
-        "label": labels,
-        "channels": np.full(n, channels, np.int64),
-        "height": np.full(n, height, np.int64),
-        "width": np.full(n, width, np.int64),
+        "split": np.full(n, split, dtype=object), "index": np.arange(n, dtype=np.int64),
+        "label": labels, "channels": np.full(n, channels, np.int64),
+        "height": np.full(n, height, np.int64), "width": np.full(n, width, np.int64),
         "shape": np.full(n, shape_str(shape), dtype=object),
         "dtype": np.full(n, str(images.dtype), dtype=object),
         **dict(zip(("min", "max", "mean", "n_nonfinite", "content_hash"),
-                   _blockwise(images, _image_block), strict=True)),
-    }
+                   _blockwise(images, _image_block), strict=True))}
     if with_masks:
         rows.update(_mask_rows(split, data.masks, images.shape, n))
     return rows
@@ -130,9 +126,8 @@ def _mask_block(flat: np.ndarray, integral: bool) -> tuple[np.ndarray, ...]:
     return fraction, (flat.shape[1] - ok.sum(axis=1)).astype(np.int64), lo, hi
 
 
-def _mask_rows(
-    split: str, masks: np.ndarray | None, image_shape: tuple[int, ...], n: int
-) -> dict[str, np.ndarray]:
+def _mask_rows(split: str, masks: np.ndarray | None, image_shape: tuple[int, ...], n: int
+               ) -> dict[str, np.ndarray]:
     """The mask columns of one split (values that pass every mask check when there are none)."""
     if masks is None:
         return {"has_mask": np.zeros(n, bool), "mask_shape": np.full(n, "", dtype=object),
@@ -207,13 +202,12 @@ def class_table(df: pd.DataFrame, split_names: list[str], num_classes: int) -> p
     for split in split_names:
         labels = df.loc[df["split"] == split, "label"]
         observed = {label_key(k): int(v) for k, v in labels.value_counts(dropna=False).items()}
-        total = len(labels)
+        total = len(labels)  # 0 for an empty split
         for label, count in ({c: 0 for c in range(num_classes)} | observed).items():
             declared = isinstance(label, int) and 0 <= label < num_classes
             rows.append({"split": split, "label": label, "count": count, "n_images": total,
                          "fraction": count / total if total and declared else np.nan})
-    columns = ["split", "label", "count", "n_images", "fraction"]
-    table = pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=["split", "label", "count", "n_images", "fraction"])
     return table.astype({"count": np.int64, "n_images": np.int64, "fraction": np.float64})
 
 
@@ -232,6 +226,5 @@ def mask_stats(df: pd.DataFrame, split_names: list[str]) -> dict[str, dict[str, 
             "mean_foreground_fraction": float(fractions.mean()) if finite else None,
             "fraction_with_foreground": float((fractions > 0).mean()) if finite else None,
             "min": float(rows["mask_min"].min()) if rows["mask_min"].notna().any() else None,
-            "max": float(rows["mask_max"].max()) if rows["mask_max"].notna().any() else None,
-        }
+            "max": float(rows["mask_max"].max()) if rows["mask_max"].notna().any() else None}
     return stats
