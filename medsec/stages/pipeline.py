@@ -21,20 +21,9 @@ PREPARED_DIR = "prepared"
 """The data stage's output: the dataset every later stage reads (``flows.outputs.PREPARED``)."""
 
 
-@dataclass(frozen=True)
-class Plot:
-    """A DVC plot: a CSV (not cached, with axes ``x``/``y``) or, without ``x``, a cached image."""
-
-    path: str
-    x: str | None = None
-    y: str | None = None
-    template: str | None = None
-
-    def dvc_entry(self) -> str | dict[str, Any]:
-        if self.x is None:
-            return self.path
-        template = {"template": self.template} if self.template else {}
-        return {self.path: {"cache": False, **template, "x": self.x, "y": self.y}}
+def _csv_plot(path: str, x: str, y: str, template: str | None = None) -> dict[str, Any]:
+    """DVC's entry for a plot of a CSV (not cached) with axes; an image plot is its path."""
+    return {path: {"cache": False, **({"template": template} if template else {}), "x": x, "y": y}}
 
 
 @dataclass(frozen=True)
@@ -53,7 +42,7 @@ class Stage:
     deps: tuple[str, ...] = ()
     outs: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
-    plots: tuple[Plot, ...] = ()
+    plots: tuple[str | dict[str, Any], ...] = ()  # DVC entries (images: cached paths)
     in_benchmark: bool = False
     deployed: bool = False
     dvc: bool = True
@@ -73,12 +62,12 @@ class Stage:
         entry: dict[str, Any] = {"cmd": self.cmd, "deps": list(self.deps),
                                  "params": list(self.params), "outs": list(self.outs),
                                  "metrics": [{path: {"cache": False}} for path in self.metrics],
-                                 "plots": [plot.dvc_entry() for plot in self.plots]}
+                                 "plots": list(self.plots)}
         return {key: value for key, value in entry.items() if value or key == "deps"}
 
 
 def _stage(name: str, flow: str, params: str, deps: str = "", code: str = "", outs: str = "",
-           metrics: str = "", plots: tuple[Plot, ...] = (), **flags: bool) -> Stage:
+           metrics: str = "", plots: tuple[str | dict[str, Any], ...] = (), **flags: bool) -> Stage:
     """A :class:`Stage` from space-separated lists. ``flow`` ``"x:f"`` is ``flows.x:f``;
     ``deps`` are the data inputs and capability packages; the code deps follow: the flow's
     file, then ``code`` (``tasks/<m>`` and ``stages/<m>`` modules, as ``.py`` files)."""
@@ -104,16 +93,16 @@ STAGES: tuple[Stage, ...] = (
            f"{_P} reports/validation medsec/models medsec/training",
            "tasks/train stages/classifier", outs="models/classifier.pt models/classifier.json",
            metrics="metrics/train.json", in_benchmark=True, progress=True,
-           plots=(Plot("plots/train_history.csv", x="epoch", y="val_auc"),)),
+           plots=(_csv_plot("plots/train_history.csv", "epoch", "val_auc"),)),
     _stage("evaluate", "evaluate:evaluate_flow", "dataset",
            f"{_CLF} medsec/metrics/classification.py medsec/training medsec/viz.py",
            "tasks/train stages/classifier", metrics="metrics/evaluate.json", in_benchmark=True,
-           plots=(Plot("plots/confusion.png"), Plot("plots/samples.png"))),
+           plots=("plots/confusion.png", "plots/samples.png")),
     _stage("federated", "federated:federated_flow", f"{_CLASSIFIER} federated",
            f"{_P} reports/validation medsec/federated medsec/training",
            "tasks/federated stages/federated stages/classifier", outs="models/federated.pt",
            metrics="metrics/federated.json", deployed=True,
-           plots=(Plot("plots/federated_history.csv", x="round", y="test_acc"),)),
+           plots=(_csv_plot("plots/federated_history.csv", "round", "test_acc"),)),
     _stage("deepfake", "deepfake:deepfake_flow", f"{_CLASSIFIER} deepfake",
            f"{_CLF} medsec/deepfakes medsec/metrics/generative.py medsec/training",
            "tasks/deepfake stages/deepfake stages/classifier", outs="outputs/deepfakes",
@@ -134,15 +123,15 @@ STAGES: tuple[Stage, ...] = (
            "medsec/training/predict.py medsec/viz.py",
            "tasks/attack stages/attack stages/classifier",
            outs="outputs/adversarial", metrics="metrics/attack.json", in_benchmark=True,
-           deployed=True, plots=(Plot("plots/robustness_curve.csv", x="eps", y="robust_acc",
-                                      template="scatter"), Plot("plots/robustness_curve.png"))),
+           deployed=True, plots=(_csv_plot("plots/robustness_curve.csv", "eps", "robust_acc",
+                                           "scatter"), "plots/robustness_curve.png")),
     _stage("segmentation", "segmentation:segmentation_flow", "seed dataset phantoms segmentation",
            f"{_P} medsec/segmentation medsec/attacks medsec/training medsec/models "
            "medsec/defenses/training.py medsec/data medsec/metrics/image_quality.py medsec/viz.py",
            "tasks/segmentation tasks/common tasks/train stages/segmentation",
            outs="models/segmenter.pt outputs/segmentation", metrics="metrics/segmentation.json",
-           deployed=True, plots=(Plot("plots/segmentation_curve.csv", x="eps", y="dice",
-                                      template="linear"), Plot("plots/segmentation_curve.png"))),
+           deployed=True, plots=(_csv_plot("plots/segmentation_curve.csv", "eps", "dice", "linear"),
+                                 "plots/segmentation_curve.png")),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 
