@@ -67,10 +67,8 @@ def mia_metrics(member_scores: Sequence[float] | np.ndarray,
     members, nonmembers = _as_scores(member_scores, nonmember_scores)
     fpr, tpr = roc_points(members, nonmembers)
     truth = np.r_[np.ones(len(members)), np.zeros(len(nonmembers))]
-    out = {
-        f"{prefix}auc": float(roc_auc_score(truth, np.r_[members, nonmembers])),
-        f"{prefix}balanced_acc": float(0.5 * (1.0 + np.max(tpr - fpr))),
-    }
+    out = {f"{prefix}auc": float(roc_auc_score(truth, np.r_[members, nonmembers])),
+           f"{prefix}balanced_acc": float(0.5 * (1.0 + np.max(tpr - fpr)))}
     resolution = 1.0 / len(nonmembers)
     for target, name in LOW_FPRS.items():
         out[f"{prefix}{name}"] = tpr_at_fpr(fpr, tpr, target)
@@ -78,10 +76,9 @@ def mia_metrics(member_scores: Sequence[float] | np.ndarray,
             logger.warning("%s%s: only %d non-members (FPR resolution %.3g > %.3g); the value "
                            "is interpolated from the ROC's first step", prefix, name,
                            len(nonmembers), resolution, target)
-    out[f"{prefix}fpr_resolution"] = resolution
-    out[f"{prefix}num_members"] = float(len(members))
-    out[f"{prefix}num_nonmembers"] = float(len(nonmembers))
-    return out
+    return out | {f"{prefix}fpr_resolution": resolution,
+                  f"{prefix}num_members": float(len(members)),
+                  f"{prefix}num_nonmembers": float(len(nonmembers))}
 
 
 def plot_mia_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],

@@ -203,9 +203,8 @@ def run_attack(model: torch.nn.Module, spec: SegAttackConfig, test: SegSplit, n:
     images = torch.from_numpy(np.ascontiguousarray(test.images[idx])).float()
     masks = torch.from_numpy(np.ascontiguousarray(test.masks[idx])).long()
     targets = torch.from_numpy(np.ascontiguousarray(targets_np)).long()
-    region = None
-    if spec.region_margin is not None:
-        region = dilate_region(targets if spec.kind == "inject" else masks, spec.region_margin)
+    region = None if spec.region_margin is None else dilate_region(
+        targets if spec.kind == "inject" else masks, spec.region_margin)
     targeted = spec.kind != "untargeted"  # erase/inject
     if spec.method == "fgsm":
         attack: Attack = SegFGSM(model, eps=spec.eps, norm=spec.norm, targeted=targeted,
@@ -215,8 +214,9 @@ def run_attack(model: torch.nn.Module, spec: SegAttackConfig, test: SegSplit, n:
         attack = SegPGD(model, eps=spec.eps, alpha=alpha, steps=spec.steps, norm=spec.norm,
                         targeted=targeted, seed=seed, scale=spec.scale)
     adv = attack(images, targets, region=region)
-    pred_clean, pred_adv, metrics = _score(model, spec.kind, images, adv, masks, targets,
-                                           num_classes, overlap)
+    pred_clean, pred_adv = predict_masks(model, images), predict_masks(model, adv)
+    metrics = attack_metrics(spec.kind, images, adv, masks, targets, pred_clean, pred_adv,
+                             num_classes, overlap)
     pred_noise = predict_masks(model, random_perturbation(images, spec.eps, spec.norm, seed,
                                                           region, spec.scale))
     if spec.kind != "inject":
@@ -234,15 +234,7 @@ def transfer_metrics(model: torch.nn.Module, result: SegAttackResult, num_classe
     black-box attack): :func:`attack_metrics` with ``model``'s predictions on the clean and
     the adversarial images of ``result``. On the source model itself it reproduces the
     attack's own metrics."""
-    return _score(model, result.spec.kind, result.images, result.adversarial, result.masks,
-                  result.targets, num_classes, overlap)[2]
-
-
-def _score(model: torch.nn.Module, kind: str, images: torch.Tensor, adv: torch.Tensor,
-           masks: torch.Tensor, targets: torch.Tensor, num_classes: int, overlap: float,
-           ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-    """``model``'s predictions on the clean and adversarial images, and their
-    :func:`attack_metrics`."""
-    pred_clean, pred_adv = predict_masks(model, images), predict_masks(model, adv)
-    return pred_clean, pred_adv, attack_metrics(kind, images, adv, masks, targets, pred_clean,
-                                                pred_adv, num_classes, overlap)
+    r = result
+    return attack_metrics(r.spec.kind, r.images, r.adversarial, r.masks, r.targets,
+                          predict_masks(model, r.images), predict_masks(model, r.adversarial),
+                          num_classes, overlap)

@@ -20,23 +20,18 @@ COLUMNS = (("dice_adv", "Dice after"), ("dice_noise", "Dice, noise"),
 
 
 def _cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return f"{float(value):.3f}"
+    missing = value is None or (isinstance(value, float) and not math.isfinite(value))
+    return "-" if missing else f"{float(value):.3f}"
 
 
 def describe(spec: SegAttackConfig) -> str:
     """``PGD-10 L-inf 8/255, erase, lesion+4px, 4x4 blocks``-style summary of one attack."""
     method = "FGSM" if spec.method == "fgsm" else f"PGD-{spec.steps}"
     budget = f"L-inf {spec.eps * 255:.3g}/255" if spec.norm == "linf" else f"L2 {spec.eps:g}"
-    parts = [f"{method} {budget}"]
-    if spec.kind != "untargeted":
-        parts.append(spec.kind)
-    if spec.region_margin is not None:
-        parts.append(f"lesion+{spec.region_margin}px")
-    if spec.scale > 1:
-        parts.append(f"{spec.scale}x{spec.scale} blocks")
-    return ", ".join(parts)
+    parts = [f"{method} {budget}", "" if spec.kind == "untargeted" else spec.kind,
+             "" if spec.region_margin is None else f"lesion+{spec.region_margin}px",
+             f"{spec.scale}x{spec.scale} blocks" if spec.scale > 1 else ""]
+    return ", ".join(part for part in parts if part)
 
 
 def scorecard_markdown(record: dict[str, Any], specs: Sequence[SegAttackConfig] = ()) -> str:
