@@ -95,42 +95,24 @@ def test_garbage_file(tmp_path):
         load_dataset("breastmnist", tmp_path)
 
 
-def test_wrong_keys(tmp_path):
+def _changed(array, index, value, dtype=None):
+    out = array.astype(dtype or array.dtype) / (255 if dtype else 1)
+    out[index] = value
+    return out
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    (lambda a: {"training_images": a.pop("train_images")}, "missing key.*train_images"),
+    (lambda a: {"val_labels": _changed(a["val_labels"], 2, 7)}, r"val_labels.*\[0, 1\].*7"),
+    (lambda a: {"test_images": _changed(a["test_images"], (3, 2, 2), np.nan, np.float32)},
+     "test_images.*NaN"),
+    (lambda a: {"train_images": np.zeros((6, 8, 8, 3), np.uint8)}, "3 channel"),
+    (lambda a: {"val_images": np.zeros((6, 9, 9), np.uint8)}, "val_images.*shape"),
+], ids=["keys", "label_range", "nan", "channels", "shape"])
+def test_bad_file_is_named(tmp_path, change, match):
     arrays = _medmnist_arrays()
-    arrays["training_images"] = arrays.pop("train_images")
-    _write(tmp_path, "breastmnist", arrays)
-    with pytest.raises(DataError, match="missing key.*train_images"):
-        load_dataset("breastmnist", tmp_path)
-
-
-def test_labels_out_of_range(tmp_path):
-    arrays = _medmnist_arrays()
-    arrays["val_labels"][2] = 7
-    _write(tmp_path, "breastmnist", arrays)
-    with pytest.raises(DataError, match=r"val_labels.*\[0, 1\].*7"):
-        load_dataset("breastmnist", tmp_path)
-
-
-def test_nan_pixels(tmp_path):
-    arrays = _medmnist_arrays()
-    images = arrays["test_images"].astype(np.float32) / 255
-    images[3, 2, 2] = np.nan
-    arrays["test_images"] = images
-    _write(tmp_path, "breastmnist", arrays)
-    with pytest.raises(DataError, match="test_images.*NaN"):
-        load_dataset("breastmnist", tmp_path)
-
-
-def test_wrong_channels_and_shapes(tmp_path):
-    arrays = _medmnist_arrays()
-    arrays["train_images"] = np.zeros((6, 8, 8, 3), np.uint8)
-    _write(tmp_path, "breastmnist", arrays)
-    with pytest.raises(DataError, match="3 channel"):
-        load_dataset("breastmnist", tmp_path)
-    arrays = _medmnist_arrays()
-    arrays["val_images"] = np.zeros((6, 9, 9), np.uint8)
-    _write(tmp_path, "breastmnist", arrays)
-    with pytest.raises(DataError, match="val_images.*shape"):
+    _write(tmp_path, "breastmnist", arrays | change(arrays))
+    with pytest.raises(DataError, match=match):
         load_dataset("breastmnist", tmp_path)
 
 
