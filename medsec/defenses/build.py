@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from medsec.data.types import LoadedDataset
 from medsec.defenses import config as dc
+from medsec.defenses import transforms as tf
 from medsec.defenses.autoencoder import PixelAutoEncoder, Reformer, train_autoencoder
 from medsec.defenses.base import Defense, require_classifier
 from medsec.defenses.detectors import (
@@ -36,15 +37,6 @@ from medsec.defenses.training import (
     TemperatureLoss,
     TradesLoss,
     train_defended,
-)
-from medsec.defenses.transforms import (
-    EOT,
-    JPEG,
-    BitDepth,
-    GaussianNoise,
-    LowPass,
-    MedianFilter,
-    Preprocessed,
 )
 from medsec.training.config import ClassifierRecipe
 from medsec.training.job import FitStrategy, plain_fit
@@ -144,26 +136,26 @@ def _distillation(p: dc.DistillationParams, ctx: BuildContext, k: int) -> Defens
 
 def transform_defense(model: nn.Module, transform: nn.Module, seconds: float = 0.0) -> Defense:
     """``Preprocessed(model, transform)``, attacked adaptively through BPDA."""
-    wrapped = Preprocessed(model, transform)
+    wrapped = tf.Preprocessed(model, transform)
     return Defense(name=getattr(transform, "name", "transform"), kind="transform",
                    model=wrapped, attack_model=wrapped, adaptive_model=wrapped.with_bpda(),
                    adaptive_attack="bpda_pgd", train_seconds=seconds)
 
 
 def _bit_depth(p: dc.BitDepthParams, ctx: BuildContext, k: int) -> Defense:
-    return transform_defense(ctx.baseline, BitDepth(p.bits))
+    return transform_defense(ctx.baseline, tf.BitDepth(p.bits))
 
 
 def _median(p: dc.MedianParams, ctx: BuildContext, k: int) -> Defense:
-    return transform_defense(ctx.baseline, MedianFilter(p.size))
+    return transform_defense(ctx.baseline, tf.MedianFilter(p.size))
 
 
 def _jpeg(p: dc.JpegParams, ctx: BuildContext, k: int) -> Defense:
-    return transform_defense(ctx.baseline, JPEG(p.quality))
+    return transform_defense(ctx.baseline, tf.JPEG(p.quality))
 
 
 def _low_pass(p: dc.LowPassParams, ctx: BuildContext, k: int) -> Defense:
-    return transform_defense(ctx.baseline, LowPass(p.cutoff))
+    return transform_defense(ctx.baseline, tf.LowPass(p.cutoff))
 
 
 def _reformer(p: dc.AutoEncoderParams, ctx: BuildContext, k: int) -> Defense:
@@ -212,12 +204,13 @@ def smoothing_defense(base: nn.Module, num_classes: int, p: dc.SmoothingParams,
                       ev: dc.DefenseEvalConfig, seed: int = 0) -> Defense:
     """Randomized smoothing of ``base``: predictions by ``ev.predict_samples`` noise draws,
     the adaptive attack is EOT-PGD with ``ev.eot_samples`` draws per gradient."""
-    noisy = Preprocessed(base, GaussianNoise(p.sigma))
+    noisy = tf.Preprocessed(base, tf.GaussianNoise(p.sigma))
     smoother = RandomizedSmoothing(base, num_classes, p.sigma, p.n0, p.n, p.alpha,
                                    ev.batch_size, seed)
-    return Defense(name="smoothing", kind="certification", model=EOT(noisy, ev.predict_samples),
-                   attack_model=noisy, adaptive_model=EOT(noisy, ev.eot_samples),
-                   adaptive_attack="eot_pgd", smoother=smoother)
+    return Defense(name="smoothing", kind="certification",
+                   model=tf.EOT(noisy, ev.predict_samples), attack_model=noisy,
+                   adaptive_model=tf.EOT(noisy, ev.eot_samples), adaptive_attack="eot_pgd",
+                   smoother=smoother)
 
 
 def _smoothing(p: dc.SmoothingParams, ctx: BuildContext, k: int) -> Defense:

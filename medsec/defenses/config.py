@@ -107,23 +107,26 @@ class AutoEncoderParams(StrictModel):
     noise: float = Field(default=0.025, ge=0.0, le=1.0)
 
 
-class MagNetDetectorParams(AutoEncoderParams):
-    fpr: float = Field(default=0.05, gt=0.0, lt=1.0)
-
-
-class MahalanobisParams(StrictModel):
-    """Lee et al. 2018 on penultimate features; ``fpr`` sets the threshold on clean val."""
+class _Detector(StrictModel):
+    """Detectors: the threshold rejects a fraction ``fpr`` of the clean validation images."""
 
     fpr: float = Field(default=0.05, gt=0.0, lt=1.0)
+
+
+class MagNetDetectorParams(AutoEncoderParams, _Detector):
+    """MagNet detector I: reconstruction error of the autoencoder."""
+
+
+class MahalanobisParams(_Detector):
+    """Lee et al. 2018 on penultimate features (class statistics from ``max_fit`` images)."""
+
     max_fit: int = Field(default=1000, gt=1)
 
 
-class SqueezeDetectorParams(StrictModel):
+class SqueezeDetectorParams(BitDepthParams, _Detector):
     """Xu et al. 2018: L1 between predictions on x and on squeezed x (bit depth, median)."""
 
-    bits: int = Field(default=4, ge=1, le=8)
     median_size: int = Field(default=2, ge=2, le=9)
-    fpr: float = Field(default=0.05, gt=0.0, lt=1.0)
 
 
 class SmoothingParams(StrictModel):
@@ -224,7 +227,8 @@ class DefenseSpec(StrictModel):
 
 
 class DefenseEvalConfig(StrictModel):
-    """The threat model and the checks every defense is scored under.
+    """The threat model and the checks every defense is scored under; the defaults are the
+    strong adaptive evaluation (PGD-100 with 5 restarts, the adaptive one with 6, Square-5000).
 
     ``eps`` (L-inf, pixel units), PGD ``steps`` with step ``alpha`` (None = 2.5 eps / steps)
     and ``restarts``; ``square_queries`` for the black-box Square attack; ``eot_samples``
@@ -237,10 +241,10 @@ class DefenseEvalConfig(StrictModel):
     """
 
     eps: Epsilon = _eps()
-    steps: int = Field(default=10, gt=0, le=10000)
+    steps: int = Field(default=100, gt=0, le=10000)
     alpha: Epsilon | None = Field(default=None, gt=0.0, le=1.0)
-    restarts: int = Field(default=1, gt=0, le=100)
-    square_queries: int = Field(default=100, gt=1)
+    restarts: int = Field(default=5, gt=0, le=100)
+    square_queries: int = Field(default=5000, gt=1)
     eot_samples: int = Field(default=8, gt=0, le=1024)
     predict_samples: int = Field(default=16, gt=0, le=4096)
     max_examples: int | None = Field(default=100, gt=1)

@@ -1,14 +1,17 @@
 """Score a built :class:`~medsec.defenses.base.Defense` on test images.
 
-Accuracy of a defense on images x: its prediction is correct; behind a detector, a clean image
-counts only if it is correct *and* not rejected, an adversarial one if it is correct *or*
-rejected. ``robust_acc`` = min over the standard attacks (PGD, Square) and the adaptive one;
-``robust_acc_standard`` and ``robust_acc_adaptive`` are both reported. Gradient-masking flags:
-``flag_blackbox_stronger`` (Square beats white-box PGD), ``flag_acc_rises_with_eps``,
-``flag_acc_rises_with_steps`` (PGD at eps/2, eps, 2 eps; and ``steps_factor`` x steps), and
-``flag_zero_gradients`` (most input gradients numerically zero). The white-box attack of the
-flags is the standard PGD, except behind a detector where it is the detector-aware one (the
-only white-box attack on the whole defense). Timings go to ``costs``, never to ``metrics``.
+Outcome of a defense on an image: its prediction; behind a detector a rejection is an error on
+a clean image and a success on an adversarial one. Robust accuracy (the one definition,
+:func:`medsec.metrics.robustness.robust_accuracy`): the fraction of examples right on the clean
+input *and* under every attack considered, per example. ``robust_acc`` is that worst case over
+the standard attacks (PGD, Square) and the adaptive one; ``robust_acc_standard``,
+``robust_acc_adaptive`` and ``robust_acc_<attack>`` are reported beside it. Gradient-masking
+flags: ``flag_blackbox_stronger`` (Square beats the white-box attacks' worst case),
+``flag_acc_rises_with_eps``, ``flag_acc_rises_with_steps`` (PGD at eps/2, eps, 2 eps; and
+``steps_factor`` x steps), and ``flag_zero_gradients`` (most input gradients numerically
+zero). The PGD of the eps/steps flags is the standard one, except behind a detector where it
+is the detector-aware one (the only white-box attack on the whole defense).
+Timings go to ``costs``, never to ``metrics``.
 """
 
 from __future__ import annotations
@@ -30,13 +33,16 @@ from medsec.defenses.base import Defense
 from medsec.defenses.config import DefenseEvalConfig
 from medsec.defenses.detectors import detection_metrics
 from medsec.defenses.smoothing import certified_accuracy
+from medsec.metrics.robustness import robust_accuracy
 from medsec.training.predict import predict_logits
 
 
 @dataclass
 class DefenseResult:
     """``metrics``: reproducible numbers (flat, lower_snake_case); ``attacks``: one row per
-    attack; ``flags``: gradient-masking flags; ``costs``: timings (seconds, ratios)."""
+    attack; ``flags``: gradient-masking flags; ``costs``: timings (seconds, ratios);
+    ``correct``: per example (N,) bool, the defended outcome was right on ``clean`` and under
+    each attack (``robust_acc`` is the mean of their conjunction)."""
 
     name: str
     kind: str
@@ -44,6 +50,7 @@ class DefenseResult:
     attacks: list[dict[str, Any]] = field(default_factory=list)
     flags: dict[str, bool] = field(default_factory=dict)
     costs: dict[str, float] = field(default_factory=dict)
+    correct: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def flagged(self) -> bool:
@@ -51,10 +58,13 @@ class DefenseResult:
 
 
 class _Scorer:
-    """Accuracy of one defense on image sets, seeded so randomised defenses repeat."""
+    """Outcomes of one defense on image sets, seeded so randomised defenses repeat; the clean
+    outcome of ``images`` is computed once, every robust accuracy is conditioned on it."""
 
-    def __init__(self, defense: Defense, labels: Tensor, seed: int, batch_size: int) -> None:
+    def __init__(self, defense: Defense, images: Tensor, labels: Tensor, seed: int,
+                 batch_size: int) -> None:
         self.defense, self.labels, self.seed, self.batch = defense, labels, seed, batch_size
+        self.clean = self.outcome(images, adversarial=False)
 
     def predict(self, x: Tensor) -> Tensor:
         torch.manual_seed(self.seed)
@@ -64,15 +74,23 @@ class _Scorer:
         det = self.defense.detector
         return det.flag(x, self.batch) if det is not None else torch.zeros(len(x), dtype=bool)
 
-    def correct(self, x: Tensor, adversarial: bool) -> Tensor:
-        ok = self.predict(x) == self.labels
+    def outcome(self, x: Tensor, adversarial: bool = True) -> Tensor:
+        """Predictions (N,) of the defended system. Behind a detector a rejection reads as
+        the label on adversarial input (the attack was stopped) and as -1 on clean input (a
+        false alarm is an error)."""
+        pred = self.predict(x)
         if self.defense.detector is None:
-            return ok
-        rejected = self.rejected(x)
-        return ok | rejected if adversarial else ok & ~rejected
+            return pred
+        stopped = self.labels if adversarial else torch.full_like(pred, -1)
+        return torch.where(self.rejected(x), stopped, pred)
 
-    def acc(self, x: Tensor, adversarial: bool = True) -> float:
-        return float(self.correct(x, adversarial).double().mean())
+    def acc(self, *outcomes: Tensor) -> float:
+        """Robust accuracy: correct on the clean input and under every attack's ``outcomes``
+        (no outcome: clean accuracy); :func:`medsec.metrics.robustness.robust_accuracy`."""
+        return robust_accuracy(self.labels, self.clean, *outcomes)
+
+
+STANDARD = ("pgd", "square")
 
 
 def _attack(attack: Attack, images: Tensor, labels: Tensor, seed: int, batch: int) -> Tensor:
@@ -119,10 +137,9 @@ def evaluate_defense(
         ev: threat model and checks. seed: seed of attacks and noise.
         baseline: the undefended model, for ``inference_overhead`` (costs only).
     """
-    scorer, b = _Scorer(defense, labels, seed, ev.batch_size), ev.batch_size
-    clean_acc = scorer.acc(images, adversarial=False)
+    scorer, b = _Scorer(defense, images, labels, seed, ev.batch_size), ev.batch_size
     metrics: dict[str, float] = {"n_examples": float(len(labels)), "epsilon": ev.eps,
-                                 "clean_acc": clean_acc}
+                                 "clean_acc": scorer.acc()}
     if defense.detector is not None:
         metrics["clean_reject_rate"] = float(scorer.rejected(images).double().mean())
     advs = {
@@ -130,25 +147,26 @@ def evaluate_defense(
         "square": _attack(square(defense, ev, seed), images, labels, seed, b),
         defense.adaptive_attack: _attack(adaptive_pgd(defense, ev, seed), images, labels, seed, b),
     }
-    rows = [{"attack": name, "family": "standard" if name in ("pgd", "square") else "adaptive",
-             "robust_acc": scorer.acc(adv)} for name, adv in advs.items()]
-    standard = min(r["robust_acc"] for r in rows if r["family"] == "standard")
-    adaptive = min(r["robust_acc"] for r in rows if r["family"] == "adaptive")
+    outs = {name: scorer.outcome(adv) for name, adv in advs.items()}
+    rows = [{"attack": name, "family": "standard" if name in STANDARD else "adaptive",
+             "robust_acc": scorer.acc(out)} for name, out in outs.items()]
     metrics |= {f"robust_acc_{r['attack']}": r["robust_acc"] for r in rows}
-    metrics |= {"robust_acc_standard": standard, "robust_acc_adaptive": adaptive,
-                "robust_acc": min(standard, adaptive)}
+    metrics |= {"robust_acc_standard": scorer.acc(*(outs[n] for n in STANDARD)),
+                "robust_acc_adaptive": scorer.acc(outs[defense.adaptive_attack]),
+                "robust_acc": scorer.acc(*outs.values())}
+    correct = {"clean": scorer.clean == labels} | {n: o == labels for n, o in outs.items()}
     if defense.detector is not None:
         metrics |= _detection(defense, scorer, images, labels, advs, ev, seed)
     if defense.smoother is not None:
         cert = defense.smoother.certify(images)
         metrics |= certified_accuracy(cert, labels, ev.radii)
-    flags, details = _masking_flags(defense, scorer, images, labels, advs, ev, seed)
+    flags, details = _masking_flags(defense, scorer, images, labels, outs, ev, seed)
     metrics |= details | {f"flag_{k}": float(v) for k, v in flags.items()}
     metrics["gradient_masking_flagged"] = float(any(flags.values()))
     costs = {"train_seconds": defense.train_seconds}
     if baseline is not None:
         costs["inference_overhead"] = inference_overhead(scorer, baseline, images)
-    return DefenseResult(defense.name, defense.kind, metrics, rows, flags, costs)
+    return DefenseResult(defense.name, defense.kind, metrics, rows, flags, costs, correct)
 
 
 def _detection(defense: Defense, scorer: _Scorer, images: Tensor, labels: Tensor,
@@ -174,16 +192,16 @@ def _detection(defense: Defense, scorer: _Scorer, images: Tensor, labels: Tensor
 
 
 def _masking_flags(defense: Defense, scorer: _Scorer, images: Tensor, labels: Tensor,
-                   advs: dict[str, Tensor], ev: DefenseEvalConfig, seed: int
+                   outs: dict[str, Tensor], ev: DefenseEvalConfig, seed: int
                    ) -> tuple[dict[str, bool], dict[str, float]]:
     tol, b = ev.flag_tolerance, ev.batch_size
     detector_aware = defense.detector is not None
     make = adaptive_pgd if detector_aware else standard_pgd
-    white = scorer.acc(advs[defense.adaptive_attack if detector_aware else "pgd"])
+    white = scorer.acc(outs[defense.adaptive_attack if detector_aware else "pgd"])
 
     def pgd_acc(eps: float, steps: int, alpha: float) -> float:
         attack = make(defense, ev, seed, eps=eps, steps=steps, alpha=alpha)
-        return scorer.acc(_attack(attack, images, labels, seed, b))
+        return scorer.acc(scorer.outcome(_attack(attack, images, labels, seed, b)))
 
     half, double = ev.eps / 2, min(2 * ev.eps, 1.0)
     by_eps = [pgd_acc(half, ev.steps, ev.step_size / 2), white,
@@ -191,14 +209,14 @@ def _masking_flags(defense: Defense, scorer: _Scorer, images: Tensor, labels: Te
     long = pgd_acc(ev.eps, ev.steps * ev.steps_factor, ev.step_size)
     norms = input_gradient_norms(defense.attack_model, images, labels)
     zero_frac = float((norms <= ev.grad_tol).double().mean())
-    square_acc = scorer.acc(advs["square"])
+    whitebox = scorer.acc(*(o for n, o in outs.items() if n != "square"))
     flags = {
-        "blackbox_stronger": square_acc < white - tol,
+        "blackbox_stronger": scorer.acc(outs["square"]) < whitebox - tol,
         "acc_rises_with_eps": any(hi > lo + tol for lo, hi in pairwise(by_eps)),
         "acc_rises_with_steps": long > white + tol,
         "zero_gradients": zero_frac > 0.5,
     }
     details = {"robust_acc_half_eps": by_eps[0], "robust_acc_double_eps": by_eps[2],
                "robust_acc_more_steps": long, "zero_grad_fraction": zero_frac,
-               "whitebox_robust_acc": white}
+               "whitebox_robust_acc": whitebox}
     return flags, details

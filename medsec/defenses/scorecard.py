@@ -48,11 +48,12 @@ def scorecard_markdown(
     lines = [
         f"# {title}", "",
         f"L-inf eps = {ev.eps:.4f} ({ev.eps * 255:.3g}/255), PGD {ev.steps} steps x "
-        f"{ev.restarts} restart(s), Square {ev.square_queries} queries, on the same {n} test "
-        "images for every row. Accuracies in %. robust acc = min over the standard attacks "
-        "(PGD, Square) and the adaptive one (BPDA / EOT / detector-aware / margin-loss PGD). "
-        "A defense marked FLAGGED tripped a gradient-masking check: trust only its adaptive "
-        "number.", "",
+        f"{ev.restarts} restart(s) (adaptive: {ev.restarts + 1}), Square {ev.square_queries} "
+        f"queries, on the same {n} test images for every row. Accuracies in %. robust acc = "
+        "the fraction of images right on the clean input and under every attack, per image: "
+        "the standard ones (PGD, Square) and the adaptive one (BPDA / EOT / detector-aware / "
+        "margin-loss PGD). A defense marked FLAGGED tripped a gradient-masking check: trust "
+        "only its adaptive number.", "",
         "| " + " | ".join(head) + " |", "|" + "---|" * len(head),
     ]
     for r in results:

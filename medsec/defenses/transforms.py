@@ -34,6 +34,12 @@ class InputTransform(nn.Module):
     randomized: ClassVar[bool] = False
 
 
+def _check_range(name: str, value: int, low: float, high: float) -> int:
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    return value
+
+
 class BitDepth(InputTransform):
     """Feature squeezing (Xu et al. 2018): round to ``bits`` bits per channel."""
 
@@ -42,9 +48,7 @@ class BitDepth(InputTransform):
 
     def __init__(self, bits: int = 4) -> None:
         super().__init__()
-        if not 1 <= bits <= 8:
-            raise ValueError(f"bits must be in [1, 8], got {bits}")
-        self.bits = bits
+        self.bits = _check_range("bits", bits, 1, 8)
         self.levels = 2**bits - 1
 
     def forward(self, x: Tensor) -> Tensor:
@@ -61,9 +65,7 @@ class MedianFilter(InputTransform):
 
     def __init__(self, size: int = 3) -> None:
         super().__init__()
-        if size < 2:
-            raise ValueError(f"median filter size must be >= 2, got {size}")
-        self.size = size
+        self.size = _check_range("median filter size", size, 2, math.inf)
 
     def forward(self, x: Tensor) -> Tensor:
         k = self.size
@@ -127,9 +129,7 @@ class JPEG(InputTransform):
 
     def __init__(self, quality: int = 75) -> None:
         super().__init__()
-        if not 1 <= quality <= 95:
-            raise ValueError(f"JPEG quality must be in [1, 95], got {quality}")
-        self.quality = quality
+        self.quality = _check_range("JPEG quality", quality, 1, 95)
 
     def forward(self, x: Tensor) -> Tensor:
         return _JpegRoundTrip.apply(x, self.quality)

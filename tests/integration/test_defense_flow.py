@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 DEFENSES = ("[{name: fast_fgsm_at, params: {eps: 8/255}}, {name: bit_depth, params: {bits: 3}},"
             " {name: mahalanobis}, {name: smoothing, params: {n0: 4, n: 20, base: baseline}}]")
-EVAL = ("{eps: 8/255, steps: 3, square_queries: 10, max_examples: 24, steps_factor: 2,"
+EVAL = ("{eps: 8/255, steps: 3, restarts: 1, square_queries: 10, max_examples: 24, steps_factor: 2,"
         " predict_samples: 4, eot_samples: 2}")
 
 

@@ -20,7 +20,7 @@ from medsec.training.module import ClassifierModule
 from tests.unit.attack_fixtures import TinyCNN, make_dataset, single_thread  # noqa: F401
 
 EPS = 8 / 255
-EVAL = DefenseEvalConfig(eps=EPS, steps=10, square_queries=100, max_examples=64,
+EVAL = DefenseEvalConfig(eps=EPS, steps=10, restarts=1, square_queries=100, max_examples=64,
                          eot_samples=4, predict_samples=8, radii=(0.1, 0.25, 0.5))
 
 
