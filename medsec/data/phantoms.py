@@ -49,9 +49,7 @@ def _background(size: int, rng: np.random.RandomState) -> np.ndarray:
     coarse = rng.rand(4, 4).astype(np.float32)
     texture = np.kron(coarse, np.ones((size // 4 + 1, size // 4 + 1), np.float32))[:size, :size]
     texture = 0.5 * texture + 0.5 * np.roll(texture, (size // 8, size // 8), axis=(0, 1))
-    base = rng.uniform(0.25, 0.4)
-    image = body * (base + 0.15 * texture)
-    return image.astype(np.float32)
+    return (body * (rng.uniform(0.25, 0.4) + 0.15 * texture)).astype(np.float32)
 
 
 def make_phantom(size: int, lesion: bool, rng: np.random.RandomState,
@@ -68,8 +66,7 @@ def make_phantom(size: int, lesion: bool, rng: np.random.RandomState,
         mask = (labels > 0).astype(np.uint8)
         image = np.where(mask > 0, image + rng.uniform(*contrast), image)
     noise = rng.normal(0.0, 0.03, size=(size, size)).astype(np.float32)
-    image = np.clip(image + noise, 0.0, 1.0)
-    return image.astype(np.float32), mask
+    return np.clip(image + noise, 0.0, 1.0).astype(np.float32), mask
 
 
 def generate_phantom_arrays(n_train: int, n_val: int, n_test: int, size: int, seed: int,

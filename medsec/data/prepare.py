@@ -79,9 +79,8 @@ def prepare_dataset(source: DataSource, out_dir: str | Path) -> LoadedDataset:
 
 def read_info(out_dir: str | Path) -> dict[str, Any] | None:
     """``dataset.json`` of a prepared directory (None when absent or unreadable)."""
-    path = Path(out_dir) / INFO_FILE
     try:
-        return json.loads(path.read_text())
+        return json.loads((Path(out_dir) / INFO_FILE).read_text())
     except (OSError, ValueError):
         return None
 

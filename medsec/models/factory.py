@@ -132,7 +132,6 @@ def _check_input_size(model: nn.Module, name: str, in_ch: int, hw: tuple[int, in
         raise ConfigError(
             f"model {name!r} cannot take {in_ch}x{hw[0]}x{hw[1]} images "
             f"(it downsamples too much for this size; use a larger image or another model): "
-            f"{str(exc).splitlines()[0]}"
-        ) from None
+            f"{str(exc).splitlines()[0]}") from None
     finally:
         model.train()
