@@ -46,8 +46,6 @@ from tasks.segmentation import (
 from tasks.tracking import log_artifact, log_figure, log_metrics, tracked_run
 
 SEGMENTATION_DIR = Path("outputs") / "segmentation"
-SEGMENTATION_METRICS = METRICS / "segmentation.json"
-SEGMENTER_CKPT = MODELS / "segmenter.pt"
 DEFENDED_DIR = SEGMENTATION_DIR / "pgd_at"
 
 
@@ -111,7 +109,7 @@ def segmentation_flow(config: str | None = None, preset: str | None = None,
             log_artifact(path, "validation")
         log_metrics({f"data_{k}": v for k, v in report.summary_metrics().items()})
         raise_if_failed(report, data.names)  # failing files named in the exception only
-        trained, clean = _train(seg, data, None, SEGMENTER_CKPT)
+        trained, clean = _train(seg, data, None, MODELS / "segmenter.pt")
     attacks, run_ids, results = _attack_all(cfg, data, trained, run.info.run_id, tags,
                                             SEGMENTATION_DIR)
     metrics: dict = {"clean": clean, "best_epoch": trained.fit.best_epoch, "attacks": attacks}
@@ -144,7 +142,7 @@ def segmentation_flow(config: str | None = None, preset: str | None = None,
     with tracked_run("train", cfg, data.version, run_id=run.info.run_id):
         log_artifact(scorecard, "segmentation")
         log_figure(curve, "segmentation/dice_curve.png")
-    write_json(SEGMENTATION_METRICS, metrics)
+    write_json(METRICS / "segmentation.json", metrics)
     return out
 
 

@@ -10,19 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from medsec.data.types import SPLITS, ImageDataset, LoadedDataset
-from medsec.data.validation import checks, fingerprints
+from medsec.data.validation import checks, fingerprints, report
 from medsec.data.validation.fingerprints import image_table
-from medsec.data.validation.report import (
-    HARD,
-    SOFT,
-    ValidationReport,
-    from_results,
-    raise_if_failed,
-    write_report,
-)
+from medsec.data.validation.report import ValidationReport, raise_if_failed, write_report
 
-__all__ = ["HARD", "SOFT", "ValidationReport", "image_table", "raise_if_failed",
-           "validate_dataset", "write_report"]
+__all__ = ["ValidationReport", "image_table", "raise_if_failed", "validate_dataset", "write_report"]
 
 
 def validate_dataset(data: LoadedDataset | dict[str, ImageDataset], num_classes: int,
@@ -72,7 +64,7 @@ def validate_dataset(data: LoadedDataset | dict[str, ImageDataset], num_classes:
     results, gx_version = checks.run([
         (images, image_checks, index),
         (classes, checks.class_checks(float(min_class_fraction)), checks.CLASS_INDEX)])
-    return from_results(
+    return report.from_results(
         results, classes, num_classes=int(num_classes), expected_shape=list(shape),
         min_class_fraction=float(min_class_fraction), gx_version=gx_version,
         mask_stats=fingerprints.mask_stats(images, names), **meta)
