@@ -108,8 +108,8 @@ def adaptive_pgd(
     return PGD(defense.adaptive_model, loss_fn=margin_loss, **kwargs)
 
 
-def square(defense: Defense, ev: DefenseEvalConfig, seed: int, eps: float | None = None) -> Attack:
+def square(defense: Defense, ev: DefenseEvalConfig, seed: int) -> Attack:
     """Black-box Square (score-based) querying ``defense.attack_model``: the deployed model,
     but one noise draw per query for a randomised defense (as its API would answer)."""
-    return Square(defense.attack_model, eps=eps or ev.eps, n_queries=ev.square_queries,
+    return Square(defense.attack_model, eps=ev.eps, n_queries=ev.square_queries,
                   seed=seed + 2)

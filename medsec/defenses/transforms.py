@@ -1,10 +1,9 @@
 """Input-transformation defenses and the wrappers adaptive attacks see them through.
 
 Every transform maps images (N, C, H, W) float in [0, 1] to images of the same shape in
-[0, 1]. ``differentiable`` says whether autograd gives a useful gradient; non-differentiable
-transforms return their *true* almost-everywhere derivative, zero (bit depth and JPEG are
-piecewise constant), which is what a defense-unaware PGD sees. ``randomized`` transforms draw
-fresh randomness on every call.
+[0, 1]. Non-differentiable transforms return their *true* almost-everywhere derivative, zero
+(bit depth and JPEG are piecewise constant), which is what a defense-unaware PGD sees;
+randomised ones (Gaussian noise) draw fresh randomness on every call.
 
 - :class:`Preprocessed` ``(model, transform)`` is the defended classifier; ``bpda=True``
   gives its BPDA view (Athalye et al. 2018): forward pass through the transform, backward pass
@@ -30,8 +29,6 @@ class InputTransform(nn.Module):
     """Base class: images (N, C, H, W) in [0, 1] -> same shape in [0, 1]."""
 
     name: ClassVar[str] = "transform"
-    differentiable: ClassVar[bool] = True
-    randomized: ClassVar[bool] = False
 
 
 def _check_range(name: str, value: int, low: float, high: float) -> int:
@@ -44,7 +41,6 @@ class BitDepth(InputTransform):
     """Feature squeezing (Xu et al. 2018): round to ``bits`` bits per channel."""
 
     name = "bit_depth"
-    differentiable = False
 
     def __init__(self, bits: int = 4) -> None:
         super().__init__()
@@ -125,7 +121,6 @@ class JPEG(InputTransform):
     approximation); attacked through BPDA."""
 
     name = "jpeg"
-    differentiable = False
 
     def __init__(self, quality: int = 75) -> None:
         super().__init__()
@@ -160,7 +155,6 @@ class GaussianNoise(InputTransform):
     """Add N(0, sigma^2) noise (pixel units, not clipped: randomized smoothing's noise)."""
 
     name = "gaussian_noise"
-    randomized = True
 
     def __init__(self, sigma: float) -> None:
         super().__init__()
