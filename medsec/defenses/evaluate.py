@@ -75,9 +75,8 @@ class _Scorer:
         return det.flag(x, self.batch) if det is not None else torch.zeros(len(x), dtype=bool)
 
     def outcome(self, x: Tensor, adversarial: bool = True) -> Tensor:
-        """Predictions (N,) of the defended system. Behind a detector a rejection reads as
-        the label on adversarial input (the attack was stopped) and as -1 on clean input (a
-        false alarm is an error)."""
+        """Predictions (N,) of the defended system; behind a detector a rejection reads as the
+        label on adversarial input (attack stopped), as -1 on clean input (false alarm)."""
         pred = self.predict(x)
         if self.defense.detector is None:
             return pred
@@ -122,14 +121,8 @@ def inference_overhead(scorer: _Scorer, baseline: nn.Module, images: Tensor, rou
     return best[1] / max(best[0], 1e-9)
 
 
-def evaluate_defense(
-    defense: Defense,
-    images: Tensor,
-    labels: Tensor,
-    ev: DefenseEvalConfig,
-    seed: int = 0,
-    baseline: nn.Module | None = None,
-) -> DefenseResult:
+def evaluate_defense(defense: Defense, images: Tensor, labels: Tensor, ev: DefenseEvalConfig,
+                     seed: int = 0, baseline: nn.Module | None = None) -> DefenseResult:
     """Clean and robust accuracy, detection, certification and flags of ``defense``.
 
     Args:
@@ -158,8 +151,7 @@ def evaluate_defense(
     if defense.detector is not None:
         metrics |= _detection(defense, scorer, images, labels, advs, ev, seed)
     if defense.smoother is not None:
-        cert = defense.smoother.certify(images)
-        metrics |= certified_accuracy(cert, labels, ev.radii)
+        metrics |= certified_accuracy(defense.smoother.certify(images), labels, ev.radii)
     flags, details = _masking_flags(defense, scorer, images, labels, outs, ev, seed)
     metrics |= details | {f"flag_{k}": float(v) for k, v in flags.items()}
     metrics["gradient_masking_flagged"] = float(any(flags.values()))
@@ -174,18 +166,16 @@ def _detection(defense: Defense, scorer: _Scorer, images: Tensor, labels: Tensor
     """AUROC / TPR at the detector's FPR, per attack, over the adversarial examples that fool
     the classifier (positives) vs all clean test images (negatives)."""
     det = defense.detector
-    assert det is not None
-    fpr = det.fpr or 0.05
-    clean_scores = det.scores(images, ev.batch_size)
     out: dict[str, float] = {}
-    wanted = dict.fromkeys([*ev.detection_attacks, defense.adaptive_attack])
-    for name in wanted:
+    clean_scores = det.scores(images, ev.batch_size)
+    for name in dict.fromkeys([*ev.detection_attacks, defense.adaptive_attack]):
         adv = advs.get(name)
         if adv is None:  # e.g. fgsm: generated only for detection
-            attack = FGSM(defense.attack_model, eps=ev.eps)
-            adv = _attack(attack, images, labels, seed, ev.batch_size)
+            adv = _attack(FGSM(defense.attack_model, eps=ev.eps), images, labels, seed,
+                          ev.batch_size)
         fooled = scorer.predict(adv) != labels
-        m = detection_metrics(clean_scores, det.scores(adv[fooled], ev.batch_size), fpr)
+        m = detection_metrics(clean_scores, det.scores(adv[fooled], ev.batch_size),
+                              det.fpr or 0.05)
         out |= {f"detection_{k}_{name}": v for k, v in m.items()}
         out[f"detection_n_adv_{name}"] = float(fooled.sum())
     return out
