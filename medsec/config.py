@@ -85,10 +85,8 @@ class MedSecConfig(StrictModel):
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _deep_merge(out[key], value) if both else value
     return out
 
 
@@ -160,9 +158,6 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{'a': {'b': 1}} -> {'a.b': 1}`` (for logging params)."""
     out: dict[str, Any] = {}
     for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, prefix=f"{name}."))
-        else:
-            out[name] = value
+        out |= (flatten(value, prefix=f"{prefix}{key}.") if isinstance(value, dict)
+                else {f"{prefix}{key}": value})
     return out

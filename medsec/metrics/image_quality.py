@@ -37,10 +37,8 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, win_size: int | None = N
         raise ValueError(f"win_size must be odd and <= {min(spatial)}, got {win}")
     pool = F.avg_pool2d if x.dim() == 4 else F.avg_pool3d
     x64, y64 = x.double(), y.double()
-    c = x.shape[1]
     stack = torch.cat([x64, y64, x64 * x64, y64 * y64, x64 * y64], dim=1)
-    filtered = pool(stack, win, stride=1)
-    ux, uy, uxx, uyy, uxy = filtered.split(c, dim=1)
+    ux, uy, uxx, uyy, uxy = pool(stack, win, stride=1).split(x.shape[1], dim=1)
     npts = win ** len(spatial)
     cov_norm = npts / (npts - 1)
     vx, vy = cov_norm * (uxx - ux * ux), cov_norm * (uyy - uy * uy)
