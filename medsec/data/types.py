@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import TensorDataset
 
 SPLITS = ("train", "val", "test")
 
@@ -60,15 +60,10 @@ class LoadedDataset:
         return tuple(int(s) for s in self.splits["train"].images.shape[1:])
 
 
-class TensorImageDataset(Dataset):
-    """A torch Dataset view of an :class:`ImageDataset` (image float32 C,H,W; label int64)."""
+class TensorImageDataset(TensorDataset):
+    """A torch Dataset view of an :class:`ImageDataset`: items (image float32 (C, H, W), label
+    int64)."""
 
     def __init__(self, data: ImageDataset) -> None:
-        self.images = torch.from_numpy(np.ascontiguousarray(data.images))
-        self.labels = torch.from_numpy(np.ascontiguousarray(data.labels))
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[index], self.labels[index]
+        super().__init__(torch.from_numpy(np.ascontiguousarray(data.images)),
+                         torch.from_numpy(np.ascontiguousarray(data.labels)))
