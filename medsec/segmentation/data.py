@@ -128,11 +128,9 @@ def phantom_volumes(n_train: int, n_val: int, n_test: int, size: int = 16,
     for offset, (split, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test))):
         rng = np.random.RandomState(seed * 1000 + 500 + offset)
         pairs = [make_phantom_volume(size, bool(i % 2), rng) for i in range(n)]
-        images = np.stack([p[0] for p in pairs])[:, None] if pairs else np.zeros(
-            (0, 1, size, size, size), np.float32)
-        masks = np.stack([p[1] for p in pairs]).astype(np.int64) if pairs else np.zeros(
-            (0, size, size, size), np.int64)
-        splits[split] = SegSplit(images, masks)
+        splits[split] = SegSplit(
+            np.asarray([p[0] for p in pairs], np.float32).reshape(n, 1, size, size, size),
+            np.asarray([p[1] for p in pairs], np.int64).reshape(n, size, size, size))
     version = arrays_digest(*(a for s in splits.values() for a in (s.images, s.masks)))
     return SegData("phantoms3d", splits, 2, version)
 

@@ -99,13 +99,12 @@ class ValidationReport:
             **{f"class_fraction_{split}_{c}": round(float(frac), 6)
                for split, fractions in self.class_fractions().items()
                for c, frac in fractions.items()}}
-        for split, stats in (self.mask_stats or {}).items():
+        return metrics | {
+            f"{name}_{split}": round(float(stats[key]), 6)
+            for split, stats in (self.mask_stats or {}).items()
             for key, name in (("mean_foreground_fraction", "mask_foreground_fraction"),
-                              ("fraction_with_foreground", "mask_images_with_foreground")):
-                value = stats.get(key)
-                if value is not None and np.isfinite(value):
-                    metrics[f"{name}_{split}"] = round(float(value), 6)
-        return metrics
+                              ("fraction_with_foreground", "mask_images_with_foreground"))
+            if stats.get(key) is not None and np.isfinite(stats[key])}
 
     def to_markdown(self, max_groups: int = MAX_LISTED_GROUPS) -> str:
         """A readable summary: verdict, hard failures, warnings, class counts, duplicates."""
