@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from medsec.config import MedSecConfig, config_to_dict, flatten
+from medsec.io import json_safe
 
 TRACKING_ENV = "MEDSEC_TRACKING_URI"
 
@@ -231,9 +232,11 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
 
 
 def log_dict(data: dict[str, Any], artifact_file: str) -> None:
+    """Log ``data`` as strict JSON: NaN/Infinity become null, listed under ``null_reasons``."""
     import mlflow
 
-    mlflow.log_dict(data, artifact_file)
+    clean, reasons = json_safe(data)
+    mlflow.log_dict(clean | ({"null_reasons": reasons} if reasons else {}), artifact_file)
 
 
 def log_text(text: str, artifact_file: str) -> None:

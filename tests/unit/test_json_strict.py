@@ -50,3 +50,18 @@ def test_a_json_parser_that_accepts_nan_is_not_what_we_check():
 @pytest.mark.parametrize("path", sorted((REPO / "metrics").glob("*.json")), ids=lambda p: p.name)
 def test_every_committed_metrics_file_is_strict_json(path):
     _strict(path.read_text())
+
+
+def test_json_logged_to_mlflow_is_strict(tmp_path):
+    import mlflow
+    from tasks.tracking import log_dict
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = mlflow.create_experiment("strict", artifact_location=tmp_path.as_uri())
+    with mlflow.start_run(experiment_id=experiment) as run:
+        log_dict({"auroc": float("nan"), "n": 3}, "detector/result.json")
+    text = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
+                                                    artifact_path="detector/result.json",
+                                                    dst_path=str(tmp_path / "dl"))).read_text()
+    assert _strict(text) == {"auroc": None, "n": 3,
+                             "null_reasons": {"auroc": "NaN: undefined for this data"}}
