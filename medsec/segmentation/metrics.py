@@ -50,13 +50,9 @@ def segmentation_metrics(pred: Tensor, target: Tensor, num_classes: int,
                                      reduction="none")(p, t)
     present = t.flatten(2).sum(2) > 0  # HD95 only where the class exists in the truth
     hd = torch.where(present & (p.flatten(2).sum(2) > 0), hd, torch.nan)
-    out: dict[str, float] = {}
-    for k in range(num_classes):
-        out[f"{prefix}dice_{names[k]}"] = _nanmean(scores["dice"][:, k])
-        out[f"{prefix}iou_{names[k]}"] = _nanmean(scores["iou"][:, k])
-        out[f"{prefix}hd95_{names[k]}"] = _nanmean(hd[:, k])
-    out[f"{prefix}dice"] = _nanmean(scores["dice"][:, 1:])
-    return out
+    out = {f"{prefix}{metric}_{names[k]}": _nanmean(values[:, k]) for k in range(num_classes)
+           for metric, values in (("dice", scores["dice"]), ("iou", scores["iou"]), ("hd95", hd))}
+    return out | {f"{prefix}dice": _nanmean(scores["dice"][:, 1:])}
 
 
 def target_dice(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
@@ -76,10 +72,8 @@ def lesion_hits(pred: Tensor, reference: Tensor, min_overlap: float = 0.5) -> tu
     for r, p in zip(ref, prd, strict=True):
         structure = ndimage.generate_binary_structure(r.ndim, r.ndim)  # 8/26-connectivity
         labels, n = ndimage.label(r, structure=structure)
-        for k in range(1, int(n) + 1):
-            component = labels == k
-            total += 1
-            found += int(p[component].mean() >= min_overlap)
+        total += int(n)
+        found += sum(int(p[labels == k].mean() >= min_overlap) for k in range(1, int(n) + 1))
     return total, found
 
 
