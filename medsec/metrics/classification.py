@@ -21,8 +21,7 @@ def auc_score(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
     if num_classes == 2:
         return float(roc_auc_score(labels, probs[:, 1]))
     if len(present) < num_classes:
-        scores = [roc_auc_score(labels == c, probs[:, c]) for c in present]
-        return float(np.mean(scores))
+        return float(np.mean([roc_auc_score(labels == c, probs[:, c]) for c in present]))
     return float(roc_auc_score(labels, probs, multi_class="ovr", average="macro"))
 
 

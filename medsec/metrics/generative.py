@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -51,8 +53,11 @@ def frechet_distance(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
     return float(value.clamp_min(0))
 
 
-def _pairwise(a: Tensor, b: Tensor, chunk: int = 1024) -> Tensor:
-    return torch.cat([torch.cdist(a[i:i + chunk], b) for i in range(0, len(a), chunk)])
+def _pairwise(a: Tensor, b: Tensor, reduce: Callable[[Tensor], Tensor] = lambda d: d,
+              chunk: int = 1024) -> Tensor:
+    """``reduce`` of the distances (n, M) of each chunk of ``a`` (N, D) to ``b`` (M, D),
+    concatenated: (N, M) by default; chunks bound the memory."""
+    return torch.cat([reduce(torch.cdist(a[i:i + chunk], b)) for i in range(0, len(a), chunk)])
 
 
 def knn_radii(features: Tensor | np.ndarray, k: int = 3) -> Tensor:
@@ -85,8 +90,7 @@ def nearest_distances(queries: Tensor | np.ndarray, references: Tensor | np.ndar
     q, r = _as_2d(queries, "queries"), _as_2d(references, "references")
     if q.shape[1] != r.shape[1]:
         raise ValueError(f"dimensions differ: {q.shape[1]} vs {r.shape[1]}")
-    return torch.cat([torch.cdist(q[i:i + 1024], r).min(dim=1).values
-                      for i in range(0, len(q), 1024)])
+    return _pairwise(q, r, lambda d: d.min(dim=1).values)
 
 
 def memorisation_metrics(fake: Tensor | np.ndarray, train: Tensor | np.ndarray,
@@ -102,16 +106,12 @@ def memorisation_metrics(fake: Tensor | np.ndarray, train: Tensor | np.ndarray,
     """
     if not 0 <= copy_quantile <= 1:
         raise ValueError(f"copy_quantile must be in [0, 1], got {copy_quantile}")
-    d_fake = nearest_distances(fake, train)
-    d_hold = nearest_distances(holdout, train)
-    threshold = torch.quantile(d_hold, copy_quantile)
-    hold_median = float(d_hold.median())
-    return {
-        "nn_fake_to_train_median": float(d_fake.median()),
-        "nn_holdout_to_train_median": hold_median,
-        "nn_distance_ratio": float(d_fake.median()) / max(hold_median, 1e-12),
-        "copy_fraction": float((d_fake < threshold).double().mean()),
-    }
+    d_fake, d_hold = nearest_distances(fake, train), nearest_distances(holdout, train)
+    hold_median, threshold = float(d_hold.median()), torch.quantile(d_hold, copy_quantile)
+    return {"nn_fake_to_train_median": float(d_fake.median()),
+            "nn_holdout_to_train_median": hold_median,
+            "nn_distance_ratio": float(d_fake.median()) / max(hold_median, 1e-12),
+            "copy_fraction": float((d_fake < threshold).double().mean())}
 
 
 def synthetic_membership_scores(members: Tensor | np.ndarray, nonmembers: Tensor | np.ndarray,
