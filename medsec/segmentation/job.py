@@ -105,13 +105,11 @@ def train_segmenter(cfg: SegmentationConfig, data: SegData,
     module = SegmenterModule(net, data.num_classes, lr=cfg.lr, batch_transform=transform)
     fit = fit_segmenter(module, train, data.splits["val"], cfg.epochs, cfg.batch_size, cfg.seed,
                         callbacks)
-    meta = {"name": cfg.model, "spatial_dims": data.spatial_dims,
-            "in_channels": data.in_channels, "num_classes": data.num_classes,
-            "channels": list(cfg.channels), "dataset": data.name,
+    meta = {"name": cfg.model, "spatial_dims": data.spatial_dims, "in_channels": data.in_channels,
+            "num_classes": data.num_classes, "channels": list(cfg.channels), "dataset": data.name,
             "data_version": data.version, "best_epoch": fit.best_epoch, "seed": cfg.seed,
-            "defense": "none" if adversarial is None else "pgd_at"}
-    if adversarial is not None:
-        meta |= {"at_eps": adversarial.eps, "at_steps": adversarial.steps}
+            "defense": "none" if adversarial is None else "pgd_at"} | (
+        {} if adversarial is None else {"at_eps": adversarial.eps, "at_steps": adversarial.steps})
     return TrainedSegmenter(net, meta, fit)
 
 
