@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import io
-
 from prefect import flow
 
 from flows.outputs import METRICS, MODELS, PLOTS
+from flows.train import history_csv
 from medsec.config import MedSecConfig
 from medsec.io import write_json, write_text
 from medsec.training.checkpoint import save_classifier
@@ -40,15 +38,6 @@ def _tags(cfg: MedSecConfig, verification: str) -> dict[str, str]:
     return tags
 
 
-def _csv(rows: list[dict[str, float]]) -> str:
-    keys = sorted({k for row in rows for k in row}, key=lambda k: (k != "round", k))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 @flow(name="federated")
 def federated_flow(
     config: str | None = None, preset: str | None = None, overrides: list[str] | None = None,
@@ -71,7 +60,9 @@ def federated_flow(
                  "federated/partition.json")
         save_classifier(FEDERATED_CKPT, result.model, result.meta)
         log_artifact(FEDERATED_CKPT, "model")
-        write_text(FEDERATED_HISTORY, _csv(result.history))
+        keys = sorted({k for row in result.history for k in row},
+                      key=lambda k: (k != "round", k))
+        write_text(FEDERATED_HISTORY, history_csv(result.history, keys))
         log_artifact(FEDERATED_HISTORY, "federated")
         write_json(FEDERATED_METRICS, metrics)
     return {"run_id": run.info.run_id, "metrics": metrics}

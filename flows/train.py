@@ -24,9 +24,11 @@ from tasks.tracking import log_artifact, log_figure, log_metrics, tracked_run
 from tasks.train import train_task
 
 
-def _history_csv(history: list[dict[str, float]]) -> str:
+def history_csv(history: list[dict[str, float]], keys: list[str] | None = None) -> str:
+    """``history`` as CSV with columns ``keys`` (default: the first row's, or ``epoch``)."""
     buffer = io.StringIO()
-    keys = list(history[0]) if history else ["epoch"]
+    if keys is None:
+        keys = list(history[0]) if history else ["epoch"]
     writer = csv.DictWriter(buffer, fieldnames=keys)
     writer.writeheader()
     writer.writerows(history)
@@ -65,7 +67,7 @@ def train_flow(
         log_artifact(ckpt, "model")
         info = {"run_id": run.info.run_id, "meta": trained.meta}
         write_json(info_path, info)
-        write_text(at(out, TRAIN_HISTORY), _history_csv(trained.fit.history))
+        write_text(at(out, TRAIN_HISTORY), history_csv(trained.fit.history))
         write_json(at(out, TRAIN_METRICS), metrics | dp)
     return info | {"checkpoint": str(ckpt), "info": str(info_path)}
 

@@ -24,7 +24,7 @@ from flwr.common import ndarrays_to_parameters
 from flwr.server import LegacyContext, ServerConfig
 from flwr.server.strategy import FedAvg as LegacyFedAvg
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
-from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp import Grid
 
 from medsec.federated.arrays import load_arrays, model_arrays
 from medsec.federated.client import ClientSite
@@ -41,7 +41,7 @@ class SiteNumPyClient(NumPyClient):
 
     def __init__(self, site: ClientSite) -> None:
         self.site = site
-        self.keys = _keys(site)
+        self.keys = list(model_arrays(site.build_net()))
 
     def _net(self, parameters: list[np.ndarray]):
         net = self.site.build_net()
@@ -61,10 +61,6 @@ class SiteNumPyClient(NumPyClient):
         metrics = {"train_loss": result.train_loss, "train_seconds": result.seconds,
                    "partition-id": site.partition_id}
         return [result.arrays[k] for k in self.keys], result.num_examples, metrics
-
-
-def _keys(site: ClientSite) -> list[str]:
-    return list(model_arrays(site.build_net()))
 
 
 def build_secagg_client_app(provider: Callable[[Context], ClientSite]) -> ClientApp:
@@ -129,13 +125,3 @@ def _round_cost(server_round: int, sampled: int, before: tuple[float, dict],
         cost.upload_bytes_per_client = float(np.mean(up))
     return cost
 
-
-def build_secagg_server_app(provider: Callable[[Context], ServerPlan]) -> ServerApp:
-    """A ``ServerApp`` whose main runs :func:`run_secagg_server` on ``provider(context)``."""
-    app = ServerApp()
-
-    @app.main()
-    def _main(grid: Grid, context: Context) -> None:
-        run_secagg_server(grid, provider(context))
-
-    return app

@@ -70,12 +70,15 @@ def run_server(grid: Grid, plan: ServerPlan) -> FederationOutcome:
     return outcome
 
 
-def build_server_app(provider: Callable[[Context], ServerPlan]) -> ServerApp:
-    """A ``ServerApp`` whose main runs :func:`run_server` on ``provider(context)``."""
+def build_server_app(provider: Callable[[Context], ServerPlan],
+                     run: Callable[[Grid, ServerPlan], FederationOutcome] = run_server
+                     ) -> ServerApp:
+    """A ``ServerApp`` whose main runs ``run`` (:func:`run_server`, or
+    :func:`~medsec.federated.secagg.run_secagg_server`) on ``provider(context)``."""
     app = ServerApp()
 
     @app.main()
     def _main(grid: Grid, context: Context) -> None:
-        run_server(grid, provider(context))
+        run(grid, provider(context))
 
     return app

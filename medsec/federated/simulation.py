@@ -92,10 +92,6 @@ def net_builder(recipe: ClassifierRecipe, data: LoadedDataset
     return build
 
 
-def _roles(fed: FederatedConfig) -> dict[int, str]:
-    return {c: fed.attack.kind for c in fed.attack.malicious_clients}
-
-
 def _val_parts(val: ImageDataset, train_parts: list[ImageDataset], fed: FederatedConfig,
                seed: int) -> list[ImageDataset]:
     """Each hospital's validation data: an IID share of ``val`` (its own training data when
@@ -125,7 +121,8 @@ def setup_federation(fed: FederatedConfig, recipe: ClassifierRecipe, data: Loade
     spec = LocalTraining(epochs=fed.local_epochs, batch_size=opt.batch_size, lr=opt.lr,
                          optimizer=opt.optimizer, weight_decay=opt.weight_decay,
                          augment=opt.augment, total_rounds=fed.rounds)
-    roles, sampled = _roles(fed), sampled_clients(fed)
+    roles = {c: fed.attack.kind for c in fed.attack.malicious_clients}
+    sampled = sampled_clients(fed)
     sites = [
         ClientSite(
             partition_id=i, train=train_parts[i], val=val_parts[i],
@@ -224,9 +221,10 @@ def build_apps(setup: FederationSetup) -> tuple[ServerApp, ClientApp]:
         return sites[int(context.node_config["partition-id"])]
 
     if setup.plan.fed.secure_aggregation == "secaggplus":
-        from medsec.federated.secagg import build_secagg_client_app, build_secagg_server_app
+        from medsec.federated.secagg import build_secagg_client_app, run_secagg_server
 
-        return build_secagg_server_app(lambda ctx: setup.plan), build_secagg_client_app(site_of)
+        return (build_server_app(lambda ctx: setup.plan, run_secagg_server),
+                build_secagg_client_app(site_of))
     return build_server_app(lambda ctx: setup.plan), build_client_app(site_of)
 
 

@@ -253,18 +253,13 @@ def build_strategy(fed: FederatedConfig, he_public: bytes | None = None) -> Guar
             raise he.HEError("secure_aggregation=ckks needs the public CKKS context")
         mu = fed.proximal_mu if fed.strategy == "fedprox" else 0.0
         inner = HomomorphicFedAvg(he_public, proximal_mu=mu, **common)
-    elif fed.strategy == "fedavg":
-        inner = FedAvg(**common)
-    elif fed.strategy == "fedprox":
-        inner = FedProx(proximal_mu=fed.proximal_mu, **common)
-    elif fed.strategy == "krum":
-        inner = Krum(num_malicious_nodes=fed.assumed_malicious, **common)
-    elif fed.strategy == "trimmed_mean":
-        inner = FedTrimmedAvg(beta=fed.trim_beta, **common)
-    elif fed.strategy == "median":
-        inner = FedMedian(**common)
-    else:  # pragma: no cover - the config validates the name
-        raise FederationError(f"federated.strategy: unknown {fed.strategy!r}")
+    else:  # the config validates the name
+        kind, extra = {
+            "fedavg": (FedAvg, {}), "fedprox": (FedProx, {"proximal_mu": fed.proximal_mu}),
+            "krum": (Krum, {"num_malicious_nodes": fed.assumed_malicious}),
+            "trimmed_mean": (FedTrimmedAvg, {"beta": fed.trim_beta}), "median": (FedMedian, {}),
+        }[fed.strategy]
+        inner = kind(**extra, **common)
     dp = fed.central_dp
     if dp.mode == "fixed":
         inner = DifferentialPrivacyServerSideFixedClipping(
