@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from medsec.models.guard import model_guard
+
 
 def last_linear(model: nn.Module) -> nn.Linear:
     """The last ``nn.Linear`` of ``model`` (in registration order); ValueError if none."""
@@ -28,12 +30,10 @@ def penultimate_features(model: nn.Module, images: Tensor, batch_size: int = 256
     handle = layer.register_forward_hook(
         lambda _m, inputs, _out: captured.append(inputs[0].detach().flatten(1))
     )
-    was_training = model.training
-    model.eval()
     try:
-        for i in range(0, len(images), batch_size):
-            model(images[i:i + batch_size])
+        with model_guard(model):
+            for i in range(0, len(images), batch_size):
+                model(images[i:i + batch_size])
     finally:
         handle.remove()
-        model.train(was_training)
     return torch.cat(captured) if captured else torch.empty(0, layer.in_features)

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from medsec.deepfakes.networks import ConditionalGenerator
+from medsec.models.guard import model_guard
 
 
 def balanced_labels(n_per_class: int, num_classes: int) -> Tensor:
@@ -30,13 +31,9 @@ def sample_images(
         raise ValueError(f"labels must lie in [0, {num_classes - 1}] for this generator")
     rng = torch.Generator().manual_seed(int(seed))
     z = torch.randn(len(labels), generator.arch.latent_dim, generator=rng)
-    was_training = generator.training
-    generator.eval()
-    try:
+    with model_guard(generator):
         out = [generator(z[i:i + batch_size], labels[i:i + batch_size].long())
                for i in range(0, len(labels), batch_size)]
-    finally:
-        generator.train(was_training)
     c, h, w = generator.arch.image_shape
     return torch.cat(out) if out else torch.empty(0, c, h, w)
 

@@ -33,6 +33,7 @@ from medsec.deepfakes.regions import (
     lesion_regions,
 )
 from medsec.metrics.image_quality import psnr, ssim, total_variation
+from medsec.models.guard import model_guard
 from medsec.training.fit import make_trainer, seed_everything
 from medsec.training.predict import predict_logits
 
@@ -212,13 +213,9 @@ def tamper(inpainter: Inpainter, images: Tensor, regions: Tensor, targets: Tenso
         raise ValueError(f"targets must have shape ({len(images)},), got {tuple(targets.shape)}")
     if len(targets) and (int(targets.min()) < 0 or int(targets.max()) >= inpainter.num_classes):
         raise ValueError(f"targets must lie in [0, {inpainter.num_classes - 1}]")
-    was_training = inpainter.training
-    inpainter.eval()
-    try:
+    with model_guard(inpainter):
         out = [inpainter(images[i:i + 256], regions[i:i + 256], targets[i:i + 256])
                for i in range(0, len(images), 256)]
-    finally:
-        inpainter.train(was_training)
     return torch.cat(out)
 
 
