@@ -7,6 +7,7 @@ from prefect import flow
 from flows.outputs import METRICS, MODELS, PLOTS
 from flows.train import history_csv
 from medsec.config import MedSecConfig
+from medsec.federated.config import ROBUST_STRATEGIES
 from medsec.io import write_json, write_text
 from medsec.training.checkpoint import save_classifier
 from tasks.common import load_config_task, load_dataset_task
@@ -33,7 +34,7 @@ def _tags(cfg: MedSecConfig, verification: str) -> dict[str, str]:
     }
     if fed.attack.kind != "none":
         tags["medsec.attack"] = f"federated_{fed.attack.kind}"
-    if fed.strategy in ("krum", "trimmed_mean", "median"):
+    if fed.strategy in ROBUST_STRATEGIES:
         tags["medsec.defense"] = f"robust_aggregation_{fed.strategy}"
     return tags
 

@@ -82,11 +82,6 @@ def _once_per_round(context: Context, act: str, server_round: int) -> None:
     context.state[HE_DONE] = done
 
 
-def _rounds_done(context: Context) -> int:
-    record = context.state.config_records.get(ROUNDS_DONE)
-    return int(record["n"]) if record is not None else 0
-
-
 def _role(site: ClientSite, server_round: int) -> str:
     """The site's behaviour this round: malicious ones act honestly before ``from_round``."""
     return site.role if server_round >= site.attack.from_round else "honest"
@@ -124,7 +119,8 @@ def local_update(site: ClientSite, message: Message, context: Context) -> Messag
     global_arrays = from_record(message.content[ARRAYS_KEY])
     net = site.build_net()
     load_arrays(net, global_arrays, who=f"hospital {site.partition_id}")
-    done = _rounds_done(context)
+    record = context.state.config_records.get(ROUNDS_DONE)
+    done = int(record["n"]) if record is not None else 0
     result = train_locally(
         net, _training_data(site, server_round), site.val, site.num_classes, site.training,
         seed=site.seed + 1000 * server_round + site.partition_id,
