@@ -38,32 +38,23 @@ GRID_EXAMPLES = 6
 
 
 @task(name="load-victim")
-def load_victim_task(
-    checkpoint: str | Path, info: str | Path, data: LoadedDataset
-) -> tuple[nn.Module, dict[str, Any]]:
+def load_victim_task(checkpoint: str | Path, info: str | Path,
+                     data: LoadedDataset) -> tuple[nn.Module, dict[str, Any]]:
     """The trained classifier (weights-only load) and a record of where it came from;
     DataError if it was trained on another version of the data."""
     model, meta = load_classifier(checkpoint)
     require_data_version(meta, data.name, data.version, checkpoint)
-    run_id = None
-    if Path(info).is_file():
-        run_id = json.loads(Path(info).read_text()).get("run_id")
-    source = {
-        "checkpoint": str(checkpoint),
-        "checkpoint_md5": file_digest(checkpoint),
-        "mlflow_run_id": run_id,
-        "model_name": meta.get("model_name"),
-        "dataset": meta.get("dataset"),
-        "data_version": meta.get("data_version"),
-        "seed": meta.get("seed"),
-    }
+    run_id = json.loads(Path(info).read_text()).get("run_id") if Path(info).is_file() else None
+    source = {"checkpoint": str(checkpoint), "checkpoint_md5": file_digest(checkpoint),
+              "mlflow_run_id": run_id, "model_name": meta.get("model_name"),
+              "dataset": meta.get("dataset"), "data_version": meta.get("data_version"),
+              "seed": meta.get("seed")}
     return model, source
 
 
 @task(name="check-victim", cache_policy=NO_CACHE)
-def check_victim_task(
-    cfg: MedSecConfig, data: LoadedDataset, model: nn.Module, checkpoint: str | Path
-) -> None:
+def check_victim_task(cfg: MedSecConfig, data: LoadedDataset, model: nn.Module,
+                      checkpoint: str | Path) -> None:
     """DataError (with the attack core's reason) if the model or the test images cannot be
     attacked: probabilities instead of logits, a dense output, pixels outside [0, 1]."""
     stage.check_victim(cfg, data, model, checkpoint)
@@ -75,9 +66,8 @@ def surrogate_task(cfg: MedSecConfig, data: LoadedDataset) -> nn.Module:
 
 
 @task(name="attack-suite-start", cache_policy=NO_CACHE)
-def start_suite_task(
-    cfg: MedSecConfig, test: ImageDataset, model: nn.Module, surrogate: nn.Module | None = None
-) -> SuiteResult:
+def start_suite_task(cfg: MedSecConfig, test: ImageDataset, model: nn.Module,
+                     surrogate: nn.Module | None = None) -> SuiteResult:
     """The attacked test examples and the victim's clean predictions (no attack yet)."""
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
@@ -85,46 +75,29 @@ def start_suite_task(
 
 
 @task(name="attack", cache_policy=NO_CACHE, task_run_name="attack-{spec.id}")
-def run_attack_task(
-    spec: AttackSpec, cfg: MedSecConfig, train: ImageDataset, model: nn.Module, suite: SuiteResult
-) -> list[AttackPoint]:
+def run_attack_task(spec: AttackSpec, cfg: MedSecConfig, train: ImageDataset, model: nn.Module,
+                    suite: SuiteResult) -> list[AttackPoint]:
     """One attack spec at each of its budgets. It attacks its own copy of the victim: the
     model guard flips the model's flags, which concurrent tasks must not share."""
     return run_spec(spec, copy.deepcopy(model), suite, cfg.attack, train, get_run_logger().info)
 
 
 @task(name="attack-suite-finish", cache_policy=NO_CACHE)
-def finish_suite_task(
-    cfg: MedSecConfig,
-    model: nn.Module,
-    suite: SuiteResult,
-    points: list[AttackPoint],
-    surrogate: nn.Module | None = None,
-) -> SuiteResult:
+def finish_suite_task(cfg: MedSecConfig, model: nn.Module, suite: SuiteResult,
+                      points: list[AttackPoint], surrogate: nn.Module | None = None) -> SuiteResult:
     """Worst case, gradient-masking flags, transfer attacks and the image-scaling attack."""
     return finish_suite(suite, points, model, cfg.attack, surrogate, get_run_logger().info)
 
 
-def _grid_rows(result: SuiteResult) -> np.ndarray:
-    correct = np.flatnonzero(result.clean_pred == result.labels)
-    return (correct if correct.size else np.arange(len(result.labels)))[:GRID_EXAMPLES]
-
-
-def examples_figure(
-    result: SuiteResult, points: list[AttackPoint], class_names: list[str], title: str
-):
+def examples_figure(result: SuiteResult, points: list[AttackPoint], class_names: list[str],
+                    title: str):
     """Clean / adversarial / amplified-perturbation grid of the first correctly classified
-    test examples for the given attack points."""
-    rows = _grid_rows(result)
+    test examples (the first examples when none is) for the given attack points."""
+    correct = np.flatnonzero(result.clean_pred == result.labels)
+    rows = (correct if correct.size else np.arange(len(result.labels)))[:GRID_EXAMPLES]
     attacks = [(p.name, p.adversarial[rows], p.adv_pred[rows]) for p in points]
-    return adversarial_grid(
-        result.images[rows],
-        result.labels[rows],
-        result.clean_pred[rows],
-        attacks,
-        class_names,
-        title,
-    )
+    return adversarial_grid(result.images[rows], result.labels[rows], result.clean_pred[rows],
+                            attacks, class_names, title)
 
 
 def strongest_points(result: SuiteResult) -> list[AttackPoint]:
@@ -137,9 +110,8 @@ def strongest_points(result: SuiteResult) -> list[AttackPoint]:
     return list(best.values())
 
 
-def log_attack_runs(
-    cfg: MedSecConfig, data: LoadedDataset, result: SuiteResult, source: dict[str, Any]
-) -> list[str]:
+def log_attack_runs(cfg: MedSecConfig, data: LoadedDataset, result: SuiteResult,
+                    source: dict[str, Any]) -> list[str]:
     """One nested MLflow run per attack (tag ``medsec.attack=<name>``): its parameters,
     metrics at step = epsilon in grey levels (and flat ``eps<k>_<metric>``), an example grid
     and a sample of each adversarial dataset. Returns the child run ids."""
@@ -149,62 +121,37 @@ def log_attack_runs(
     run_ids = []
     for spec_id, points in by_spec.items():
         spec: AttackSpec = points[0].spec
-        tags = {
-            "medsec.attack": spec.name,
-            "medsec.attack_id": spec_id,
-            "medsec.verification": data.verification,
-            "medsec.source_run_id": str(source.get("mlflow_run_id")),
-        }
-        with tracked_run(
-            "attack", cfg, data.version, tags=tags, nested=True, run_name=f"attack-{spec_id}"
-        ) as run:
+        tags = {"medsec.attack": spec.name, "medsec.attack_id": spec_id,
+                "medsec.verification": data.verification,
+                "medsec.source_run_id": str(source.get("mlflow_run_id"))}
+        with tracked_run("attack", cfg, data.version, tags=tags, nested=True,
+                         run_name=f"attack-{spec_id}") as run:
             run_ids.append(run.info.run_id)
             params = {k: v for k, v in (points[0].params | spec.params).items() if k != "eps"}
-            log_params(
-                {
-                    "spec.name": spec.name,
-                    "spec.id": spec_id,
-                    "spec.norm": points[0].norm,
-                    "spec.targeted": spec.targeted,
-                    "spec.eps": [p.eps for p in points],
-                    **{f"spec.param.{k}": v for k, v in params.items()},
-                }
-            )
+            log_params({"spec.name": spec.name, "spec.id": spec_id, "spec.norm": points[0].norm,
+                        "spec.targeted": spec.targeted, "spec.eps": [p.eps for p in points],
+                        **{f"spec.param.{k}": v for k, v in params.items()}})
             for point in points:
                 values = dict(point.metrics)
                 if point.eps is not None:
                     values["epsilon"] = point.eps
                 log_metrics(values, step=point.step)
                 log_metrics({f"{point.key}_{k}": v for k, v in values.items()})
-            log_figure(
-                examples_figure(
-                    result, points, list(data.class_names), f"{spec_id} on {data.name}"
-                ),
-                "examples.png",
-            )
+            title = f"{spec_id} on {data.name}"
+            log_figure(examples_figure(result, points, list(data.class_names), title),
+                       "examples.png")
             if cfg.attack.mlflow_sample:
                 _log_samples(points, result, source, data, cfg.attack.mlflow_sample)
     return run_ids
 
 
-def _log_samples(
-    points: list[AttackPoint],
-    result: SuiteResult,
-    source: dict[str, Any],
-    data: LoadedDataset,
-    n: int,
-) -> None:
+def _log_samples(points: list[AttackPoint], result: SuiteResult, source: dict[str, Any],
+                 data: LoadedDataset, n: int) -> None:
     with temp_artifact_dir() as tmp:
         for point in points:
             path = Path(tmp) / f"{point.name}_sample.npz"
             targets = None if point.targets is None else point.targets[:n]
-            save_adversarial(
-                path,
-                point.adversarial[:n],
-                result.labels[:n],
-                result.indices[:n],
-                point_metadata(point, source, data),
-                targets,
-            )
+            save_adversarial(path, point.adversarial[:n], result.labels[:n], result.indices[:n],
+                             point_metadata(point, source, data), targets)
             log_artifact(path, "adversarial_sample")
             log_artifact(path.with_suffix(".json"), "adversarial_sample")

@@ -53,22 +53,16 @@ def resolve_params(params: dict[str, Any], eps: float | None) -> dict[str, Any]:
 
 def parse_epsilon(value: Any) -> float:
     """A budget in pixel units from a number or a string ``"8/255"`` / ``"0.03"``."""
-    if isinstance(value, bool):
-        raise ValueError(f"epsilon must be a number or a fraction like '8/255', got {value!r}")
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
+    if isinstance(value, str):
+        num, slash, den = value.strip().partition("/")
         try:
-            if "/" in text:
-                num, den = text.split("/", 1)
-                number = float(num) / float(den)
-            else:
-                number = float(text)
+            number = float(num) / float(den) if slash else float(num)
         except (ValueError, ZeroDivisionError):
             raise ValueError(
                 f"cannot read epsilon {value!r}: use a number or a fraction like '8/255'"
             ) from None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
     else:
         raise ValueError(f"epsilon must be a number or a fraction like '8/255', got {value!r}")
     if not math.isfinite(number) or number < 0:

@@ -143,34 +143,25 @@ class SmoothingParams(StrictModel):
     epochs: int | None = _epochs()
 
 
-DEFENSE_PARAMS: dict[str, type[StrictModel]] = {
-    "pgd_at": PGDTrainingParams,
-    "trades": TradesParams,
-    "fast_fgsm_at": FastFGSMParams,
-    "gaussian_noise": NoiseTrainingParams,
-    "distillation": DistillationParams,
-    "bit_depth": BitDepthParams,
-    "median_filter": MedianParams,
-    "jpeg": JpegParams,
-    "low_pass": LowPassParams,
-    "magnet_reformer": AutoEncoderParams,
-    "mahalanobis": MahalanobisParams,
-    "squeeze_detector": SqueezeDetectorParams,
-    "magnet_detector": MagNetDetectorParams,
-    "smoothing": SmoothingParams,
+_DEFENSES: dict[str, tuple[type[StrictModel], DefenseKind]] = {
+    "pgd_at": (PGDTrainingParams, "training"),
+    "trades": (TradesParams, "training"),
+    "fast_fgsm_at": (FastFGSMParams, "training"),
+    "gaussian_noise": (NoiseTrainingParams, "training"),
+    "distillation": (DistillationParams, "training"),
+    "bit_depth": (BitDepthParams, "transform"),
+    "median_filter": (MedianParams, "transform"),
+    "jpeg": (JpegParams, "transform"),
+    "low_pass": (LowPassParams, "transform"),
+    "magnet_reformer": (AutoEncoderParams, "transform"),
+    "mahalanobis": (MahalanobisParams, "detector"),
+    "squeeze_detector": (SqueezeDetectorParams, "detector"),
+    "magnet_detector": (MagNetDetectorParams, "detector"),
+    "smoothing": (SmoothingParams, "certification"),
 }
+DEFENSE_PARAMS: dict[str, type[StrictModel]] = {k: v[0] for k, v in _DEFENSES.items()}
 """Every defense name (as used in configs) -> its parameter model."""
-
-DEFENSE_KINDS: dict[str, DefenseKind] = {
-    "pgd_at": "training", "trades": "training", "fast_fgsm_at": "training",
-    "gaussian_noise": "training", "distillation": "training",
-    "bit_depth": "transform", "median_filter": "transform", "jpeg": "transform",
-    "low_pass": "transform", "magnet_reformer": "transform",
-    "mahalanobis": "detector", "squeeze_detector": "detector", "magnet_detector": "detector",
-    "smoothing": "certification",
-}
-
-DETECTION_ATTACKS = ("fgsm", "pgd", "square")
+DEFENSE_KINDS: dict[str, DefenseKind] = {k: v[1] for k, v in _DEFENSES.items()}
 
 
 def _format(err: ValidationError) -> str:
@@ -248,7 +239,7 @@ class DefenseEvalConfig(StrictModel):
     eot_samples: int = Field(default=8, gt=0, le=1024)
     predict_samples: int = Field(default=16, gt=0, le=4096)
     max_examples: int | None = Field(default=100, gt=1)
-    detection_attacks: tuple[Literal["fgsm", "pgd", "square"], ...] = DETECTION_ATTACKS
+    detection_attacks: tuple[Literal["fgsm", "pgd", "square"], ...] = ("fgsm", "pgd", "square")
     radii: tuple[float, ...] = (0.1, 0.25, 0.5)
     flag_tolerance: float = Field(default=0.02, ge=0.0, le=1.0)
     steps_factor: int = Field(default=5, ge=2, le=100)

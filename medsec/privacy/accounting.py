@@ -34,12 +34,6 @@ class UnreachableEpsilonError(ValueError):
     """The target epsilon cannot be met with the given sampling, steps and delta."""
 
 
-def check_accountant(accountant: str) -> None:
-    """Raise ValueError unless ``accountant`` is one of :data:`ACCOUNTANTS`."""
-    if accountant not in ACCOUNTANTS:
-        raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
-
-
 def check_prv_noise(noise_multiplier: float, accountant: str) -> None:
     """Raise ValueError when ``accountant`` is PRV and ``noise_multiplier`` is below
     :data:`PRV_MIN_NOISE_MULTIPLIER` (the one check: the config and :func:`epsilon_for`)."""
@@ -75,7 +69,8 @@ def epsilon_for(
     """
     from opacus.accountants import create_accountant
 
-    check_accountant(accountant)
+    if accountant not in ACCOUNTANTS:
+        raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
     _check_mechanism(noise_multiplier, sample_rate, steps, delta)
     check_prv_noise(noise_multiplier, accountant)
     try:

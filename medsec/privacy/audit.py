@@ -110,7 +110,7 @@ def recipe_train_fn(recipe: ClassifierRecipe, dp: DPConfig, data: LoadedDataset)
     """A ``TrainFn`` that trains like the target: the project's train path with ``recipe``
     (DP-SGD with ``dp`` when enabled) on the given images/int labels (no ``max_train``
     truncation); ``seed`` replaces ``recipe.seed``; validation on ``data``'s val."""
-    from medsec.privacy.plan import fit_strategy
+    from medsec.privacy.training import fit_strategy
     from medsec.training.job import train_classifier
 
     strategy = fit_strategy(dp)

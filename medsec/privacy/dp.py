@@ -46,15 +46,6 @@ _HINTS: dict[str, str] = {
     "GRU": "use opacus.layers.DPGRU",
     "MultiheadAttention": "use opacus.layers.DPMultiheadAttention",
 }
-
-
-def _hint(module: nn.Module, opacus_message: str) -> str:
-    for key, hint in _HINTS.items():
-        if key in type(module).__name__:
-            return hint
-    return opacus_message.split(". ")[0]
-
-
 _INPLACE = "in-place operation breaks Opacus' backward hooks; construct it with inplace=False"
 
 
@@ -69,24 +60,30 @@ def _layer_problems(net: nn.Module) -> dict[str, list[str]]:
         if isinstance(sub, nn.modules.batchnorm._BatchNorm) and not errors:
             errors = ["BatchNorm"]  # affine=False: Opacus skips it, yet it mixes examples
         if errors:
-            problems.setdefault(_hint(sub, errors[0]), []).append(label)
+            hint = next((h for key, h in _HINTS.items() if key in type(sub).__name__),
+                        errors[0].split(". ")[0])
+            problems.setdefault(hint, []).append(label)
         if getattr(sub, "inplace", False) is True:
             problems.setdefault(_INPLACE, []).append(label)
     return problems
 
 
-def _describe(problems: dict[str, list[str]]) -> str:
-    parts = []
-    for hint, labels in problems.items():
-        if len(labels) == 1:
-            parts.append(f"layer {labels[0]} is not DP-compatible: {hint}")
-        else:
-            parts.append(f"layers {', '.join(labels)} are not DP-compatible: {hint}")
-    return "; ".join(parts)
+def check_dp_compatible(net: nn.Module, example_input: torch.Tensor | None = None) -> None:
+    """Raise ValueError naming every layer DP-SGD cannot train (BatchNorm, in-place ops, ...).
 
-
-def _dry_run(net: nn.Module, example_input: torch.Tensor) -> None:
-    """One forward/backward with per-sample-gradient hooks on a copy of ``net``."""
+    Static checks use Opacus' ``ModuleValidator`` per named layer plus an ``inplace`` scan. With
+    ``example_input`` (N>=2,C,H,W in [0,1]) a dry run with Opacus hooks (one forward/backward
+    on a copy of ``net``) also catches in-place tensor ops in ``forward`` code (e.g. MONAI
+    ResNet's ``out += residual``).
+    """
+    problems = _layer_problems(net)
+    if problems:
+        raise ValueError("; ".join(
+            f"layer {labels[0]} is not DP-compatible: {hint}" if len(labels) == 1
+            else f"layers {', '.join(labels)} are not DP-compatible: {hint}"
+            for hint, labels in problems.items()))
+    if example_input is None:
+        return
     probe = copy.deepcopy(net).train()
     hooks = prepare_module(probe, grad_sample_mode="hooks", wrap_model=False)
     try:
@@ -99,20 +96,6 @@ def _dry_run(net: nn.Module, example_input: torch.Tensor) -> None:
         ) from None
     finally:
         hooks.cleanup()
-
-
-def check_dp_compatible(net: nn.Module, example_input: torch.Tensor | None = None) -> None:
-    """Raise ValueError naming every layer DP-SGD cannot train (BatchNorm, in-place ops, ...).
-
-    Static checks use Opacus' ``ModuleValidator`` per named layer plus an ``inplace`` scan. With
-    ``example_input`` (N>=2,C,H,W in [0,1]) a dry run with Opacus hooks also catches in-place
-    tensor ops in ``forward`` code (e.g. MONAI ResNet's ``out += residual``).
-    """
-    problems = _layer_problems(net)
-    if problems:
-        raise ValueError(_describe(problems))
-    if example_input is not None:
-        _dry_run(net, example_input)
 
 
 def example_batch(loader: DataLoader) -> torch.Tensor | None:

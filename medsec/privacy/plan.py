@@ -11,13 +11,10 @@ Light: Opacus is imported only when an epsilon is computed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 from medsec.privacy.accounting import Accountant, epsilon_for, noise_for_target
 from medsec.privacy.config import DPConfig
-
-if TYPE_CHECKING:
-    from medsec.training.job import FitStrategy
 
 GradSampleMode = Literal["hooks", "functorch", "ghost"]
 
@@ -148,18 +145,6 @@ class DPRecord:
             "selection": self.selection, "noise": "secure" if p.secure_mode else "seeded",
             "normalisation": self.normalisation,
         }
-
-
-def fit_strategy(dp: DPConfig) -> FitStrategy:
-    """DP-SGD (:class:`medsec.privacy.training.DPStrategy`, Opacus imported only then) when
-    ``dp.enabled``, else the plain fit: the one place that chooses."""
-    if dp.enabled:
-        from medsec.privacy.training import DPStrategy
-
-        return DPStrategy(dp)
-    from medsec.training.job import plain_fit
-
-    return plain_fit
 
 
 def dp_metrics(record: dict[str, Any]) -> dict[str, float]:

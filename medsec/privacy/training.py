@@ -37,7 +37,7 @@ from medsec.privacy.dp import (
 from medsec.privacy.plan import DPPlan, DPRecord, plan_dp
 from medsec.training.config import ClassifierRecipe
 from medsec.training.fit import FitResult, fit_classifier
-from medsec.training.job import BEST_VAL, LAST_EPOCH
+from medsec.training.job import BEST_VAL, LAST_EPOCH, FitStrategy, plain_fit
 from medsec.training.module import ClassifierModule
 
 # Printed on every DP run, harmless here: the first layer's input needs no gradient; seeded
@@ -123,3 +123,8 @@ class DPStrategy:
         record = DPRecord(plan, epsilon, state.steps, tuple(history.epsilons),
                           BEST_VAL if select_best else LAST_EPOCH, normalisation)
         return fit, record.to_dict()
+
+
+def fit_strategy(dp: DPConfig) -> FitStrategy:
+    """:class:`DPStrategy` when ``dp.enabled``, else the plain fit: the one place that chooses."""
+    return DPStrategy(dp) if dp.enabled else plain_fit

@@ -8,7 +8,6 @@ from lightning.pytorch.callbacks import Callback
 
 from medsec.config import MedSecConfig
 from medsec.data.types import ImageDataset, LoadedDataset
-from medsec.privacy import plan
 from medsec.training.config import ClassifierRecipe
 from medsec.training.job import FitStrategy, TrainedClassifier, train_classifier
 from medsec.training.module import ClassifierModule
@@ -28,8 +27,10 @@ def split(cfg: MedSecConfig, data: LoadedDataset, name: str) -> ImageDataset:
 
 def fit_strategy(cfg: MedSecConfig) -> FitStrategy:
     """DP-SGD when ``privacy.dp.enabled``, else the plain fit
-    (:func:`medsec.privacy.plan.fit_strategy`)."""
-    return plan.fit_strategy(cfg.privacy.dp)
+    (:func:`medsec.privacy.training.fit_strategy`; Opacus imported only when called)."""
+    from medsec.privacy.training import fit_strategy
+
+    return fit_strategy(cfg.privacy.dp)
 
 
 def train(cfg: MedSecConfig, data: LoadedDataset, callbacks: Sequence[Callback] = (),
