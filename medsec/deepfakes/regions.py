@@ -51,17 +51,13 @@ def check_regions(regions: Tensor, images: Tensor) -> Tensor:
     return regions
 
 
-def dilate(masks: Tensor, pixels: int) -> Tensor:
-    """Binary dilation of masks (N, H, W) by a (2p+1)-square; returns bool (N, H, W)."""
-    m = masks.float().unsqueeze(1)
+def lesion_regions(masks: Tensor, pixels: int = 1) -> Tensor:
+    """Lesion masks (N, H, W) dilated by a (2p+1)-square, bool; rows without a lesion stay
+    empty."""
+    m = (masks > 0).float().unsqueeze(1)
     if pixels > 0:
         m = F.max_pool2d(m, kernel_size=2 * pixels + 1, stride=1, padding=pixels)
     return m.squeeze(1) > 0
-
-
-def lesion_regions(masks: Tensor, pixels: int = 1) -> Tensor:
-    """Dilated lesion masks (N, H, W) bool; rows without a lesion stay empty."""
-    return dilate(masks > 0, pixels)
 
 
 def central_boxes(n: int, shape: tuple[int, int], fraction: float,
