@@ -79,8 +79,7 @@ def detector_task(cfg: MedSecConfig, ref: RealReference, seen: TrainedGan,
 
 
 @task(name="tamper")
-def tamper_task(cfg: MedSecConfig, ref: RealReference, victim: nn.Module
-                ) -> TamperReport:
+def tamper_task(cfg: MedSecConfig, ref: RealReference, victim: nn.Module) -> TamperReport:
     return stage.tamper_report(cfg, ref, victim)
 
 

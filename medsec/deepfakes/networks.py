@@ -156,8 +156,7 @@ class ConditionedImages(Dataset):
 # --------------------------------------------------------------------------- checkpoints
 
 
-def save_generator(path: str | Path, generator: ConditionalGenerator,
-                   meta: dict[str, Any]) -> Path:
+def save_generator(path: str | Path, generator: ConditionalGenerator, meta: dict[str, Any]) -> Path:
     """Generator checkpoint (the project's one format); ``meta`` gets the architecture."""
     return save_checkpoint(path, generator, "generator", {**meta, **generator.arch.to_meta()})
 

@@ -162,8 +162,7 @@ def check_client_delta(delta: float | None, sizes: list[int]) -> None:
                               f"images: {exc}") from None
 
 
-def check_compatible(fed: FederatedConfig, recipe: ClassifierRecipe, data: LoadedDataset
-                     ) -> None:
+def check_compatible(fed: FederatedConfig, recipe: ClassifierRecipe, data: LoadedDataset) -> None:
     """Cross-section checks the ``federated`` section cannot do alone (ConfigError)."""
     if (fed.client_dp.enabled or fed.central_dp.mode != "off") and recipe.model.norm == "batch":
         raise ConfigError(

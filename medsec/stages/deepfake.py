@@ -23,8 +23,7 @@ def recipe(cfg: MedSecConfig) -> ClassifierRecipe:
     return base.model_copy(update={"train": base.train.model_copy(update={"num_threads": None})})
 
 
-def real_reference(cfg: MedSecConfig, data: LoadedDataset, feature_net: nn.Module
-                   ) -> RealReference:
+def real_reference(cfg: MedSecConfig, data: LoadedDataset, feature_net: nn.Module) -> RealReference:
     return pipeline.real_reference(cfg.deepfake, data, feature_net)
 
 
