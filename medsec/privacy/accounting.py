@@ -56,13 +56,8 @@ def _check_mechanism(noise_multiplier: float, sample_rate: float, steps: int,
         raise ValueError(f"delta must be in (0, 1), got {delta}")
 
 
-def epsilon_for(
-    noise_multiplier: float,
-    sample_rate: float,
-    steps: int,
-    delta: float,
-    accountant: Accountant = "prv",
-) -> float:
+def epsilon_for(noise_multiplier: float, sample_rate: float, steps: int, delta: float,
+                accountant: Accountant = "prv") -> float:
     """Epsilon of ``steps`` Poisson-sampled Gaussian steps (Opacus accountant ``accountant``).
 
     ``sample_rate`` = expected batch size / N (Opacus uses 1 / batches per epoch).
@@ -87,13 +82,8 @@ def epsilon_for(
     return eps
 
 
-def epsilon_reference(
-    noise_multiplier: float,
-    sample_rate: float,
-    steps: int,
-    delta: float,
-    method: Literal["rdp", "pld"] = "rdp",
-) -> float:
+def epsilon_reference(noise_multiplier: float, sample_rate: float, steps: int, delta: float,
+                      method: Literal["rdp", "pld"] = "rdp") -> float:
     """Independent recomputation with Google's ``dp_accounting`` (not Opacus).
 
     ``PoissonSampledDpEvent(q, GaussianDpEvent(sigma))`` self-composed ``steps`` times, with the
@@ -116,17 +106,11 @@ def epsilon_reference(
     return float(acc.get_epsilon(delta))
 
 
-def noise_for_target(
-    target_epsilon: float,
-    sample_rate: float,
-    steps: int,
-    delta: float,
-    accountant: Accountant = "prv",
-    *,
-    min_noise_multiplier: float = MIN_NOISE_MULTIPLIER,
-    max_noise_multiplier: float = MAX_NOISE_MULTIPLIER,
-    rel_tol: float = 0.01,
-) -> float:
+def noise_for_target(target_epsilon: float, sample_rate: float, steps: int, delta: float,
+                     accountant: Accountant = "prv", *,
+                     min_noise_multiplier: float = MIN_NOISE_MULTIPLIER,
+                     max_noise_multiplier: float = MAX_NOISE_MULTIPLIER,
+                     rel_tol: float = 0.01) -> float:
     """Smallest noise multiplier (to ``rel_tol``) whose epsilon is <= ``target_epsilon``.
 
     Bisection on ``[min_noise_multiplier, max_noise_multiplier]``; the returned sigma always

@@ -44,27 +44,20 @@ MIA_SUFFIXES = ("auc", "balanced_acc", "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr",
 # --------------------------------------------------------------------------- training recipes
 
 
-class _FirstOfEach(logging.Filter):
-    """Pass only the first record per (message template, args after the first)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: set[tuple] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.msg, tuple(record.args or ())[1:])
-        if key in self.seen:
-            return False
-        self.seen.add(key)
-        return True
-
-
 @contextmanager
 def resolution_warnings_once() -> Iterator[None]:
     """``mia_metrics`` warns on every call when there are too few non-members for a low-FPR
-    target; an audit calls it per attack (and per figure line): keep the first of each."""
+    target; an audit calls it per attack (and per figure line): keep the first of each
+    (message template, args after the first)."""
     logger = logging.getLogger("medsec.metrics.privacy")
-    only_first = _FirstOfEach()
+    seen: set[tuple] = set()
+
+    def only_first(record: logging.LogRecord) -> bool:
+        key = (record.msg, tuple(record.args or ())[1:])
+        new = key not in seen
+        seen.add(key)
+        return new
+
     logger.addFilter(only_first)
     try:
         yield
@@ -214,14 +207,8 @@ def strongest_attack(metrics: dict[str, float], attacks: list[str]) -> str:
                                        metrics[f"mia_{a}_auc"]))
 
 
-def run_audit(
-    model: nn.Module,
-    meta: dict[str, Any],
-    data: AuditData,
-    audit: AuditConfig,
-    train_fn: TrainFn,
-    seed: int = 0,
-) -> AuditResult:
+def run_audit(model: nn.Module, meta: dict[str, Any], data: AuditData, audit: AuditConfig,
+              train_fn: TrainFn, seed: int = 0) -> AuditResult:
     """Run the configured attacks on ``model`` (eval mode, never changed).
 
     ``meta``: the checkpoint metadata (architecture for extraction copies, ``num_classes``);

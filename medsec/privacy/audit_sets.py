@@ -95,14 +95,8 @@ def _sizes(available: int, wanted_a: int, wanted_b: int) -> tuple[int, int]:
     return a, available - a
 
 
-def audit_data(
-    train: ImageDataset,
-    heldout: ImageDataset,
-    test: ImageDataset,
-    audit: AuditConfig,
-    seed: int,
-    spare: ImageDataset | None = None,
-) -> AuditData:
+def audit_data(train: ImageDataset, heldout: ImageDataset, test: ImageDataset, audit: AuditConfig,
+               seed: int, spare: ImageDataset | None = None) -> AuditData:
     """Draw the audit's disjoint sets (seeded) from the target's ``train`` split, ``heldout``
     images it never trained on from the same distribution (non-members; the leftovers go to
     RMIA's population), ``spare`` held-out images (RMIA's population only) and ``test``."""

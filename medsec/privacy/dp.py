@@ -137,13 +137,9 @@ class DPState:
             return float(self.engine.get_epsilon(self.plan.delta))
 
 
-def make_private(
-    net: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    train_loader: DataLoader,
-    plan: DPPlan,
-    criterion: nn.Module | None = None,
-) -> tuple[DPOptimizer, DataLoader, DPState]:
+def make_private(net: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLoader,
+                 plan: DPPlan, criterion: nn.Module | None = None,
+                 ) -> tuple[DPOptimizer, DataLoader, DPState]:
     """Attach per-sample-gradient hooks to ``net`` (in place) and make a DP optimizer/loader.
 
     ``net`` is checked first (:func:`check_dp_compatible`, with a dry run on two training
@@ -197,11 +193,8 @@ def physical_batches(loader: DataLoader, max_physical_batch_size: int,
 
 
 @contextmanager
-def private_training(
-    module: L.LightningModule,
-    train_loader: DataLoader,
-    plan: DPPlan,
-) -> Iterator[tuple[DataLoader, DPState]]:
+def private_training(module: L.LightningModule, train_loader: DataLoader,
+                     plan: DPPlan) -> Iterator[tuple[DataLoader, DPState]]:
     """Make ``module`` (a ``ClassifierModule``) train with DP-SGD inside the ``with`` block.
 
     Builds the module's own optimizer (``module.build_optimizer``), makes it private, sets

@@ -66,16 +66,9 @@ def _as_targets(answers: Tensor, mode: QueryMode) -> Tensor:
     return answers.float()
 
 
-def extract_model(
-    victim_predict: VictimPredict,
-    query_pool: Tensor,
-    train_fn: TrainFn,
-    budgets: Sequence[int],
-    test_images: Tensor,
-    test_labels: Tensor,
-    mode: QueryMode = "probs",
-    seed: int = 0,
-) -> list[ExtractionResult]:
+def extract_model(victim_predict: VictimPredict, query_pool: Tensor, train_fn: TrainFn,
+                  budgets: Sequence[int], test_images: Tensor, test_labels: Tensor,
+                  mode: QueryMode = "probs", seed: int = 0) -> list[ExtractionResult]:
     """Train one copy per budget (ascending) with ``train_fn(queries, answers, seed)``.
 
     ``query_pool``: attacker images (M,C,H,W) in [0,1], no labels; budgets must be <= M.

@@ -21,16 +21,9 @@ from torch import Tensor, nn
 from medsec.metrics.image_quality import total_variation
 
 
-def invert_class(
-    model: nn.Module,
-    target_class: int,
-    image_shape: Sequence[int],
-    *,
-    steps: int = 300,
-    lr: float = 0.05,
-    tv_weight: float = 0.1,
-    init_value: float = 0.5,
-) -> Tensor:
+def invert_class(model: nn.Module, target_class: int, image_shape: Sequence[int], *,
+                 steps: int = 300, lr: float = 0.05, tv_weight: float = 0.1,
+                 init_value: float = 0.5) -> Tensor:
     """Reconstruction (C,H,W) in [0,1] maximising ``log p(target_class | x) - tv * TV(x)``.
 
     Starts from a constant ``init_value`` image; Adam on the pixels, clamped to [0,1] after
@@ -102,14 +95,9 @@ def score_reconstruction(reconstruction: Tensor, means: Tensor, target_class: in
     )
 
 
-def class_representative_inversion(
-    model: nn.Module,
-    images: Tensor,
-    labels: Tensor,
-    num_classes: int,
-    classes: Sequence[int] | None = None,
-    **invert_kwargs: float | int,
-) -> list[InversionResult]:
+def class_representative_inversion(model: nn.Module, images: Tensor, labels: Tensor,
+                                   num_classes: int, classes: Sequence[int] | None = None,
+                                   **invert_kwargs: float | int) -> list[InversionResult]:
     """Invert each class in ``classes`` (default all) and score it against the class averages
     of ``images`` (N,C,H,W) in [0,1] / ``labels`` (N,) (e.g. the training set)."""
     means = class_means(images, labels, num_classes)
@@ -126,10 +114,7 @@ def inversion_metrics(results: Sequence[InversionResult]) -> dict[str, float]:
     ``inversion_corr_own``, ``inversion_corr_other``, ``inversion_closer_to_own_rate``."""
     if not results:
         raise ValueError("no inversion results")
-    return {
-        "inversion_ssim_own": float(np.mean([r.ssim_own for r in results])),
-        "inversion_ssim_other": float(np.mean([r.ssim_other for r in results])),
-        "inversion_corr_own": float(np.mean([r.corr_own for r in results])),
-        "inversion_corr_other": float(np.mean([r.corr_other for r in results])),
-        "inversion_closer_to_own_rate": float(np.mean([r.closer_to_own for r in results])),
-    }
+    out = {f"inversion_{k}": float(np.mean([getattr(r, k) for r in results]))
+           for k in ("ssim_own", "ssim_other", "corr_own", "corr_other")}
+    out["inversion_closer_to_own_rate"] = float(np.mean([r.closer_to_own for r in results]))
+    return out

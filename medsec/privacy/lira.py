@@ -47,15 +47,10 @@ def balanced_in_mask(num_models: int, num_examples: int, seed: int) -> np.ndarra
     return np.stack([rng.permutation(column) for _ in range(num_examples)], axis=1)
 
 
-def train_reference_models(
-    images: Tensor,
-    labels: Tensor,
-    train_fn: TrainFn,
-    num_models: int = 8,
-    population_images: Tensor | None = None,
-    population_labels: Tensor | None = None,
-    seed: int = 0,
-) -> ReferenceModels:
+def train_reference_models(images: Tensor, labels: Tensor, train_fn: TrainFn, num_models: int = 8,
+                           population_images: Tensor | None = None,
+                           population_labels: Tensor | None = None,
+                           seed: int = 0) -> ReferenceModels:
     """Train ``num_models`` reference models; model k sees the audited examples of
     ``in_mask[k]`` plus a random half of the (optional) population data."""
     mask = balanced_in_mask(num_models, len(labels), seed)
@@ -95,14 +90,8 @@ def _log_normal(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return -0.5 * ((x - mean) / std) ** 2 - np.log(std)
 
 
-def lira_scores(
-    target_model: nn.Module,
-    images: Tensor,
-    labels: Tensor,
-    refs: ReferenceModels,
-    online: bool = True,
-    global_variance: bool | None = None,
-) -> np.ndarray:
+def lira_scores(target_model: nn.Module, images: Tensor, labels: Tensor, refs: ReferenceModels,
+                online: bool = True, global_variance: bool | None = None) -> np.ndarray:
     """LiRA score (N,) for the audited examples ``refs`` was trained around.
 
     ``global_variance`` None picks True when K < 64 (as Carlini et al. do for few models).
@@ -125,16 +114,9 @@ def _true_probs(model: nn.Module, images: Tensor, labels: Tensor) -> np.ndarray:
     return probs.gather(1, labels.long().view(-1, 1)).squeeze(1).numpy()
 
 
-def rmia_scores(
-    target_model: nn.Module,
-    images: Tensor,
-    labels: Tensor,
-    refs: ReferenceModels,
-    population_images: Tensor,
-    population_labels: Tensor,
-    gamma: float = 1.0,
-    offline_a: float | None = None,
-) -> np.ndarray:
+def rmia_scores(target_model: nn.Module, images: Tensor, labels: Tensor, refs: ReferenceModels,
+                population_images: Tensor, population_labels: Tensor, gamma: float = 1.0,
+                offline_a: float | None = None) -> np.ndarray:
     """RMIA score (N,): fraction of population examples ``z`` with
     ``[p(x|t)/p(x)] / [p(z|t)/p(z)] >= gamma``.
 

@@ -18,17 +18,9 @@ from torch import Tensor, nn
 TrainFn = Callable[[Tensor, Tensor, int], nn.Module]
 
 
-def train_plain(
-    net: nn.Module,
-    images: Tensor,
-    targets: Tensor,
-    *,
-    epochs: int = 30,
-    lr: float = 1e-3,
-    batch_size: int = 64,
-    weight_decay: float = 0.0,
-    seed: int = 0,
-) -> nn.Module:
+def train_plain(net: nn.Module, images: Tensor, targets: Tensor, *, epochs: int = 30,
+                lr: float = 1e-3, batch_size: int = 64, weight_decay: float = 0.0,
+                seed: int = 0) -> nn.Module:
     """Adam + cross-entropy on ``(images, targets)``; returns ``net`` in eval mode.
 
     ``targets``: int labels (N,) or soft labels (N, K) (rows summing to 1; used for copying a

@@ -57,9 +57,8 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def make_trainer(
-    epochs: int, callbacks: Sequence[Callback] = (), progress: bool = False
-) -> L.Trainer:
+def make_trainer(epochs: int, callbacks: Sequence[Callback] = (),
+                 progress: bool = False) -> L.Trainer:
     """The project's Trainer: CPU, deterministic, no logger/checkpoints/sanity validation."""
     return L.Trainer(
         accelerator="cpu", devices=1, max_epochs=epochs, deterministic=True, logger=False,
@@ -68,17 +67,9 @@ def make_trainer(
     )
 
 
-def fit_module(
-    module: SupervisedModule,
-    train_loader: DataLoader,
-    val_loader: DataLoader,
-    epochs: int,
-    seed: int,
-    callbacks: Sequence[Callback] = (),
-    select_best: bool = True,
-    progress: bool = False,
-    monitor: str = "val_auc",
-) -> FitResult:
+def fit_module(module: SupervisedModule, train_loader: DataLoader, val_loader: DataLoader,
+               epochs: int, seed: int, callbacks: Sequence[Callback] = (), select_best: bool = True,
+               progress: bool = False, monitor: str = "val_auc") -> FitResult:
     """Train ``module`` (classifier or segmenter) for ``epochs`` in the project's Trainer; with
     ``select_best`` restore the weights of the epoch with the best ``monitor`` metric."""
     import time

@@ -82,25 +82,18 @@ def build_module(recipe: ClassifierRecipe, data: LoadedDataset) -> ClassifierMod
     """Seeded network (normalisation from the training split) inside a ClassifierModule."""
     seed_everything(recipe.seed)
     mean, std = channel_stats(recipe.split(data, "train").images)
-    net = build_classifier(
-        recipe.model.name, data.in_channels, data.num_classes, data.image_shape[1:],
-        mean=mean, std=std, norm=recipe.model.norm, dropout=recipe.model.dropout,
-    )
+    net = build_classifier(recipe.model.name, data.in_channels, data.num_classes,
+                           data.image_shape[1:], mean=mean, std=std, norm=recipe.model.norm,
+                           dropout=recipe.model.dropout)
     train = recipe.train
-    return ClassifierModule(
-        net, data.num_classes, lr=train.lr, weight_decay=train.weight_decay,
-        optimizer=train.optimizer, augment=train.augment,
-    )
+    return ClassifierModule(net, data.num_classes, lr=train.lr, weight_decay=train.weight_decay,
+                            optimizer=train.optimizer, augment=train.augment)
 
 
-def train_classifier(
-    recipe: ClassifierRecipe,
-    data: LoadedDataset,
-    callbacks: Sequence[Callback] = (),
-    progress: bool = False,
-    module: ClassifierModule | None = None,
-    strategy: FitStrategy = plain_fit,
-) -> TrainedClassifier:
+def train_classifier(recipe: ClassifierRecipe, data: LoadedDataset,
+                     callbacks: Sequence[Callback] = (), progress: bool = False,
+                     module: ClassifierModule | None = None,
+                     strategy: FitStrategy = plain_fit) -> TrainedClassifier:
     """Fit ``recipe``'s classifier on ``train``, selecting on ``val`` (best val AUC), with
     ``strategy`` (plain by default); ``meta["privacy"]`` is the strategy's record."""
     if recipe.train.num_threads:
@@ -115,9 +108,8 @@ def train_classifier(
     return TrainedClassifier(model=module.net, meta=meta, fit=fit)
 
 
-def evaluate_classifier(
-    model: torch.nn.Module, split: ImageDataset, num_classes: int, prefix: str = "test_"
-) -> Evaluation:
+def evaluate_classifier(model: torch.nn.Module, split: ImageDataset, num_classes: int,
+                        prefix: str = "test_") -> Evaluation:
     """Metrics (``{prefix}acc``, ``auc``, ``f1``, ``loss``, ``recall_class_k``) on a split."""
     images, labels = split.tensors()
     logits = predict_logits(model, images)

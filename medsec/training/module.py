@@ -45,17 +45,10 @@ class SupervisedModule(L.LightningModule):
     monitored: tuple[str, ...] = ()
     """Validation metrics shown in the progress bar."""
 
-    def __init__(
-        self,
-        net: nn.Module,
-        num_classes: int,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        optimizer: str = "adam",
-        augment: bool = False,
-        batch_transform: BatchTransform | None = None,
-        loss_fn: LossHook | None = None,
-    ) -> None:
+    def __init__(self, net: nn.Module, num_classes: int, lr: float = 1e-3,
+                 weight_decay: float = 0.0, optimizer: str = "adam", augment: bool = False,
+                 batch_transform: BatchTransform | None = None,
+                 loss_fn: LossHook | None = None) -> None:
         super().__init__()
         self.net = net
         self.num_classes = num_classes
@@ -122,15 +115,11 @@ class SupervisedModule(L.LightningModule):
         self._val_labels.append(labels)
 
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking or not self._val_logits:
-            self._val_logits.clear()
-            self._val_labels.clear()
+        logits, labels = self._val_logits, self._val_labels
+        self._val_logits, self._val_labels = [], []
+        if self.trainer.sanity_checking or not logits:
             return
-        logits = torch.cat(self._val_logits)
-        labels = torch.cat(self._val_labels)
-        self._val_logits.clear()
-        self._val_labels.clear()
-        metrics = self.epoch_metrics(logits, labels)
+        metrics = self.epoch_metrics(torch.cat(logits), torch.cat(labels))
         train_loss = (sum(self._train_losses) / len(self._train_losses)
                       if self._train_losses else float("nan"))
         self._train_losses.clear()
