@@ -27,11 +27,9 @@ def load_victim_task(data: LoadedDataset, checkpoint: str | Path) -> nn.Module:
     """The project's trained classifier (the victim, and the feature network of the metrics)."""
     model, meta = load_classifier(checkpoint)
     if meta.get("data_version") != data.version:
-        raise DataError(
-            f"victim checkpoint {checkpoint} was trained on {meta.get('dataset')} version "
-            f"{meta.get('data_version')}, but the configured data is {data.name} version "
-            f"{data.version}: run the train stage first"
-        )
+        raise DataError(f"victim checkpoint {checkpoint} was trained on {meta.get('dataset')} "
+                        f"version {meta.get('data_version')}, but the configured data is "
+                        f"{data.name} version {data.version}: run the train stage first")
     return model
 
 

@@ -179,13 +179,8 @@ def gan_arch(cfg: GanConfig, image_shape: Sequence[int], num_classes: int) -> Ga
 
 
 def train_gan(
-    data: ImageDataset,
-    num_classes: int,
-    cfg: GanConfig,
-    dp: DPConfig | None = None,
-    epochs: int | None = None,
-    callbacks: Sequence[Callback] = (),
-    progress: bool = False,
+    data: ImageDataset, num_classes: int, cfg: GanConfig, dp: DPConfig | None = None,
+    epochs: int | None = None, callbacks: Sequence[Callback] = (), progress: bool = False,
 ) -> TrainedGan:
     """Train a conditional GAN on ``data`` (images (N, C, H, W) in [0, 1], labels (N,)).
 

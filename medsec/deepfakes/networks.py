@@ -62,21 +62,17 @@ class GanArch:
         c, h, w = self.image_shape
         factor = 2 ** len(self.generator_channels)
         if h % factor or w % factor:
-            raise ConfigError(
-                f"generator with {len(self.generator_channels)} upsampling stages makes images "
-                f"whose side is a multiple of {factor}; {h}x{w} is not (use fewer "
-                f"generator_channels)"
-            )
+            raise ConfigError(f"generator with {len(self.generator_channels)} upsampling stages "
+                              f"makes images whose side is a multiple of {factor}; {h}x{w} is not "
+                              "(use fewer generator_channels)")
         if self.num_classes < 1 or c < 1:
             raise ConfigError(f"invalid GAN shape: {c} channel(s), {self.num_classes} classes")
 
 
 def _one_hot(labels: Tensor, num_classes: int) -> Tensor:
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(
-            f"labels must lie in [0, {num_classes - 1}], got [{int(labels.min())}, "
-            f"{int(labels.max())}]"
-        )
+        raise ValueError(f"labels must lie in [0, {num_classes - 1}], got [{int(labels.min())}, "
+                         f"{int(labels.max())}]")
     return F.one_hot(labels.long(), num_classes).float()
 
 
@@ -167,21 +163,15 @@ def check_generator_matches(
 ) -> None:
     """Raise DataError when a generator was trained on another dataset, shape or class count."""
     if dataset is not None and meta.get("dataset") != dataset:
-        raise DataError(
-            f"generator {source} was trained on dataset {meta.get('dataset')!r}, not "
-            f"{dataset!r}: train a generator on {dataset!r} first"
-        )
+        raise DataError(f"generator {source} was trained on dataset {meta.get('dataset')!r}, not "
+                        f"{dataset!r}: train a generator on {dataset!r} first")
     shape = tuple(int(s) for s in meta["image_shape"])
     if image_shape is not None and shape != tuple(image_shape):
-        raise DataError(
-            f"generator {source} makes images of shape {shape} (C, H, W), but "
-            f"{tuple(image_shape)} were requested"
-        )
+        raise DataError(f"generator {source} makes images of shape {shape} (C, H, W), but "
+                        f"{tuple(image_shape)} were requested")
     if num_classes is not None and int(meta["num_classes"]) != num_classes:
-        raise DataError(
-            f"generator {source} has {meta['num_classes']} classes, but {num_classes} were "
-            f"requested"
-        )
+        raise DataError(f"generator {source} has {meta['num_classes']} classes, but {num_classes} "
+                        "were requested")
 
 
 def load_generator(

@@ -19,10 +19,8 @@ def box_mask(shape: tuple[int, int], top: int, left: int, height: int, width: in
     if height < 1 or width < 1:
         raise ValueError(f"tamper region box has size {height}x{width}; it must be >= 1x1")
     if top < 0 or left < 0 or top + height > h or left + width > w:
-        raise ValueError(
-            f"tamper region box (top={top}, left={left}, height={height}, width={width}) lies "
-            f"outside the {h}x{w} image"
-        )
+        raise ValueError(f"tamper region box (top={top}, left={left}, height={height}, "
+                         f"width={width}) lies outside the {h}x{w} image")
     mask = torch.zeros(h, w, dtype=torch.bool)
     mask[top:top + height, left:left + width] = True
     return mask
@@ -35,19 +33,17 @@ def check_regions(regions: Tensor, images: Tensor) -> Tensor:
     """
     if regions.dim() != 3 or regions.shape[0] != images.shape[0] or \
             tuple(regions.shape[1:]) != tuple(images.shape[2:]):
-        raise ValueError(
-            f"tamper regions must have shape (N, H, W) = {(images.shape[0], *images.shape[2:])} "
-            f"to match the images {tuple(images.shape)}, got {tuple(regions.shape)}"
-        )
+        raise ValueError("tamper regions must have shape (N, H, W) = "
+                         f"{(images.shape[0], *images.shape[2:])} to match the images "
+                         f"{tuple(images.shape)}, got {tuple(regions.shape)}")
     if regions.dtype != torch.bool:
         if not torch.all((regions == 0) | (regions == 1)):
             raise ValueError("tamper regions must be binary masks (0/1 or bool)")
         regions = regions.bool()
     empty = (~regions.flatten(1).any(dim=1)).nonzero().flatten()
     if len(empty):
-        raise ValueError(
-            f"tamper region of image(s) {empty[:10].tolist()} is empty: nothing to tamper"
-        )
+        raise ValueError(f"tamper region of image(s) {empty[:10].tolist()} is empty: nothing to "
+                         "tamper")
     return regions
 
 

@@ -45,16 +45,14 @@ def check_same_shapes(expected: Mapping[str, np.ndarray], got: Mapping[str, np.n
     missing = [k for k in expected if k not in got]
     extra = [k for k in got if k not in expected]
     if missing or extra:
-        raise ModelMismatchError(
-            f"{who}: model entries differ from the global model (missing {missing[:3]}, "
-            f"unexpected {extra[:3]}): every hospital must use the same model.name/norm"
-        )
+        raise ModelMismatchError(f"{who}: model entries differ from the global model (missing "
+                                 f"{missing[:3]}, unexpected {extra[:3]}): every hospital must "
+                                 "use the same model.name/norm")
     for key, ref in expected.items():
         if tuple(got[key].shape) != tuple(ref.shape):
-            raise ModelMismatchError(
-                f"{who}: '{key}' has shape {tuple(got[key].shape)}, the global model has "
-                f"{tuple(ref.shape)}: every hospital must use the same model and data shape"
-            )
+            raise ModelMismatchError(f"{who}: '{key}' has shape {tuple(got[key].shape)}, the "
+                                     f"global model has {tuple(ref.shape)}: every hospital must "
+                                     "use the same model and data shape")
 
 
 def load_arrays(net: nn.Module, arrays: Mapping[str, np.ndarray], who: str = "client") -> None:
@@ -75,9 +73,8 @@ def unflatten(vector: np.ndarray, like: Mapping[str, np.ndarray]) -> dict[str, n
     """Inverse of :func:`flatten` with the keys/shapes of ``like`` (float32)."""
     sizes = [int(np.prod(v.shape)) for v in like.values()]
     if len(vector) != sum(sizes):
-        raise ModelMismatchError(
-            f"vector of {len(vector)} values cannot fill a model of {sum(sizes)} values"
-        )
+        raise ModelMismatchError(f"vector of {len(vector)} values cannot fill a model of "
+                                 f"{sum(sizes)} values")
     out, start = {}, 0
     for (key, ref), size in zip(like.items(), sizes, strict=True):
         out[key] = vector[start:start + size].reshape(ref.shape).astype(np.float32)

@@ -71,10 +71,8 @@ class ClientDPConfig(StrictModel):
     @model_validator(mode="after")
     def _one_noise_source(self) -> ClientDPConfig:
         if self.enabled and (self.noise_multiplier is None) == (self.target_epsilon is None):
-            raise ValueError(
-                "noise_multiplier: client DP needs exactly one of noise_multiplier and "
-                "target_epsilon"
-            )
+            raise ValueError("noise_multiplier: client DP needs exactly one of noise_multiplier "
+                             "and target_epsilon")
         return self
 
 
@@ -154,52 +152,38 @@ class FederatedConfig(StrictModel):
         if self.min_fit_clients is not None and self.min_fit_clients > n:
             raise ValueError(f"min_fit_clients: {self.min_fit_clients} > num_clients={n}")
         if self.strategy == "trimmed_mean" and int(self.trim_beta * n) < 1:
-            raise ValueError(
-                f"trim_beta: {self.trim_beta} x {n} clients trims nothing (need trim_beta >= "
-                f"{1 / n:.3g}); use more clients or a larger trim_beta"
-            )
+            raise ValueError(f"trim_beta: {self.trim_beta} x {n} clients trims nothing (need "
+                             f"trim_beta >= {1 / n:.3g}); use more clients or a larger trim_beta")
         if self.strategy == "krum" and n < 2 * self.assumed_malicious + 3:
-            raise ValueError(
-                f"assumed_malicious: Krum with f={self.assumed_malicious} needs num_clients >= "
-                f"2f+3 = {2 * self.assumed_malicious + 3}, got {n}"
-            )
+            raise ValueError(f"assumed_malicious: Krum with f={self.assumed_malicious} needs "
+                             f"num_clients >= 2f+3 = {2 * self.assumed_malicious + 3}, got {n}")
         if self.secure_aggregation != "none" and self.strategy in ROBUST_STRATEGIES:
-            raise ValueError(
-                f"secure_aggregation: {self.secure_aggregation} only reveals the sum of updates; "
-                f"strategy {self.strategy!r} needs each client's update (use fedavg or fedprox)"
-            )
+            raise ValueError(f"secure_aggregation: {self.secure_aggregation} only reveals the sum "
+                             f"of updates; strategy {self.strategy!r} needs each client's update "
+                             "(use fedavg or fedprox)")
         if self.central_dp.mode != "off" and self.strategy in ROBUST_STRATEGIES:
-            raise ValueError(
-                f"central_dp.mode: central DP noise is calibrated for averaging, not for "
-                f"strategy {self.strategy!r} (use fedavg or fedprox)"
-            )
+            raise ValueError("central_dp.mode: central DP noise is calibrated for averaging, not "
+                             f"for strategy {self.strategy!r} (use fedavg or fedprox)")
         if self.central_dp.mode != "off" and self.secure_aggregation != "none":
-            raise ValueError(
-                "central_dp.mode: server-side clipping needs each client's plaintext update, "
-                f"which secure_aggregation={self.secure_aggregation!r} hides"
-            )
+            raise ValueError("central_dp.mode: server-side clipping needs each client's "
+                             "plaintext update, which "
+                             f"secure_aggregation={self.secure_aggregation!r} hides")
         if self.client_dp.enabled and self.strategy == "fedprox" and self.proximal_mu > 0:
-            raise ValueError(
-                "client_dp.enabled: DP-SGD per-sample gradients do not include FedProx's "
-                "proximal term; use strategy=fedavg (or proximal_mu=0)"
-            )
+            raise ValueError("client_dp.enabled: DP-SGD per-sample gradients do not include "
+                             "FedProx's proximal term; use strategy=fedavg (or proximal_mu=0)")
         if self.secure_aggregation == "secaggplus" and (
             self.client_dp.enabled or self.attack.kind != "none" or self.strategy != "fedavg"
         ):
-            raise ValueError(
-                "secure_aggregation: secaggplus runs Flower's legacy SecAgg+ workflow with "
-                "plain FedAvg only (no client DP, attacks or FedProx)"
-            )
+            raise ValueError("secure_aggregation: secaggplus runs Flower's legacy SecAgg+ "
+                             "workflow with plain FedAvg only (no client DP, attacks or FedProx)")
         if self.secure_aggregation != "none" and math.ceil(self.fraction_fit * n - 1e-9) < 2:
             raise ValueError(f"secure_aggregation: {self.secure_aggregation} needs at least 2 "
                              "clients per round (an aggregate of one is that client's update)")
         cdp = self.central_dp
         if (cdp.mode == "adaptive" and cdp.clipped_count_stddev is not None
                 and cdp.noise_multiplier >= 2 * cdp.clipped_count_stddev):
-            raise ValueError(
-                f"central_dp.clipped_count_stddev: must exceed noise_multiplier / 2 = "
-                f"{cdp.noise_multiplier / 2:g} (got {cdp.clipped_count_stddev:g})"
-            )
+            raise ValueError(f"central_dp.clipped_count_stddev: must exceed noise_multiplier / 2 = "
+                             f"{cdp.noise_multiplier / 2:g} (got {cdp.clipped_count_stddev:g})")
         if self.runtime == "ray" and self.secure_aggregation == "ckks":
             raise ValueError("runtime: ckks is supported in-process and with the deployment "
                              "apps, not under Ray")

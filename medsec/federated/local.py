@@ -82,14 +82,8 @@ def quiet_lightning() -> Iterator[None]:
 
 
 def train_locally(
-    net: nn.Module,
-    train: ImageDataset,
-    val: ImageDataset,
-    num_classes: int,
-    spec: LocalTraining,
-    seed: int,
-    proximal_mu: float = 0.0,
-    dp: ClientDPConfig | None = None,
+    net: nn.Module, train: ImageDataset, val: ImageDataset, num_classes: int,
+    spec: LocalTraining, seed: int, proximal_mu: float = 0.0, dp: ClientDPConfig | None = None,
     rounds_done: int = 0,
 ) -> LocalResult:
     """Train ``net`` (in place, already holding the global weights) for ``spec.epochs``.

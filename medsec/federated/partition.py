@@ -28,13 +28,8 @@ class PartitionError(MedSecError, ValueError):
 
 
 def partition_indices(
-    labels: np.ndarray,
-    num_clients: int,
-    scheme: Partition = "iid",
-    *,
-    seed: int = 0,
-    alpha: float = 0.5,
-    classes_per_client: int = 1,
+    labels: np.ndarray, num_clients: int, scheme: Partition = "iid", *, seed: int = 0,
+    alpha: float = 0.5, classes_per_client: int = 1,
 ) -> list[np.ndarray]:
     """Indices (sorted, int64) of each client's examples; ``labels`` int of shape (N,)."""
     labels = np.asarray(labels).reshape(-1)
@@ -42,10 +37,8 @@ def partition_indices(
     if num_clients < 1:
         raise PartitionError(f"federated.num_clients must be >= 1, got {num_clients}")
     if num_clients > n:
-        raise PartitionError(
-            f"federated.num_clients={num_clients} is more than the {n} training examples: "
-            "every client needs at least one example"
-        )
+        raise PartitionError(f"federated.num_clients={num_clients} is more than the {n} training "
+                             "examples: every client needs at least one example")
     rng = np.random.default_rng(seed)
     if scheme == "iid":
         parts = np.array_split(rng.permutation(n), num_clients)
@@ -56,9 +49,8 @@ def partition_indices(
             raise PartitionError(f"federated.dirichlet_alpha must be > 0, got {alpha}")
         parts = _dirichlet(labels, num_clients, alpha, rng)
     else:
-        raise PartitionError(
-            f"federated.partition: unknown scheme {scheme!r}; known: iid, label_skew, dirichlet"
-        )
+        raise PartitionError(f"federated.partition: unknown scheme {scheme!r}; known: iid, "
+                             "label_skew, dirichlet")
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
 
 
@@ -67,14 +59,11 @@ def _label_skew(labels: np.ndarray, num_clients: int, classes_per_client: int,
     classes = np.unique(labels)
     k = len(classes)
     if classes_per_client > k:
-        raise PartitionError(
-            f"federated.classes_per_client={classes_per_client} exceeds the {k} classes present"
-        )
+        raise PartitionError(f"federated.classes_per_client={classes_per_client} exceeds the {k} "
+                             "classes present")
     if num_clients * classes_per_client < k:
-        raise PartitionError(
-            f"federated.classes_per_client={classes_per_client} x num_clients={num_clients} "
-            f"cannot cover all {k} classes"
-        )
+        raise PartitionError(f"federated.classes_per_client={classes_per_client} x "
+                             f"num_clients={num_clients} cannot cover all {k} classes")
     order = rng.permutation(classes)
     owners: dict[int, list[int]] = {int(c): [] for c in classes}
     for client in range(num_clients):
@@ -84,10 +73,8 @@ def _label_skew(labels: np.ndarray, num_clients: int, classes_per_client: int,
     for cls, clients in owners.items():
         idx = rng.permutation(np.flatnonzero(labels == cls))
         if len(idx) < len(clients):
-            raise PartitionError(
-                f"federated.num_clients={num_clients}: class {cls} has {len(idx)} examples "
-                f"for {len(clients)} clients that own it"
-            )
+            raise PartitionError(f"federated.num_clients={num_clients}: class {cls} has "
+                                 f"{len(idx)} examples for {len(clients)} clients that own it")
         for client, chunk in zip(clients, np.array_split(idx, len(clients)), strict=True):
             parts[client].extend(chunk.tolist())
     return [np.asarray(p) for p in parts]
@@ -106,10 +93,9 @@ def _dirichlet(labels: np.ndarray, num_clients: int, alpha: float,
                 parts[client].extend(chunk.tolist())
         if min(len(p) for p in parts) > 0:
             return [np.asarray(p) for p in parts]
-    raise PartitionError(
-        f"federated.dirichlet_alpha={alpha}: {MAX_DIRICHLET_DRAWS} Dirichlet draws left a "
-        f"client of {num_clients} without data; use fewer clients or a larger alpha"
-    )
+    raise PartitionError(f"federated.dirichlet_alpha={alpha}: {MAX_DIRICHLET_DRAWS} Dirichlet "
+                         f"draws left a client of {num_clients} without data; use fewer clients "
+                         "or a larger alpha")
 
 
 def label_histogram(labels: np.ndarray, parts: list[np.ndarray], num_classes: int) -> np.ndarray:

@@ -165,16 +165,12 @@ def check_client_delta(delta: float | None, sizes: list[int]) -> None:
 def check_compatible(fed: FederatedConfig, recipe: ClassifierRecipe, data: LoadedDataset) -> None:
     """Cross-section checks the ``federated`` section cannot do alone (ConfigError)."""
     if (fed.client_dp.enabled or fed.central_dp.mode != "off") and recipe.model.norm == "batch":
-        raise ConfigError(
-            "model.norm: differential privacy (federated.client_dp / federated.central_dp) "
-            "needs model.norm=group: BatchNorm mixes examples and its running statistics "
-            "cannot take DP noise"
-        )
+        raise ConfigError("model.norm: differential privacy (federated.client_dp / "
+                          "federated.central_dp) needs model.norm=group: BatchNorm mixes "
+                          "examples and its running statistics cannot take DP noise")
     if fed.attack.kind == "backdoor" and fed.attack.backdoor_target >= data.num_classes:
-        raise ConfigError(
-            f"federated.attack.backdoor_target: {fed.attack.backdoor_target} is not a class of "
-            f"{data.name} ({data.num_classes} classes)"
-        )
+        raise ConfigError(f"federated.attack.backdoor_target: {fed.attack.backdoor_target} is not "
+                          f"a class of {data.name} ({data.num_classes} classes)")
     if fed.attack.trigger_size >= min(data.image_shape[1:]):
         raise ConfigError(f"federated.attack.trigger_size: {fed.attack.trigger_size} does not "
                           f"fit {data.image_shape[1:]} images")

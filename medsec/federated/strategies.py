@@ -114,10 +114,9 @@ class GuardedStrategy(Strategy):
             why = "; ".join(f"node {k}: {v}" for k, v in cost.failures.items())
             if missing:
                 why += f"{'; ' if why else ''}{missing} client(s) did not answer in time"
-            raise FederationError(
-                f"round {server_round}: only {len(valid)} of {cost.sampled} sampled clients "
-                f"returned an update, federated.min_fit_clients requires {need} ({why})"
-            )
+            raise FederationError(f"round {server_round}: only {len(valid)} of {cost.sampled} "
+                                  "sampled clients returned an update, federated.min_fit_clients "
+                                  f"requires {need} ({why})")
         for msg in valid:
             self._book_reply(msg, cost)
         arrays, metrics = self.inner.aggregate_train(server_round, valid)
@@ -125,11 +124,10 @@ class GuardedStrategy(Strategy):
             raise FederationError(f"round {server_round}: the strategy produced no aggregate")
         bad = [k for k, v in arrays.items() if not np.isfinite(v.numpy()).all()]
         if bad:
-            raise FederationError(
-                f"round {server_round}: the aggregated model has non-finite weights ({bad[0]}"
-                f"{' and others' if len(bad) > 1 else ''}): an update diverged or was poisoned "
-                "(a robust federated.strategy such as median or krum rejects such updates)"
-            )
+            raise FederationError(f"round {server_round}: the aggregated model has non-finite "
+                                  f"weights ({bad[0]}{' and others' if len(bad) > 1 else ''}): an "
+                                  "update diverged or was poisoned (a robust federated.strategy "
+                                  "such as median or krum rejects such updates)")
         cost.extra_bytes += int(getattr(self.inner, "last_extra_bytes", 0))
         cost.seconds = time.perf_counter() - self._started
         return arrays, metrics
