@@ -49,13 +49,11 @@ class GanArch:
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> GanArch:
-        return cls(
-            image_shape=tuple(int(s) for s in meta["image_shape"]),  # type: ignore[arg-type]
-            num_classes=int(meta["num_classes"]), latent_dim=int(meta["latent_dim"]),
-            generator_channels=tuple(int(c) for c in meta["generator_channels"]),
-            discriminator_channels=tuple(int(c) for c in meta["discriminator_channels"]),
-            kernel_size=int(meta.get("kernel_size", 3)),
-        )
+        return cls(image_shape=tuple(int(s) for s in meta["image_shape"]),  # type: ignore[arg-type]
+                   num_classes=int(meta["num_classes"]), latent_dim=int(meta["latent_dim"]),
+                   generator_channels=tuple(int(c) for c in meta["generator_channels"]),
+                   discriminator_channels=tuple(int(c) for c in meta["discriminator_channels"]),
+                   kernel_size=int(meta.get("kernel_size", 3)))
 
     def check(self) -> None:
         """Raise ConfigError when the generator cannot produce this image size."""
@@ -86,13 +84,11 @@ class ConditionalGenerator(nn.Module):
         c, h, w = arch.image_shape
         factor = 2 ** len(arch.generator_channels)
         widths = arch.generator_channels
-        self.net = Generator(
-            latent_shape=(arch.latent_dim + arch.num_classes,),
-            start_shape=(widths[0] * 2, h // factor, w // factor),
-            channels=(*widths, c), strides=(*(2,) * len(widths), 1),
-            kernel_size=arch.kernel_size, num_res_units=0,
-            act=("relu", {"inplace": False}), norm="batch",
-        )
+        self.net = Generator(latent_shape=(arch.latent_dim + arch.num_classes,),
+                             start_shape=(widths[0] * 2, h // factor, w // factor),
+                             channels=(*widths, c), strides=(*(2,) * len(widths), 1),
+                             kernel_size=arch.kernel_size, num_res_units=0,
+                             act=("relu", {"inplace": False}), norm="batch")
 
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
         cond = _one_hot(labels, self.arch.num_classes).to(z.dtype)

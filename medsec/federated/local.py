@@ -104,11 +104,9 @@ def train_locally(
         else:
             fit_classifier(module, loader, val_loader, spec.epochs, seed, select_best=False)
     losses = [h["train_loss"] for h in module.history if math.isfinite(h["train_loss"])]
-    return LocalResult(
-        arrays=model_arrays(net), num_examples=len(train),
-        train_loss=float(np.mean(losses)) if losses else float("nan"),
-        seconds=time.perf_counter() - start, epsilon=epsilon,
-    )
+    return LocalResult(arrays=model_arrays(net), num_examples=len(train),
+                       train_loss=float(np.mean(losses)) if losses else float("nan"),
+                       seconds=time.perf_counter() - start, epsilon=epsilon)
 
 
 def _fit_private(module: ClassifierModule, loader, val_loader, spec: LocalTraining, seed: int,

@@ -124,15 +124,13 @@ def setup_federation(fed: FederatedConfig, recipe: ClassifierRecipe, data: Loade
     roles = {c: fed.attack.kind for c in fed.attack.malicious_clients}
     sampled = sampled_clients(fed)
     sites = [
-        ClientSite(
-            partition_id=i, train=train_parts[i], val=val_parts[i],
-            num_classes=data.num_classes, build_net=build, training=spec, seed=seed,
-            role=roles.get(i, "honest"), attack=fed.attack, num_clients=fed.num_clients,
-            dp=fed.client_dp if fed.client_dp.enabled else None,
-            crash_round=fed.faults.crash_round if i in fed.faults.crash_clients else None,
-            he_secret=keys.secret if keys else None, he_slots=keys.slots if keys else 4096,
-            he_min_contributions=min(fed.min_fit_clients or sampled, sampled),
-        )
+        ClientSite(partition_id=i, train=train_parts[i], val=val_parts[i],
+                   num_classes=data.num_classes, build_net=build, training=spec, seed=seed,
+                   role=roles.get(i, "honest"), attack=fed.attack, num_clients=fed.num_clients,
+                   dp=fed.client_dp if fed.client_dp.enabled else None,
+                   crash_round=fed.faults.crash_round if i in fed.faults.crash_clients else None,
+                   he_secret=keys.secret if keys else None, he_slots=keys.slots if keys else 4096,
+                   he_min_contributions=min(fed.min_fit_clients or sampled, sampled))
         for i in range(fed.num_clients)
     ]
     seed_everything(seed)
