@@ -76,9 +76,10 @@ def _threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _save_png(figure: Figure, path: Path, artifact: str) -> None:
-    write_atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
-    log_figure(figure, artifact)
+def _save_png(figure: Figure, name: str) -> None:
+    """``outputs/deepfakes/<name>`` and the MLflow artifact ``deepfake/<name>``."""
+    write_atomic(DEEPFAKE_DIR / name, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+    log_figure(figure, f"deepfake/{name}")
 
 
 def _log_dataset_sample(splits: dict[str, ImageDataset], class_names: list[str]) -> None:
@@ -119,8 +120,7 @@ def deepfake_flow(
             _log_dataset_sample(splits, data.class_names)
             images, labels = sample_per_class(gan.generator, 8, dcfg.dataset.sample_seed)
             _save_png(class_grid(images.numpy(), labels.numpy(), data.class_names,
-                                 title="synthetic images per class"),
-                      DEEPFAKE_DIR / "samples.png", "deepfake/samples.png")
+                                 title="synthetic images per class"), "samples.png")
         # 2. Judge it: quality, memorisation, membership, train-on-synthetic utility.
         with _timed("judge", timings):
             metrics |= generator_report_task(cfg, gan, ref, splits)
@@ -134,8 +134,7 @@ def deepfake_flow(
             report = tamper_task(cfg, ref, victim_model)
             metrics |= report.metrics
             _save_png(tamper_figure(report.result, report.before.numpy(),
-                                    report.after.numpy(), data.class_names),
-                      DEEPFAKE_DIR / "tampering.png", "deepfake/tampering.png")
+                                    report.after.numpy(), data.class_names), "tampering.png")
         # 5. Differentially private synthetic data at each target epsilon.
         utility: dict[float, float] = {}
         with _timed("private", timings):
@@ -150,7 +149,7 @@ def deepfake_flow(
                            f"deepfake/samples_dp_eps{tag}.png")
         if utility:
             _save_png(utility_figure(utility, metrics["real_test_acc"], metrics["tstr_acc"]),
-                      DEEPFAKE_DIR / "dp_utility.png", "deepfake/dp_utility.png")
+                      "dp_utility.png")
         log_metrics(metrics | timings)
         write_json(DEEPFAKE_METRICS, metrics)
     return {"run_id": run.info.run_id, "metrics": metrics, "timings": timings}
