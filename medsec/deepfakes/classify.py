@@ -25,10 +25,9 @@ def fit_on(
     """
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"{name}: empty training or validation split")
-    data = LoadedDataset(
-        name=name, splits={"train": train, "val": val, "test": val},
-        num_classes=len(class_names), class_names=list(class_names), source_path="<derived>",
-        version="derived", verification="derived", synthetic=True,
-    )
+    data = LoadedDataset(name=name, splits={"train": train, "val": val, "test": val},
+                         num_classes=len(class_names), class_names=list(class_names),
+                         source_path="<derived>", version="derived", verification="derived",
+                         synthetic=True)
     run = recipe.derive(epochs=epochs, seed=seed, whole_splits=True)
     return train_classifier(run, data).model.eval()

@@ -139,10 +139,8 @@ def private_discriminator(
     yields the Poisson loader to train on and the :class:`DPState` (``state.epsilon()``).
     """
     plan = plan_dp(settings, len(loader.dataset), len(loader), epochs)  # type: ignore[arg-type]
-    optimizer, dp_loader, state = make_private(
-        module.discriminator.net, module.build_d_optimizer(), loader, plan,
-        criterion=torch.nn.BCEWithLogitsLoss(),
-    )
+    optimizer, dp_loader, state = make_private(module.discriminator.net, module.build_d_optimizer(),
+                                               loader, plan, criterion=torch.nn.BCEWithLogitsLoss())
     module.external_d_optimizer = optimizer
     module.dp_hooks = state.hooks
     try:
@@ -208,9 +206,8 @@ def train_gan(
             make_trainer(epochs, callbacks, progress).fit(module, train_dataloaders=dp_loader)
     seconds = time.perf_counter() - start
     generator = module.generator.eval()
-    return TrainedGan(
-        generator=generator, arch=module.arch, history=list(module.history), seconds=seconds,
-        seed=cfg.seed, epsilon=None if state is None else state.epsilon(),
-        delta=None if state is None else state.plan.delta,
-        dp_params=None if state is None else state.plan.params(),
-    )
+    return TrainedGan(generator=generator, arch=module.arch, history=list(module.history),
+                      seconds=seconds, seed=cfg.seed,
+                      epsilon=None if state is None else state.epsilon(),
+                      delta=None if state is None else state.plan.delta,
+                      dp_params=None if state is None else state.plan.params())

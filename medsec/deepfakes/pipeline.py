@@ -47,11 +47,9 @@ def real_reference(dcfg: DeepfakeConfig, data: LoadedDataset, feature_net: nn.Mo
                    ) -> RealReference:
     """Generators train on ``train`` (first ``dcfg.max_train``); the ``val`` split (first
     ``dcfg.max_eval``) is the held-out reference; ``test`` is the TSTR test split."""
-    return RealReference(
-        train=data.splits["train"].head(dcfg.max_train),
-        holdout=data.splits["val"].head(dcfg.max_eval),
-        test=data.splits["test"], class_names=list(data.class_names), feature_net=feature_net,
-    )
+    return RealReference(train=data.splits["train"].head(dcfg.max_train),
+                         holdout=data.splits["val"].head(dcfg.max_eval), test=data.splits["test"],
+                         class_names=list(data.class_names), feature_net=feature_net)
 
 
 def eps_tag(epsilon: float) -> str:

@@ -121,11 +121,10 @@ def local_update(site: ClientSite, message: Message, context: Context) -> Messag
     load_arrays(net, global_arrays, who=f"hospital {site.partition_id}")
     record = context.state.config_records.get(ROUNDS_DONE)
     done = int(record["n"]) if record is not None else 0
-    result = train_locally(
-        net, _training_data(site, server_round), site.val, site.num_classes, site.training,
-        seed=site.seed + 1000 * server_round + site.partition_id,
-        proximal_mu=float(config.get("proximal-mu", 0.0)), dp=site.dp, rounds_done=done,
-    )
+    result = train_locally(net, _training_data(site, server_round), site.val, site.num_classes,
+                           site.training, seed=site.seed + 1000 * server_round + site.partition_id,
+                           proximal_mu=float(config.get("proximal-mu", 0.0)), dp=site.dp,
+                           rounds_done=done)
     context.state[ROUNDS_DONE] = ConfigRecord({"n": done + 1})
     arrays = result.arrays
     boost = attack_boost(site, server_round)
