@@ -47,12 +47,9 @@ SAMPLE_PER_CLASS = 16  # images per class in the MLflow sample of the DeepFake d
 
 def _tags(cfg: MedSecConfig, verification: str) -> dict[str, str]:
     eps = ",".join(f"{e:g}" for e in cfg.deepfake.dp.epsilons) or "none"
-    return {
-        "medsec.verification": verification,
-        "medsec.attack": "deepfake_tamper",
-        "medsec.generator": "conditional_dcgan",
-        "medsec.privacy": f"dp_gan_eps_{eps}" if cfg.deepfake.dp.epsilons else "none",
-    }
+    return {"medsec.verification": verification, "medsec.attack": "deepfake_tamper",
+            "medsec.generator": "conditional_dcgan",
+            "medsec.privacy": f"dp_gan_eps_{eps}" if cfg.deepfake.dp.epsilons else "none"}
 
 
 @contextmanager

@@ -24,14 +24,10 @@ def _tags(cfg: MedSecConfig, verification: str) -> dict[str, str]:
     privacy = [name for name, on in (("client_dp", fed.client_dp.enabled),
                                      (f"central_dp_{fed.central_dp.mode}",
                                       fed.central_dp.mode != "off")) if on]
-    tags = {
-        "medsec.verification": verification,
-        "medsec.federated.strategy": fed.strategy,
-        "medsec.federated.partition": fed.partition,
-        "medsec.federated.secure_aggregation": fed.secure_aggregation,
-        "medsec.federated.runtime": fed.runtime,
-        "medsec.privacy": "+".join(privacy) or "none",
-    }
+    tags = {"medsec.verification": verification, "medsec.federated.strategy": fed.strategy,
+            "medsec.federated.partition": fed.partition,
+            "medsec.federated.secure_aggregation": fed.secure_aggregation,
+            "medsec.federated.runtime": fed.runtime, "medsec.privacy": "+".join(privacy) or "none"}
     if fed.attack.kind != "none":
         tags["medsec.attack"] = f"federated_{fed.attack.kind}"
     if fed.strategy in ROBUST_STRATEGIES:

@@ -257,13 +257,11 @@ def _history(fed: FederatedConfig, outcome: FederationOutcome) -> list[dict[str,
     for cost in outcome.rounds:
         clients = cost.clients
         weights = np.array([c.get("num-examples", 1.0) for c in clients], float)
-        row = {
-            "round": float(cost.round), "round_seconds": cost.seconds,
-            "upload_bytes_per_client": cost.upload_bytes_per_client,
-            "download_bytes_per_client": cost.download_bytes_per_client,
-            "clients_ok": float(cost.succeeded), "clients_failed": float(len(cost.failures)),
-            **cost.fed_eval, **outcome.global_metrics.get(cost.round, {}),
-        }
+        row = {"round": float(cost.round), "round_seconds": cost.seconds,
+               "upload_bytes_per_client": cost.upload_bytes_per_client,
+               "download_bytes_per_client": cost.download_bytes_per_client,
+               "clients_ok": float(cost.succeeded), "clients_failed": float(len(cost.failures)),
+               **cost.fed_eval, **outcome.global_metrics.get(cost.round, {})}
         if clients and all("train_loss" in c for c in clients):  # DP hospitals send none
             row["train_loss"] = float(np.average([c["train_loss"] for c in clients],
                                                  weights=weights))
