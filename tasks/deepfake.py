@@ -51,9 +51,8 @@ def publish_dataset_task(cfg: MedSecConfig, data: LoadedDataset, ref: RealRefere
     """Save the generator checkpoint and write the DeepFake dataset; returns its splits."""
     meta: dict[str, Any] = {
         "generator": "class-conditional DCGAN (MONAI Generator + Discriminator)",
-        "dataset": data.name, "data_version": data.version,
-        "class_names": list(data.class_names), "gan_seed": gan.seed,
-        "epochs": len(gan.history), "train_images": len(ref.train),
+        "dataset": data.name, "data_version": data.version, "class_names": list(data.class_names),
+        "gan_seed": gan.seed, "epochs": len(gan.history), "train_images": len(ref.train),
         "private": False,
     }
     save_generator(checkpoint, gan.generator, meta)

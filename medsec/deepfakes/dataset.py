@@ -81,14 +81,11 @@ def write_fake_dataset(
     sizes = split_sizes(n_per_class)
     num_classes = generator.arch.num_classes
     info = {
-        **meta,
-        "synthetic": True,
+        **meta, "synthetic": True,
         "note": "SYNTHETIC images sampled from a generator by MedSec; not patient data",
-        "sample_seed": seed,
-        "n_per_class": {split: n for split, n in sizes.items()},
+        "sample_seed": seed, "n_per_class": {split: n for split, n in sizes.items()},
         "n_images": {split: n * num_classes for split, n in sizes.items()},
-        "checkpoint": Path(checkpoint).name,
-        "checkpoint_sha256": file_digest(checkpoint, "sha256"),
+        "checkpoint": Path(checkpoint).name, "checkpoint_sha256": file_digest(checkpoint, "sha256"),
         "npz_md5": file_digest(npz),
     }
     return npz, write_json(directory / METADATA_FILE, info)

@@ -256,8 +256,7 @@ def tamper_metrics(victim: nn.Module, result: TamperResult, num_classes: int) ->
     eligible = before == result.labels
     flipped = after == result.targets
     out: dict[str, float] = {
-        "tamper_n": float(len(result.labels)),
-        "tamper_n_eligible": float(eligible.sum()),
+        "tamper_n": float(len(result.labels)), "tamper_n_eligible": float(eligible.sum()),
         "tamper_flip_rate": float(flipped[eligible].float().mean()) if eligible.any() else 0.0,
     }
     for k in range(num_classes):

@@ -139,11 +139,9 @@ def setup_federation(fed: FederatedConfig, recipe: ClassifierRecipe, data: Loade
                       evaluate=global_evaluator(fed, recipe, data),
                       he_public=keys.public if keys else None,
                       max_client_examples=max(len(p) for p in parts))
-    partition = {
-        "sizes": [len(p) for p in parts],
-        "label_histogram": label_histogram(train.labels, parts, data.num_classes).tolist(),
-        "label_skew": label_skew_score(train.labels, parts, data.num_classes),
-    }
+    partition = {"sizes": [len(p) for p in parts],
+                 "label_histogram": label_histogram(train.labels, parts, data.num_classes).tolist(),
+                 "label_skew": label_skew_score(train.labels, parts, data.num_classes)}
     return FederationSetup(sites=sites, plan=plan, partition=partition)
 
 
