@@ -28,8 +28,7 @@ def penultimate_features(model: nn.Module, images: Tensor, batch_size: int = 256
     layer = last_linear(model)
     captured: list[Tensor] = []
     handle = layer.register_forward_hook(
-        lambda _m, inputs, _out: captured.append(inputs[0].detach().flatten(1))
-    )
+        lambda _m, inputs, _out: captured.append(inputs[0].detach().flatten(1)))
     try:
         with model_guard(model):
             for i in range(0, len(images), batch_size):
