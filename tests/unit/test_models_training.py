@@ -7,8 +7,8 @@ from medsec.config import load_config
 from medsec.data.registry import load_dataset
 from medsec.errors import ConfigError, DataError
 from medsec.models.factory import MODELS, Normalize, build_classifier
-from medsec.training.checkpoint import load_classifier, save_classifier
 from medsec.stages.classifier import train as train_classifier
+from medsec.training.checkpoint import load_classifier, save_classifier
 from medsec.training.job import evaluate_classifier
 
 
