@@ -28,12 +28,6 @@ from torch.utils.data import DataLoader
 from medsec.errors import ConfigError
 from medsec.privacy.accounting import UnreachableEpsilonError
 from medsec.privacy.config import DPConfig
-from medsec.privacy.dp import (
-    EpsilonLogger,
-    check_dp_compatible,
-    example_batch,
-    private_training,
-)
 from medsec.privacy.plan import DPPlan, DPRecord, plan_dp
 from medsec.training.config import ClassifierRecipe
 from medsec.training.fit import FitResult, fit_classifier
@@ -85,6 +79,8 @@ def plan_private_training(dp: DPConfig, recipe: ClassifierRecipe, net: torch.nn.
         raise ConfigError(f"privacy.dp.target_epsilon: {exc}") from None
     except ValueError as exc:  # delta >= 1/N, or no training image
         raise ConfigError(f"privacy.dp.delta: {exc}") from None
+    from medsec.privacy.dp import check_dp_compatible, example_batch  # Opacus: DP runs only
+
     try:
         check_dp_compatible(net, example_batch(train_loader))
     except ValueError as exc:
@@ -112,6 +108,8 @@ class DPStrategy:
         with warnings.catch_warnings():
             for benign in _BENIGN_WARNINGS:
                 warnings.filterwarnings("ignore", message=benign)
+            from medsec.privacy.dp import EpsilonLogger, private_training
+
             plan = plan_private_training(self.dp, recipe, module.net, train_loader)
             with private_training(module, train_loader, plan) as (loader, state):
                 history = EpsilonLogger(state, log=False)

@@ -74,3 +74,17 @@ def test_cycle_finder_finds_a_cycle():
     assert _cycle(fake, {"a", "b", "c"}) is None
     fake.add_import(importer="c", imported="a")
     assert _cycle(fake, {"a", "b", "c"}) == ["a", "b", "c", "a"]
+
+
+def test_plain_training_does_not_load_opacus():
+    """The fit strategy is chosen without importing Opacus; only a DP run loads it."""
+    code = ("import sys; from medsec.config import load_config; "
+            "from medsec.stages.classifier import fit_strategy; "
+            "plain = fit_strategy(load_config()); assert 'opacus' not in sys.modules, 'plain'; "
+            "dp = fit_strategy(load_config(overrides=['privacy.dp.enabled=true', "
+            "'privacy.dp.target_epsilon=8', 'model.norm=group'])); "
+            "print(plain.__name__, type(dp).__name__)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["plain_fit", "DPStrategy"]
