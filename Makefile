@@ -17,6 +17,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q "grpcio>=1.70,<2" "grpcio-health-checking>=1.70,<2" \
 		"iterators>=0.0.2,<0.0.3" "pycryptodome>=3.18,<4" "tomli>=2.0.1,<3" "tomli-w>=1,<2" \
 		msgpack jsonschema
+	# MedMNIST-C reference corruptions (trust report): the wheel pins torchvision and Wand,
+	# which do not load here; its corruption functions need neither (see README).
+	$(PY) -m pip install -q --no-deps medmnistc==0.1.0
 	touch $@
 
 install: $(VENV)/.installed
