@@ -49,3 +49,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def require_binary(name: str) -> str:
+    """Path of an OS-package server binary (Orthanc, chromium-headless-shell, initdb...).
+
+    Skips locally when it is missing, but fails under ``MEDSEC_REQUIRE_INFRA=1`` (set by
+    ``.ci/run``, which installs them), so CI can never pass by skipping."""
+    import pytest
+
+    found = shutil.which(name) or (name if Path(name).is_file() else None)
+    if found:
+        return found
+    message = f"{name} not installed (see README: system packages)"
+    if os.environ.get("MEDSEC_REQUIRE_INFRA") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
