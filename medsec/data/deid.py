@@ -43,7 +43,7 @@ import hmac
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,8 @@ MAX_SHIFT_DAYS = 3650
 RISKY_MODALITIES = frozenset({"US", "OT", "SC", "XC", "ES", "DOC"})
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 REPORT_FILE = "deid_report.json"
+MANIFEST_FILE = "manifest.csv"
+MANIFEST_COLUMNS = ("path", "label", "patient_id", "study_id")
 _TABLE_LOCK = threading.Lock()
 
 
@@ -73,7 +75,7 @@ class DeidSettings(StrictModel):
 
 # --- the key ---------------------------------------------------------------------------------
 
-def _in_git_worktree(path: Path) -> bool:
+def in_git_worktree(path: Path) -> bool:
     return any((parent / ".git").exists() for parent in path.resolve().parents)
 
 
@@ -88,7 +90,7 @@ def load_key(environ: dict[str, str] | None = None) -> bytes:
         path = Path(env[KEY_FILE_ENV]).expanduser()
         if not path.is_file():
             raise ConfigError(f"${KEY_FILE_ENV}: key file {path} does not exist")
-        if _in_git_worktree(path):
+        if in_git_worktree(path):
             raise ConfigError(f"${KEY_FILE_ENV}: key file {path} lies in a git working tree; "
                               "keep the de-identification key outside any repository")
         key = path.read_bytes().strip()
@@ -410,38 +412,131 @@ def deidentify_one(ds: Any, out_dir: Path, pseudo: Pseudonymizer, settings: Deid
     return result
 
 
-def iter_dicom_files(src: Path) -> Iterator[tuple[Path, Any]]:
-    """(path, dataset) for every DICOM file under ``src`` (sorted; other files skipped)."""
+def iter_dicom_files(src: Path) -> Iterator[Any]:
+    """Every file under ``src`` (sorted) as a pydicom Dataset, or None when not DICOM."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     for path in sorted(p for p in src.rglob("*") if p.is_file()):
         try:
-            yield path, pydicom.dcmread(path)
+            yield pydicom.dcmread(path)
         except (InvalidDicomError, OSError, EOFError, ValueError):
-            yield path, None
+            yield None
 
 
-def deidentify_tree(src: str | Path, out_dir: str | Path, settings: DeidSettings,
-                    key: bytes, quarantine_dir: str | Path | None = None) -> dict[str, Any]:
-    """De-identify every DICOM file under ``src`` into ``out_dir`` (pseudonymous names) and
-    write ``out_dir/deid_report.json``; return the report. Non-DICOM files and DICOM files
-    without pixel data are skipped and counted (never named: names may carry PHI)."""
-    from medsec.io import write_json
+LabelFn = Callable[[Any], "str | None"]
+"""Label of an ORIGINAL dataset (read before de-identification), None when it has none."""
 
-    src, out_dir = Path(src), Path(out_dir)
-    if not src.is_dir():
-        raise DataError(f"{src}: not a folder of DICOM files")
+
+def deidentify_datasets(datasets: Iterable[Any], out_dir: str | Path, settings: DeidSettings,
+                        key: bytes, labels: LabelFn | None = None,
+                        quarantine_dir: str | Path | None = None) -> dict[str, Any]:
+    """De-identify ``datasets`` (pydicom Datasets, None for a non-DICOM input) into a fresh
+    ``out_dir`` (replaced atomically: a snapshot), with ``deid_report.json`` and, when
+    ``labels`` is given, ``manifest.csv`` (``path,label,patient_id,study_id``: paths relative
+    to ``out_dir``, pseudonymous ids). Returns the report. Inputs without pixel data, and
+    without a label when ``labels`` is given, are skipped and counted, never named."""
+    import csv
+    import io
+
+    from medsec.io import atomic_dir, write_json, write_text
+
     pseudo = Pseudonymizer(key)
     report = DeidReport(settings)
     qdir = Path(quarantine_dir) if quarantine_dir is not None else None
-    for _, ds in iter_dicom_files(src):
-        if ds is None:
-            report.skipped["not_dicom"] += 1
-        elif "PixelData" not in ds:
-            report.skipped["no_pixel_data"] += 1
-        else:
-            deidentify_one(ds, out_dir, pseudo, settings, report, qdir)
-    data = report.as_dict()
-    write_json(out_dir / REPORT_FILE, data)
+    rows: list[tuple[str, str, str, str]] = []
+    with atomic_dir(out_dir) as tmp:
+        for ds in datasets:
+            if ds is None:
+                report.skipped["not_dicom"] += 1
+                continue
+            if "PixelData" not in ds:
+                report.skipped["no_pixel_data"] += 1
+                continue
+            label = labels(ds) if labels is not None else None
+            if labels is not None and not label:
+                report.skipped["unlabelled"] += 1
+                continue
+            result = deidentify_one(ds, tmp, pseudo, settings, report, qdir)
+            if labels is not None and report.files[output_name(result)]["status"] == "written":
+                rows.append((output_name(result), str(label), result.patient, result.study))
+        data = report.as_dict()
+        write_json(tmp / REPORT_FILE, data)
+        if labels is not None:
+            buf = io.StringIO()
+            writer = csv.writer(buf, lineterminator="\n")
+            writer.writerow(MANIFEST_COLUMNS)
+            writer.writerows(sorted(rows))
+            write_text(tmp / MANIFEST_FILE, buf.getvalue())
     return data
+
+
+def deidentify_tree(src: str | Path, out_dir: str | Path, settings: DeidSettings,
+                    key: bytes, labels: LabelFn | None = None,
+                    quarantine_dir: str | Path | None = None) -> dict[str, Any]:
+    """:func:`deidentify_datasets` over every file under the folder ``src``."""
+    src, out = Path(src).resolve(), Path(out_dir).resolve()
+    if not src.is_dir():
+        raise DataError(f"{src}: not a folder of DICOM files")
+    if out == src or src in out.parents:
+        raise ConfigError(f"{out}: the de-identified output must lie outside the input folder")
+    return deidentify_datasets(iter_dicom_files(src), out, settings, key, labels,
+                               quarantine_dir)
+
+
+# --- labels for the manifest (read from the ORIGINAL header or a CSV outside the repo) --------
+
+LABEL_KEYS = ("accession_number", "study_instance_uid")
+
+
+def label_from_tag(keyword: str) -> LabelFn:
+    """Label = the value of the DICOM attribute ``keyword`` (e.g. ``StudyDescription``) in the
+    original header. The value is written to the manifest verbatim: use an attribute that holds
+    a class name, never free text that may name a person."""
+    from pydicom.datadict import tag_for_keyword
+
+    if tag_for_keyword(keyword) is None:
+        raise ConfigError(f"label tag {keyword!r} is not a DICOM keyword (e.g. StudyDescription)")
+
+    def label(ds: Any) -> str | None:
+        value = str(ds.get(keyword, "") or "").strip()
+        return value or None
+
+    return label
+
+
+def label_from_csv(path: str | Path) -> LabelFn:
+    """Labels from a CSV ``label`` column keyed by ``accession_number`` or
+    ``study_instance_uid`` (the ORIGINAL values, as the hospital knows them). The file holds
+    identifiers, so it must lie outside any git working tree; only labels reach the manifest."""
+    import csv
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"label CSV {path} does not exist")
+    if in_git_worktree(path):
+        raise ConfigError(f"label CSV {path} lies in a git working tree; it holds accession "
+                          "numbers or study UIDs: keep it outside any repository")
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = set(reader.fieldnames or [])
+        keys = [k for k in LABEL_KEYS if k in columns]
+        if "label" not in columns or not keys:
+            raise ConfigError(f"label CSV {path}: needs a 'label' column and one of "
+                              f"{', '.join(LABEL_KEYS)}; found {', '.join(sorted(columns))}")
+        key = keys[0]
+        table = {row[key].strip(): row["label"].strip() for row in reader if row.get(key)}
+    attribute = "AccessionNumber" if key == "accession_number" else "StudyInstanceUID"
+
+    def label(ds: Any) -> str | None:
+        return table.get(str(ds.get(attribute, "") or "").strip()) or None
+
+    return label
+
+
+def label_source(tag: str | None, csv_path: str | Path | None) -> LabelFn:
+    """Exactly one of a DICOM keyword (:func:`label_from_tag`) or a CSV
+    (:func:`label_from_csv`)."""
+    if (tag is None) == (csv_path is None):
+        raise ConfigError("give exactly one label source: --label-tag KEYWORD or --labels CSV")
+    return label_from_tag(tag) if tag is not None else label_from_csv(csv_path)
