@@ -160,6 +160,93 @@ def data_init(config: ConfigOpt = "params.yaml", set: SetOpt = None,
     typer.echo(f"raw data folder: {folder}")
 
 
+LabelTagOpt = Annotated[str | None, typer.Option(
+    "--label-tag", help="Label = this DICOM attribute of the original header (e.g. "
+    "StudyDescription); must hold class names.")]
+LabelsOpt = Annotated[Path | None, typer.Option(
+    "--labels", help="CSV outside the repository: label + accession_number or "
+    "study_instance_uid (original values).")]
+LongitudinalOpt = Annotated[bool, typer.Option(
+    "--retain-longitudinal", help="Shift dates per patient (keyed) instead of removing them.")]
+BurnedInOpt = Annotated[bool, typer.Option(
+    "--allow-burned-in", help="Write images flagged for burned-in text instead of "
+    "quarantining them.")]
+QuarantineOpt = Annotated[Path | None, typer.Option(
+    "--quarantine", help="Folder (outside data/) for the quarantined, header-de-identified "
+    "images; by default they are not written.")]
+
+
+def _deid_summary(report: dict, out: Path) -> str:
+    skipped = sum(report["skipped"].values())
+    return (f"{report['n_written']} image(s) de-identified into {out}, "
+            f"{report['n_quarantined']} quarantined (burned-in text), {skipped} skipped; "
+            f"manifest {out / 'manifest.csv'}, report {out / 'deid_report.json'}")
+
+
+@data_app.command("pull")
+def data_pull(
+    url: Annotated[str | None, typer.Option(help="DICOMweb root, e.g. "
+                                            "http://127.0.0.1:8042/dicom-web")] = None,
+    dimse: Annotated[str | None, typer.Option(help="HOST:PORT for DIMSE C-FIND/C-GET "
+                                              "instead of DICOMweb")] = None,
+    called_aet: Annotated[str, typer.Option(help="The PACS's AE title (DIMSE)")] = "ORTHANC",
+    aet: Annotated[str, typer.Option(help="Our AE title, registered at the PACS (DIMSE)")
+                   ] = "MEDSEC",
+    out: Annotated[Path, typer.Option(help="Raw data folder to write (replaced)")
+                   ] = Path("data/pacs"),
+    label_tag: LabelTagOpt = None, labels: LabelsOpt = None,
+    filter: Annotated[list[str] | None, typer.Option(
+        "--filter", help="Study query KEY=VALUE, e.g. ModalitiesInStudy=CT (repeatable)")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many studies")] = None,
+    retain_longitudinal: LongitudinalOpt = False, allow_burned_in: BurnedInOpt = False,
+    quarantine: QuarantineOpt = None,
+) -> None:
+    """Pull studies from a PACS, de-identify them on the way in, write a manifest.
+
+    Credentials: $MEDSEC_PACS_USER/$MEDSEC_PACS_PASSWORD or $MEDSEC_PACS_CREDENTIALS_FILE;
+    de-identification key: $MEDSEC_DEID_KEY or $MEDSEC_DEID_KEY_FILE (never the config)."""
+    from medsec.data import deid, pacs
+
+    try:
+        if (url is None) == (dimse is None):
+            raise MedSecError("give exactly one of --url (DICOMweb) or --dimse HOST:PORT")
+        settings = deid.DeidSettings(retain_longitudinal=retain_longitudinal,
+                                     allow_burned_in=allow_burned_in)
+        key, label_fn = deid.load_key(), deid.label_source(label_tag, labels)
+        filters = dict(item.split("=", 1) for item in filter or [] if "=" in item)
+        if dimse is not None:
+            host, _, port = dimse.rpartition(":")
+            client = pacs.DimseClient(host, int(port), called_aet, aet)
+        else:
+            client = pacs.DicomWebClient(url, pacs.load_credentials())
+        report = pacs.pull(client, out, settings, key, label_fn, filters, limit, quarantine)
+    except (MedSecError, ValueError) as exc:
+        _fail(exc)
+    typer.echo(f"pulled {report['n_studies']} study(ies): " + _deid_summary(report, out))
+
+
+@data_app.command("deid")
+def data_deid(
+    src: Annotated[Path, typer.Argument(help="Folder of DICOM files (any names)")],
+    out: Annotated[Path, typer.Argument(help="Raw data folder to write (replaced)")],
+    label_tag: LabelTagOpt = None, labels: LabelsOpt = None,
+    retain_longitudinal: LongitudinalOpt = False, allow_burned_in: BurnedInOpt = False,
+    quarantine: QuarantineOpt = None,
+) -> None:
+    """De-identify a local folder of DICOM files into OUT (pseudonymous names, manifest,
+    report), the same way `medsec data pull` does."""
+    from medsec.data import deid
+
+    try:
+        settings = deid.DeidSettings(retain_longitudinal=retain_longitudinal,
+                                     allow_burned_in=allow_burned_in)
+        report = deid.deidentify_tree(src, out, settings, deid.load_key(),
+                                      deid.label_source(label_tag, labels), quarantine)
+    except MedSecError as exc:
+        _fail(exc)
+    typer.echo(_deid_summary(report, out))
+
+
 @app.command()
 def datasets() -> None:
     """List the dataset names the pipeline can read."""
