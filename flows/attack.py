@@ -15,9 +15,11 @@ from flows.outputs import (
     PREPARED,
     at,
     write_curve,
+    write_metrics,
 )
+from medsec.attacks.config import AttackSpec
 from medsec.attacks.dataset import write_suite
-from medsec.io import write_json
+from medsec.config import MedSecConfig
 from medsec.stages.attack import check_surrogate, splits
 from medsec.viz import robustness_curve_figure, scaling_attack_figure
 from tasks.attack import (
@@ -26,12 +28,14 @@ from tasks.attack import (
     finish_suite_task,
     load_victim_task,
     log_attack_runs,
+    log_failed_attacks,
     run_attack_task,
     start_suite_task,
     strongest_points,
     surrogate_task,
 )
 from tasks.common import load_config_task, load_dataset_task
+from tasks.runners import Outcome, check_runner, model_digest, outcomes, sweep_runner, sweep_task
 from tasks.tracking import (
     log_artifact,
     log_dict,
@@ -59,6 +63,7 @@ def attack_flow(
     """Write ``outputs/adversarial/``, ``metrics/attack.json`` and the robustness curve
     (``plots/robustness_curve.{csv,png}``); log them to MLflow (stage ``attack``)."""
     cfg = load_config_task(config, preset, overrides)
+    check_runner(cfg.runner)  # an unreachable Dask scheduler: one clear error, nothing done
     check_surrogate(cfg)
     data = load_dataset_task(cfg, at(out, PREPARED))  # out: the output root
     model, source = load_victim_task(checkpoint, info, data)
@@ -79,16 +84,15 @@ def attack_flow(
         surrogate = surrogate_task(cfg, data) if cfg.attack.transfer is not None else None
         test, train = splits(cfg, data)
         suite = start_suite_task(cfg, test, model, surrogate)
-        runs = run_attack_task.map(
-            cfg.attack.attacks, unmapped(cfg), unmapped(train), unmapped(model), unmapped(suite)
-        )  # one task per spec; .result() raises if any failed: no partial worst case
-        points = [point for future in runs for point in future.result()]
+        status = attack_sweep(cfg, data.version, train, model, suite, out)
+        points = [point for outcome in status.values() if outcome.ok for point in outcome.value]
         result = finish_suite_task(cfg, model, suite, points, surrogate)
         child_runs = log_attack_runs(cfg, data, result, source)
+        child_runs += log_failed_attacks(cfg, data, status, source)
         index = write_suite(at(out, ADVERSARIAL_DIR), result, source, data,
                             cfg.attack.save_adversarial)
-        metrics = result.metrics()
-        write_json(at(out, ATTACK_METRICS), metrics)
+        metrics = result.metrics() | {"attacks_failed": sum(not o.ok for o in status.values())}
+        write_metrics(at(out, ATTACK_METRICS), metrics)
         curve = robustness_curve_figure(
             result.curve_rows(), f"{data.name} / {source['model_name']}"
         )
@@ -129,10 +133,35 @@ def attack_flow(
                 "worst_case": result.worst_case,
                 "transfer": result.transfer,
                 "gradient_masking_flags": result.masking_flags,
+                "status": {spec_id: o.status for spec_id, o in status.items()},
             },
             "robustness/summary.json",
         )
-    return {"run_id": run.info.run_id, "child_run_ids": child_runs, "metrics": metrics}
+    return {"run_id": run.info.run_id, "child_run_ids": child_runs, "metrics": metrics,
+            "status": {spec_id: o.status for spec_id, o in status.items()}}
+
+
+def attack_sweep(cfg: MedSecConfig, data_version: str, train, model, suite,
+                 out: str) -> dict[str, Outcome]:
+    """Every attack spec as its own task on the configured runner (``runner``), retried,
+    cached on (spec, attack and dataset sections, data version, model hash), results
+    persisted under ``<out>/.prefect/results``. Spec id -> outcome; a failed spec does not
+    stop the others (the worst case then covers the completed ones; the status says so)."""
+    section = cfg.attack.model_dump(mode="json", exclude={"attacks"})
+    fixed = (section, cfg.dataset.model_dump(mode="json"), data_version, model_digest(model))
+
+    def key(params: dict) -> tuple:
+        return (params["spec"].model_dump(mode="json"), *fixed)
+
+    specs: list[AttackSpec] = list(cfg.attack.attacks)
+    with sweep_runner(cfg.runner, out) as runner:
+        task = sweep_task(run_attack_task, key, out, cfg.runner.retries)
+        futures = runner.map(task, {"spec": specs, "cfg": unmapped(cfg), "train": unmapped(train),
+                                    "model": unmapped(model), "suite": unmapped(suite)})
+        done = outcomes(futures)
+    if not any(o.ok for o in done):
+        raise RuntimeError(f"every attack failed; {specs[0].id}: {done[0].error}")
+    return {spec.id: o for spec, o in zip(specs, done, strict=True)}
 
 
 if __name__ == "__main__":

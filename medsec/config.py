@@ -7,10 +7,10 @@ e.g. ``train.lr: Input should be greater than 0``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from medsec.attacks.config import AttackConfig
 from medsec.config_base import StrictModel, one_of
@@ -30,15 +30,44 @@ PRESET_DIR = REPO_ROOT / "configs" / "presets"
 class DatasetConfig(StrictModel):
     """Where the images come from.
 
-    ``name`` is ``phantoms`` (the built-in synthetic dataset) or a MedMNIST 2D subset name
-    such as ``pneumoniamnist``. ``data_dir`` is searched for ``<name>.npz``; the environment
-    variable ``MEDSEC_DATA_DIR`` overrides it.
+    ``source: auto``: ``name`` is ``phantoms`` (the built-in synthetic dataset) or a MedMNIST 2D
+    subset name such as ``pneumoniamnist``; ``data_dir`` is searched for ``<name>.npz``
+    (``<name>_<image_size>.npz`` for MedMNIST+ at 64/128/224). ``source: folder`` (one
+    sub-folder per class) or ``manifest`` (CSV/Parquet): your own images at ``path`` (relative
+    to ``data_dir``), any ``name``. The environment variable ``MEDSEC_DATA_DIR`` overrides
+    ``data_dir``. See the README section "Your own data" for the other keys.
     """
 
-    name: Annotated[str, one_of("medsec.data.registry:known_dataset_names", "dataset")] = "phantoms"
+    source: Literal["auto", "folder", "manifest"] = "auto"
+    name: str = "phantoms"
     data_dir: str = "data"
     max_train: int | None = Field(default=None, gt=0)
     max_eval: int | None = Field(default=None, gt=0)
+    path: str | None = None
+    image_size: int | None = Field(default=None, ge=8, le=1024)
+    channels: int | None = Field(default=None, ge=1, le=3)
+    classes: list[str] | None = None
+    intensity: Literal["auto", "minmax", "window"] = "auto"
+    window: tuple[float, float] | None = None
+    max_pixels: int = Field(default=100_000_000, gt=0)
+    memory_limit_mb: float = Field(default=2048.0, gt=0)
+    val_fraction: float = Field(default=0.15, gt=0.0, lt=0.5)
+    test_fraction: float = Field(default=0.15, gt=0.0, lt=0.5)
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, name: str, info: ValidationInfo) -> str:
+        if info.data.get("source", "auto") == "auto":  # own data: any name
+            one_of("medsec.data.registry:known_dataset_names", "dataset").func(name)
+        return name
+
+    @model_validator(mode="after")
+    def _check_source(self) -> DatasetConfig:
+        if self.source != "auto" and not self.path:
+            raise ValueError(f"dataset.path is required for dataset.source {self.source!r}")
+        if self.intensity == "window" and self.window is None:
+            raise ValueError("dataset.window [low, high] is required for intensity 'window'")
+        return self
 
 
 class PhantomConfig(StrictModel):
@@ -56,11 +85,29 @@ class ValidationConfig(StrictModel):
 
     min_class_fraction: float = Field(default=0.1, ge=0.0, le=0.5)
     fail_on_warnings: bool = False
+    near_duplicate_distance: int | None = Field(default=4, ge=0, le=32)
+    """Own data: images whose 64-bit perceptual hashes differ in at most this many bits are
+    near-duplicates, and one in two splits fails validation (None: not checked)."""
 
 
 class TrackingConfig(StrictModel):
     experiment: str = "medsec"
     tracking_uri: str | None = None
+
+
+class RunnerConfig(StrictModel):
+    """Where the sweeps' mapped tasks (attacks, defenses, DP epsilons) run.
+
+    ``local``: in this process (Prefect's thread pool, as a flow does by default). ``dask``:
+    prefect-dask's ``DaskTaskRunner``, on the scheduler at ``address`` (``tcp://host:port``)
+    or, without one, on a new ``LocalCluster`` of ``n_workers`` single-threaded processes.
+    ``retries``: how often a failed task (e.g. its worker died) is run again.
+    """
+
+    kind: Literal["local", "dask"] = "local"
+    address: str | None = Field(default=None, pattern=r"^(tcp|tls)://[^\s/:]+:\d+$")
+    n_workers: int = Field(default=2, ge=1, le=64)
+    retries: int = Field(default=2, ge=0, le=10)
 
 
 class MedSecConfig(StrictModel):
@@ -74,6 +121,7 @@ class MedSecConfig(StrictModel):
     train: TrainConfig = TrainConfig()
     validation: ValidationConfig = ValidationConfig()
     tracking: TrackingConfig = TrackingConfig()
+    runner: RunnerConfig = RunnerConfig()
     federated: FederatedConfig = FederatedConfig()
     deepfake: DeepfakeConfig = DeepfakeConfig()
     privacy: PrivacyConfig = PrivacyConfig()

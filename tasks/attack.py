@@ -25,11 +25,13 @@ from medsec.io import file_digest
 from medsec.stages import attack as stage
 from medsec.training.checkpoint import load_classifier, require_data_version
 from medsec.viz import adversarial_grid
+from tasks.runners import Outcome
 from tasks.tracking import (
     log_artifact,
     log_figure,
     log_metrics,
     log_params,
+    set_tags,
     temp_artifact_dir,
     tracked_run,
 )
@@ -155,3 +157,32 @@ def _log_samples(points: list[AttackPoint], result: SuiteResult, source: dict[st
                              point_metadata(point, source, data), targets)
             log_artifact(path, "adversarial_sample")
             log_artifact(path.with_suffix(".json"), "adversarial_sample")
+
+
+class _AttackFailed(Exception):
+    """Ends a failed attack's MLflow run as FAILED (raised and caught in this module)."""
+
+
+def log_failed_attacks(cfg: MedSecConfig, data: LoadedDataset, status: dict[str, Outcome],
+                       source: dict[str, Any]) -> list[str]:
+    """One nested run per failed attack spec, ended FAILED, tagged with its one-line error
+    (``medsec.attack.error``); the active (suite) run gets ``medsec.attack.failed`` (the
+    failed spec ids, or ``none``). Returns the failed runs' ids."""
+    specs = {spec.id: spec for spec in cfg.attack.attacks}
+    run_ids = []
+    for spec_id, outcome in status.items():
+        if outcome.ok:
+            continue
+        tags = {"medsec.attack": specs[spec_id].name, "medsec.attack_id": spec_id,
+                "medsec.attack.status": "failed", "medsec.attack.error": str(outcome.error),
+                "medsec.source_run_id": str(source.get("mlflow_run_id"))}
+        try:
+            with tracked_run("attack", cfg, data.version, tags=tags, nested=True,
+                             run_name=f"attack-{spec_id}") as run:
+                run_ids.append(run.info.run_id)
+                raise _AttackFailed
+        except _AttackFailed:
+            pass
+    failed = [spec_id for spec_id, outcome in status.items() if not outcome.ok]
+    set_tags({"medsec.attack.failed": ",".join(failed) or "none"})
+    return run_ids
