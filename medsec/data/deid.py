@@ -430,12 +430,14 @@ LabelFn = Callable[[Any], "str | None"]
 
 def deidentify_datasets(datasets: Iterable[Any], out_dir: str | Path, settings: DeidSettings,
                         key: bytes, labels: LabelFn | None = None,
-                        quarantine_dir: str | Path | None = None) -> dict[str, Any]:
+                        quarantine_dir: str | Path | None = None,
+                        extra_json: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """De-identify ``datasets`` (pydicom Datasets, None for a non-DICOM input) into a fresh
     ``out_dir`` (replaced atomically: a snapshot), with ``deid_report.json`` and, when
     ``labels`` is given, ``manifest.csv`` (``path,label,patient_id,study_id``: paths relative
-    to ``out_dir``, pseudonymous ids). Returns the report. Inputs without pixel data, and
-    without a label when ``labels`` is given, are skipped and counted, never named."""
+    to ``out_dir``, pseudonymous ids) and the ``extra_json`` files. Returns the report.
+    Inputs without pixel data, and without a label when ``labels`` is given, are skipped and
+    counted, never named."""
     import csv
     import io
 
@@ -462,6 +464,8 @@ def deidentify_datasets(datasets: Iterable[Any], out_dir: str | Path, settings: 
                 rows.append((output_name(result), str(label), result.patient, result.study))
         data = report.as_dict()
         write_json(tmp / REPORT_FILE, data)
+        for name, content in (extra_json or {}).items():
+            write_json(tmp / name, content)
         if labels is not None:
             buf = io.StringIO()
             writer = csv.writer(buf, lineterminator="\n")

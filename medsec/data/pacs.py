@@ -27,6 +27,8 @@ CREDENTIALS_FILE_ENV = "MEDSEC_PACS_CREDENTIALS_FILE"
 DICOM_JSON = "application/dicom+json"
 MULTIPART_DICOM = 'multipart/related; type="application/dicom"'
 STUDY_UID_TAG = "0020000D"
+PULL_MARKER = "pacs_pull.json"
+"""Written into the pulled folder; the data stage then tags the source ``pacs``."""
 
 
 def load_credentials(environ: dict[str, str] | None = None) -> tuple[str, str] | None:
@@ -239,7 +241,8 @@ def pull(client: DicomWebClient | DimseClient, out_dir: str | Path, settings: De
          ) -> dict[str, Any]:
     """List the studies matching ``filters``, retrieve each (at most ``limit``), de-identify
     every instance and write ``out_dir`` (a snapshot: replaced atomically) with pseudonymous
-    ``<patient>/<study>/<instance>.dcm`` files, ``manifest.csv`` and ``deid_report.json``.
+    ``<patient>/<study>/<instance>.dcm`` files, ``manifest.csv``, ``deid_report.json`` and
+    ``pacs_pull.json`` (protocol and study count: marks the folder as pulled).
     Returns the report plus ``n_studies``."""
     studies = client.studies(filters)
     if limit is not None:
@@ -251,5 +254,8 @@ def pull(client: DicomWebClient | DimseClient, out_dir: str | Path, settings: De
         for study_uid in studies:
             yield from client.study(study_uid)
 
-    report = deidentify_datasets(datasets(), out_dir, settings, key, labels, quarantine_dir)
+    protocol = "dicomweb" if isinstance(client, DicomWebClient) else "dimse"
+    marker = {"pulled_by": "medsec data pull", "protocol": protocol, "n_studies": len(studies)}
+    report = deidentify_datasets(datasets(), out_dir, settings, key, labels, quarantine_dir,
+                                 extra_json={PULL_MARKER: marker})
     return {**report, "n_studies": len(studies)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
+import json
 
 import numpy as np
 import pytest
@@ -78,6 +79,7 @@ def test_dicomweb_pull_deidentifies_labels_and_quarantines(pacs, tmp_path):
         assert len(mine) == 2 and {r["label"] for r in mine} == {"LESION" if i % 2 else
                                                                  "NORMAL"}
         assert len({r["study_id"] for r in mine}) == 1
+    assert json.loads((out / "pacs_pull.json").read_text())["n_studies"] == 4
     for row in rows:
         image = read_dicom(out / row["path"], 10**6)
         assert image.shape == (1, 24, 24) and 0 <= image.min() and image.max() <= 1
