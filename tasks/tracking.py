@@ -66,10 +66,38 @@ def artifact_root(uri: str) -> str | None:
     return (path.parent / "artifacts").resolve().as_uri()
 
 
+_REACHED: set[str] = set()
+
+
+def check_tracking_server(cfg: MedSecConfig | None = None, timeout: float = 5.0) -> str:
+    """The resolved tracking URI; for an ``http(s)://`` server, ConfigError (one line) unless
+    its ``/health`` answers within ``timeout`` seconds. Called before any work starts (the CLI,
+    and the first MLflow call of a process): MLflow's own client would retry for minutes."""
+    import urllib.request
+
+    from medsec.errors import ConfigError
+
+    uri = resolve_tracking_uri(cfg)
+    if not uri.startswith(("http://", "https://")) or uri in _REACHED:
+        return uri
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            ok = response.status == 200
+    except OSError as exc:
+        ok, reason = False, getattr(exc, "reason", exc)
+    else:
+        reason = "no OK from /health"
+    if not ok:
+        raise ConfigError(f"tracking server {uri} is unreachable ({reason}); start it with "
+                          f"`medsec server up` or change {TRACKING_ENV}/tracking.tracking_uri")
+    _REACHED.add(uri)
+    return uri
+
+
 def _mlflow(cfg: MedSecConfig | None):
     import mlflow
 
-    uri = resolve_tracking_uri(cfg)
+    uri = check_tracking_server(cfg)
     mlflow.set_tracking_uri(uri)
     return mlflow, uri
 
@@ -92,12 +120,19 @@ def _store_lock(uri: str) -> Iterator[None]:
 
 def ensure_experiment(name: str, cfg: MedSecConfig | None = None) -> str:
     """Experiment id of ``name``, created with an explicit artifact location if needed."""
+    from mlflow.exceptions import MlflowException
+
     mlflow, uri = _mlflow(cfg)
     with _store_lock(uri):
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        return mlflow.create_experiment(name, artifact_location=artifact_root(uri))
+        try:
+            return mlflow.create_experiment(name, artifact_location=artifact_root(uri))
+        except MlflowException as exc:  # another process made it meanwhile
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # (a server: no file lock)
+                raise
+            return mlflow.get_experiment_by_name(name).experiment_id
 
 
 def git_commit() -> str:
@@ -111,6 +146,20 @@ def git_commit() -> str:
         return "unknown"
 
 
+def _data_source_tag(cfg: MedSecConfig) -> str:
+    """``medsec.data_source``: medmnist, phantoms, folder, manifest, dicom, nifti or pacs."""
+    from medsec.stages.data import data_source_tag
+
+    return data_source_tag(cfg)
+
+
+def _effective_params(cfg: MedSecConfig) -> dict[str, Any]:
+    """Params logged as used rather than as configured: ``dataset.image_size`` (px)."""
+    from medsec.stages.data import effective_image_size
+
+    return {"dataset.image_size": effective_image_size(cfg)}
+
+
 def contract_tags(
     stage: str, cfg: MedSecConfig, data_version: str | None, extra: dict[str, str] | None = None
 ) -> dict[str, str]:
@@ -119,6 +168,7 @@ def contract_tags(
     tags = {
         "medsec.stage": stage,
         "medsec.dataset": cfg.dataset.name,
+        "medsec.data_source": _data_source_tag(cfg),
         "medsec.model": cfg.model.name,
         "medsec.preset": cfg.preset,
         "medsec.git_commit": commit,
@@ -127,8 +177,44 @@ def contract_tags(
         "medsec.pid": str(os.getpid()),
         "medsec.host": socket.gethostname(),
     }
+    tags.update(prefect_tags())
     tags.update(extra or {})
     return tags
+
+
+def prefect_tags() -> dict[str, str]:
+    """``medsec.prefect_flow_run_id`` (the Prefect flow run this MLflow run belongs to) and
+    ``medsec.prefect_root_flow_run_id`` (its outermost parent, e.g. a deployment's run);
+    empty outside a Prefect flow run."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return {}
+    from prefect.runtime import flow_run
+
+    tags = {"medsec.prefect_flow_run_id": str(context.flow_run.id)}
+    try:
+        tags["medsec.prefect_root_flow_run_id"] = str(flow_run.get_root_flow_run_id())
+    except Exception:  # no API to ask (e.g. a flow called with .fn); the own id still links
+        pass
+    return tags
+
+
+def link_prefect(run: Any, stage: str) -> None:
+    """A table artifact ``mlflow-<stage>`` on the current Prefect flow run naming the MLflow
+    run (id, experiment, stage, name); nothing outside a Prefect flow run."""
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return
+    from prefect.artifacts import create_table_artifact
+
+    key = "mlflow-" + "".join(c if c.isalnum() else "-" for c in stage.lower())
+    create_table_artifact(
+        table=[{"mlflow_run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
+                "stage": stage, "run_name": run.info.run_name}],
+        key=key, description=f"MLflow run of the {stage} stage of this flow run")
 
 
 def _alive(pid: int) -> bool:
@@ -187,7 +273,8 @@ def tracked_run(
         run = mlflow.start_run(experiment_id=experiment_id, nested=nested,
                                run_name=run_name or f"{stage}-{cfg.dataset.name}-{cfg.model.name}")
         mlflow.set_tags(contract_tags(stage, cfg, data_version, tags))
-        mlflow.log_params(flatten(config_to_dict(cfg)))
+        mlflow.log_params(flatten(config_to_dict(cfg)) | _effective_params(cfg))
+        link_prefect(run, stage)
     try:
         yield run
     except Exception:
@@ -199,12 +286,17 @@ def tracked_run(
     mlflow.end_run(status="FINISHED")
 
 
+def finite_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The finite scalar entries of ``metrics`` as floats (MLflow charts cannot show NaN/inf)."""
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, int | float) and math.isfinite(float(v))}
+
+
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     """Log finite scalar metrics (NaN/inf are skipped: MLflow charts cannot show them)."""
     import mlflow
 
-    clean = {k: float(v) for k, v in metrics.items()
-             if isinstance(v, int | float) and math.isfinite(float(v))}
+    clean = finite_metrics(metrics)
     if clean:
         mlflow.log_metrics(clean, step=step)
 

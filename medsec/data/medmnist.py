@@ -62,17 +62,24 @@ def resolve_data_dir(config_dir: str | Path) -> Path:
     return Path(os.environ.get(DATA_DIR_ENV) or config_dir).expanduser()
 
 
-def find_medmnist_file(name: str, data_dir: str | Path) -> Path:
-    """Locate ``<name>.npz``; a missing file is an error that says where to put it."""
+def medmnist_file_name(name: str, size: int | None = None) -> str:
+    """``<name>.npz`` (28 px) or the MedMNIST+ ``<name>_<size>.npz`` (64, 128, 224)."""
+    return f"{name}.npz" if size in (None, 28) else f"{name}_{size}.npz"
+
+
+def find_medmnist_file(name: str, data_dir: str | Path, size: int | None = None) -> Path:
+    """Locate ``<name>.npz`` (``<name>_<size>.npz`` for MedMNIST+ sizes); a missing file is an
+    error that says where to put it."""
     if name in MEDMNIST_2D and MEDMNIST_2D[name].multi_label:
         raise DataError(f"{name} is a multi-label dataset; MedSec supports single-label tasks")
     directory = resolve_data_dir(data_dir)
-    path = directory / f"{name}.npz"
+    file_name = medmnist_file_name(name, size)
+    path = directory / file_name
     if path.is_file():
         return path
     raise DataError(
         f"dataset file not found: {path.resolve()}\n"
-        f"  Put the official MedMNIST file '{name}.npz' there (download it from "
+        f"  Put the official MedMNIST file '{file_name}' there (download it from "
         f"https://zenodo.org/records/10519652 on a machine with internet), or point "
         f"${DATA_DIR_ENV} / dataset.data_dir at the directory that holds it "
         f"(e.g. MEDSEC_DATA_DIR=../shared/datasets).")

@@ -14,8 +14,9 @@ def known_dataset_names() -> list[str]:
     return [PHANTOM_NAME, *MEDMNIST_2D]
 
 
-def dataset_path(name: str, data_dir: str | Path) -> Path:
-    """The file a dataset name is read from (raises DataError with advice when missing)."""
+def dataset_path(name: str, data_dir: str | Path, size: int | None = None) -> Path:
+    """The file a dataset name is read from (raises DataError with advice when missing);
+    ``size`` picks a MedMNIST+ file (``<name>_<size>.npz``)."""
     if name == PHANTOM_NAME:
         path = resolve_data_dir(data_dir) / PHANTOM_FILE
         if not path.is_file():
@@ -26,7 +27,7 @@ def dataset_path(name: str, data_dir: str | Path) -> Path:
         return path
     if name not in MEDMNIST_2D:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(known_dataset_names())}")
-    return find_medmnist_file(name, data_dir)
+    return find_medmnist_file(name, data_dir, size)
 
 
 def load_dataset(name: str, data_dir: str | Path) -> LoadedDataset:

@@ -12,7 +12,8 @@ def validate(cfg: MedSecConfig, data: LoadedDataset) -> ValidationReport:
     """The Great Expectations report of ``data`` (its classes and image shape; the class
     balance threshold ``validation.min_class_fraction``)."""
     return validate_dataset(data, num_classes=data.num_classes, expected_shape=data.image_shape,
-                            min_class_fraction=cfg.validation.min_class_fraction)
+                            min_class_fraction=cfg.validation.min_class_fraction,
+                            near_duplicate_distance=cfg.validation.near_duplicate_distance)
 
 
 def enforce(cfg: MedSecConfig, report: ValidationReport) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from medsec.data.types import SPLITS, ImageDataset, LoadedDataset
-from medsec.data.validation import checks, fingerprints, report
+from medsec.data.validation import checks, fingerprints, leakage, report
 from medsec.data.validation.fingerprints import image_table
 from medsec.data.validation.report import ValidationReport, raise_if_failed, write_report
 
@@ -19,16 +19,20 @@ __all__ = ["ValidationReport", "image_table", "raise_if_failed", "validate_datas
 
 def validate_dataset(data: LoadedDataset | dict[str, ImageDataset], num_classes: int,
                      expected_shape: tuple[int, ...] | None, min_class_fraction: float = 0.1,
-                     num_mask_classes: int | None = None, max_foreground_fraction: float = 0.5
-                     ) -> ValidationReport:
+                     num_mask_classes: int | None = None, max_foreground_fraction: float = 0.5,
+                     near_duplicate_distance: int | None = None) -> ValidationReport:
     """Check every split with the Great Expectations suites; see the module docstring.
 
     ``expected_shape`` is the per-image shape (C, H, W) (or (C, D, H, W) for volumes); None
     means the shape of the first non-empty split. The mask checks run only when some split has
     masks: ``num_mask_classes`` (None: not checked) bounds the mask values to
     ``{0, ..., num_mask_classes-1}``; ``max_foreground_fraction`` is the SOFT limit on the
-    fraction of mask pixels > 0 per image. Returns a :class:`ValidationReport` (never raises
-    for bad data; call :func:`raise_if_failed` to stop on hard failures). Raises
+    fraction of mask pixels > 0 per image. Splits with pseudonymous patient keys (own data)
+    are also checked for leakage (HARD): no patient, no study and, unless
+    ``near_duplicate_distance`` is None, no group of images whose perceptual hashes differ in
+    at most that many bits, in more than one split (:mod:`.leakage`). Returns a
+    :class:`ValidationReport` (never raises for bad data; call :func:`raise_if_failed` to
+    stop on hard failures). Raises
     :class:`DataError` when images, labels and masks of a split disagree in length,
     ``ValueError`` for invalid arguments.
     """
@@ -61,9 +65,13 @@ def validate_dataset(data: LoadedDataset | dict[str, ImageDataset], num_classes:
     if "has_mask" in images.columns:
         image_checks += checks.mask_checks(num_mask_classes, float(max_foreground_fraction))
         index += checks.MASK_INDEX
-    results, gx_version = checks.run([
-        (images, image_checks, index),
-        (classes, checks.class_checks(float(min_class_fraction)), checks.CLASS_INDEX)])
+    batches = [(images, image_checks, index),
+               (classes, checks.class_checks(float(min_class_fraction)), checks.CLASS_INDEX)]
+    if any(splits[s].patient_ids is not None for s in names):
+        table = leakage.leakage_table({s: splits[s] for s in names}, near_duplicate_distance)
+        batches.append((table, checks.leakage_checks(near_duplicate_distance is not None),
+                        checks.LEAKAGE_INDEX))
+    results, gx_version = checks.run(batches)
     return report.from_results(
         results, classes, num_classes=int(num_classes), expected_shape=list(shape),
         min_class_fraction=float(min_class_fraction), gx_version=gx_version,

@@ -19,10 +19,14 @@ EMPTY_SPLIT = "empty_split"  # the splits GX found missing
 WITHIN = "duplicates_within"  # rows sharing (split, content_hash)
 ACROSS = "duplicates_across"  # rows whose content is in more than one split
 CLASS_BALANCE = "class_balance"  # (split, class) rows below the minimum fraction
+CROSSING = "crossing_splits"  # patients / studies / near-duplicate groups in several splits
 # index columns returned with every unexpected row (what the report names and groups by)
 IMAGE_INDEX = ["split", "index", "label", "content_hash"]
 MASK_INDEX = ["shape", "mask_shape"]
 CLASS_INDEX = ["split", "label", "count", "n_images"]
+LEAKAGE_INDEX = ["split", "index", "patient", "study", "near_group"]
+# noun of a crossing check -> the key column grouping its rows (see leakage.leakage_table)
+CROSSING_KEYS = {"patient": "patient", "study": "study", "near-duplicate group": "near_group"}
 
 
 def _gxe() -> Any:
@@ -93,6 +97,17 @@ def mask_checks(num_mask_classes: int | None, max_foreground_fraction: float) ->
         column="mask_foreground_fraction", max_value=max_foreground_fraction,
         severity="warning"), f"mask foreground fraction above {limit}",
         " has foreground fraction {}")]
+
+
+def leakage_checks(near_duplicates: bool) -> list[Any]:
+    """No patient, no study and (with ``near_duplicates``) no near-duplicate image group in
+    more than one split (HARD; on :func:`~medsec.data.validation.leakage.leakage_table`)."""
+    in_set = _gxe().ExpectColumnValuesToBeInSet
+    nouns = ["patient", "study"] + (["near-duplicate group"] if near_duplicates else [])
+    column = {"patient": "n_splits_patient", "study": "n_splits_study",
+              "near-duplicate group": "n_splits_near"}
+    return [_tag(f"no {noun} in more than one split", in_set(column=column[noun], value_set=[1]),
+                 noun, CROSSING_KEYS[noun], kind=CROSSING) for noun in nouns]
 
 
 def class_checks(min_class_fraction: float) -> list[Any]:

@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medsec.data.validation.checks import ACROSS, CLASS_BALANCE, EMPTY_SPLIT, PER_SPLIT, WITHIN
+from medsec.data.validation.checks import (
+    ACROSS,
+    CLASS_BALANCE,
+    CROSSING,
+    EMPTY_SPLIT,
+    PER_SPLIT,
+    WITHIN,
+)
 from medsec.data.validation.fingerprints import label_key, shape_str
 from medsec.errors import ValidationFailed
 from medsec.io import json_safe, write_json, write_text
@@ -66,6 +73,9 @@ class ValidationReport:
     # split -> {n_masks, mean_foreground_fraction, fraction_with_foreground, min, max}; None
     # when no split has masks
     mask_stats: dict[str, dict[str, Any]] | None = None
+    # own data: {"patients_across": k, "studies_across": k, "near_duplicate_groups_across": k,
+    # ...} (0 when checked and clean); empty when not checked
+    leakage: dict[str, int] = field(default_factory=dict)
 
     def class_fractions(self) -> dict[str, dict[int, float]]:
         """split -> label -> fraction of the split in [0, 1] (0 for an empty split)."""
@@ -98,7 +108,8 @@ class ValidationReport:
             "n_hard_failures": len(self.hard_failures), "n_warnings": len(self.warnings),
             **{f"class_fraction_{split}_{c}": round(float(frac), 6)
                for split, fractions in self.class_fractions().items()
-               for c, frac in fractions.items()}}
+               for c, frac in fractions.items()},
+            **{f"n_{key}": float(value) for key, value in self.leakage.items()}}
         return metrics | {
             f"{name}_{split}": round(float(stats[key]), 6)
             for split, stats in (self.mask_stats or {}).items()
@@ -270,6 +281,27 @@ def _duplicates(kind: str, result: dict[str, Any]) -> tuple[list[str], list[dict
             f"(e.g. {', '.join(groups[0]['members'])})"] if groups else [], groups
 
 
+_CROSSING_NAMES = {"patient": ("patients", "patients"), "study": ("studies", "studies"),
+                   "near-duplicate group": ("near_duplicate_groups", "near-duplicate groups")}
+
+
+def _crossing(meta: dict[str, Any], result: dict[str, Any]) -> tuple[list[str], dict[str, int]]:
+    """The message and counts of a crossing check: how many patients / studies /
+    near-duplicate groups (``medsec_message``, grouped by the ``medsec_detail`` column) are in
+    more than one split, and their images (``<what>_across``, ``<what>_images_across``)."""
+    noun, key = meta["medsec_message"], meta["medsec_detail"]
+    metric, words = _CROSSING_NAMES.get(noun, (noun.replace(" ", "_") + "s", noun + "s"))
+    groups = _grouped(result, key)
+    n_images = sum(len(g) for g in groups)
+    counts = {f"{metric}_across": len(groups), f"{metric}_images_across": n_images}
+    if not groups:
+        return [], counts
+    combos = sorted({"/".join(dict.fromkeys(str(r["split"]) for r in g)) for g in groups})
+    example = ", ".join(f"{r['split']}[{int(r['index'])}]" for r in groups[0][:4])
+    return [f"{words} in more than one split (leakage): {len(groups)} {words}, {n_images} "
+            f"image(s) across {', '.join(combos)} (e.g. {example})"], counts
+
+
 def _balance_messages(result: dict[str, Any], minimum: float, names: list[str]) -> list[str]:
     messages = []
     for (row,) in _grouped(result, "split", "label"):  # one row per (split, label)
@@ -313,6 +345,8 @@ def _messages(res: Any, record: dict[str, Any], class_names: list[str]
         return [f"empty split(s): {missing} (0 images)"], []
     if kind in (WITHIN, ACROSS):
         return _duplicates(kind, result)
+    if kind == CROSSING:
+        return _crossing(meta, result)[0], []
     if kind == CLASS_BALANCE:
         return _balance_messages(result, float(config.kwargs["min_value"]), class_names), []
     return _per_split_messages(meta, config.kwargs.get("column"), result), []
@@ -323,6 +357,11 @@ def from_results(results: list[Any], classes: pd.DataFrame, **fields: Any) -> Va
     per split and label), ``fields`` the report's remaining fields (settings, metadata)."""
     out: dict[str, list[Any]] = {HARD: [], SOFT: [], WITHIN: [], ACROSS: []}
     expectations = [_record(res) for res in results]
+    leakage: dict[str, int] = {}
+    for res in results:
+        meta = res.expectation_config.meta or {}
+        if meta.get("medsec_kind") == CROSSING and "exception" not in _record(res):
+            leakage |= _crossing(meta, dict(res.result or {}))[1]
     for res, record in zip(results, expectations, strict=True):
         if res.success or ("exception" in record and record["severity"] == SOFT):
             continue
@@ -341,4 +380,4 @@ def from_results(results: list[Any], classes: pd.DataFrame, **fields: Any) -> Va
         success=all(e["success"] for e in expectations if e["severity"] == HARD),
         hard_failures=out[HARD], warnings=out[SOFT], duplicates_within=out[WITHIN],
         duplicates_across=out[ACROSS], class_counts=class_counts, n_images=n_images,
-        expectations=expectations, **fields)
+        expectations=expectations, leakage=leakage, **fields)
