@@ -161,3 +161,28 @@ def scaling_attack_figure(source: np.ndarray, adversarial: np.ndarray, downscale
     fig.suptitle("image-scaling attack on resize -> classifier")
     fig.tight_layout()
     return fig
+
+
+def reconstruction_grid(rows: list[tuple[str, np.ndarray, np.ndarray]], n: int = 4,
+                        title: str = "") -> Figure:
+    """Originals above their reconstructions: one pair of figure rows per entry
+    ``(label, originals (N,C,H,W), reconstructions (N,C,H,W))`` (both in [0, 1], matched),
+    at most ``n`` images each (e.g. gradient inversion per setting and batch size)."""
+    cols = max(1, min(n, max((len(o) for _, o, _ in rows), default=1)))
+    fig, axes = plt.subplots(2 * len(rows), cols, figsize=(1.3 * cols + 1.6, 2.5 * len(rows)),
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for r, (label, originals, recon) in enumerate(rows):
+        for c in range(min(cols, len(originals))):
+            for k, images in enumerate((originals, recon)):
+                ax = axes[2 * r + k, c]
+                ax.axis("on")
+                _imshow(ax, images[c])
+        axes[2 * r, 0].set_ylabel("private", fontsize=7)
+        axes[2 * r + 1, 0].set_ylabel("reconstructed", fontsize=7)
+        axes[2 * r, 0].set_title(label, fontsize=7, loc="left")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
