@@ -21,6 +21,11 @@ app = typer.Typer(help="MedSec: security and privacy benchmark for medical-imagi
                   no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Manage the raw data in data/.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+server_app = typer.Typer(help="MLflow tracking server on PostgreSQL (127.0.0.1).",
+                         no_args_is_help=True)
+app.add_typer(server_app, name="server")
+StateDirOpt = Annotated[Path | None, typer.Option(
+    "--state-dir", help="Where the cluster, artifacts and logs live (default .medsec/server).")]
 
 STAGES = STAGE_NAMES  # medsec/stages/pipeline.py: the one table of stages
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config file.")]
@@ -81,9 +86,10 @@ def run(preset: PresetOpt = "default", config: ConfigOpt = None, set: SetOpt = N
     outputs); one MLflow pipeline run with one child run per stage."""
     from flows.benchmark import benchmark_flow
     from medsec.config import load_config
+    from tasks.tracking import check_tracking_server
 
-    try:
-        load_config(config, preset or "default", set or [])  # fail fast, before Prefect starts
+    try:  # fail fast, before Prefect starts: bad config, unreachable tracking server
+        check_tracking_server(load_config(config, preset or "default", set or []))
     except MedSecError as exc:
         _fail(exc)
     result = _run_flow(benchmark_flow, preset=preset or "default", config=config,
@@ -110,10 +116,11 @@ def stage(
     entry = get_stage(name)
     flow_fn = resolve_flow(entry.flow)
     from medsec.config import load_config
+    from tasks.tracking import check_tracking_server
 
     kwargs = {"progress": True} if entry.progress else {}
-    try:
-        load_config(config, preset, set or [])  # fail fast, before Prefect starts
+    try:  # fail fast, before Prefect starts: bad config, unreachable tracking server
+        check_tracking_server(load_config(config, preset, set or []))
         _run_flow(flow_fn, config=config, preset=preset, overrides=set or [], **kwargs)
     except MedSecError as exc:
         _fail(exc)
@@ -293,6 +300,46 @@ def ui(port: int = 5000, host: str = "127.0.0.1") -> None:
     typer.echo(f"MLflow UI on http://{host}:{port}  (store: {uri})")
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+@server_app.command("up")
+def server_up(state_dir: StateDirOpt = None) -> None:
+    """Start PostgreSQL and an MLflow server on it (proxied artifacts); print the URI."""
+    from flows.tracking_server import up
+
+    try:
+        state = up(state_dir)
+    except MedSecError as exc:
+        _fail(exc)
+    typer.echo(f"MLflow tracking server on {state.tracking_uri} (PostgreSQL on 127.0.0.1:"
+               f"{state.pg_port}); use it with:\nexport MEDSEC_TRACKING_URI="
+               f"{state.tracking_uri}")
+
+
+@server_app.command("down")
+def server_down(state_dir: StateDirOpt = None) -> None:
+    """Stop the MLflow server and PostgreSQL (data and artifacts are kept)."""
+    from flows.tracking_server import down
+
+    try:
+        stopped = down(state_dir)
+    except MedSecError as exc:
+        _fail(exc)
+    typer.echo("stopped" if stopped else "no server was started here")
+
+
+@server_app.command("status")
+def server_status(state_dir: StateDirOpt = None) -> None:
+    """Whether PostgreSQL and the MLflow server run; exit code 1 unless both do."""
+    from flows.tracking_server import status
+
+    try:
+        found = status(state_dir)
+    except MedSecError as exc:
+        _fail(exc)
+    typer.echo(f"postgres: {'up' if found['postgres'] else 'down'}; mlflow: "
+               f"{'up' if found['mlflow'] else 'down'}; tracking URI: {found['tracking_uri']}")
+    raise typer.Exit(0 if found["postgres"] and found["mlflow"] else 1)
 
 
 if __name__ == "__main__":
