@@ -4,19 +4,25 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.outputs import METRICS, MODELS, PLOTS
+from flows.outputs import METRICS, MODELS, PLOTS, REPORTS
 from flows.train import history_csv
 from medsec.config import MedSecConfig
 from medsec.federated.config import ROBUST_STRATEGIES
 from medsec.io import write_json, write_text
 from medsec.training.checkpoint import save_classifier
 from tasks.common import load_config_task, load_dataset_task
-from tasks.federated import centralized_task, federated_task, log_round_metrics
+from tasks.federated import (
+    centralized_task,
+    federated_task,
+    gradient_inversion_task,
+    log_round_metrics,
+)
 from tasks.tracking import log_artifact, log_dict, log_metrics, tracked_run
 
 FEDERATED_CKPT = MODELS / "federated.pt"
 FEDERATED_METRICS = METRICS / "federated.json"
 FEDERATED_HISTORY = PLOTS / "federated_history.csv"
+FEDERATED_REPORT_DIR = REPORTS / "federated"
 
 
 def _tags(cfg: MedSecConfig, verification: str) -> dict[str, str]:
@@ -51,6 +57,13 @@ def federated_flow(
             baseline = centralized_task(cfg, data)
             metrics |= baseline | {
                 "acc_gap_vs_centralized": baseline["centralized_test_acc"] - metrics["test_acc"]}
+        if cfg.federated.gradient_inversion.enabled:  # the server's reconstruction attack
+            from medsec.privacy.gradient_inversion import inversion_metrics, write_inversion_report
+
+            rows = gradient_inversion_task(cfg, data)
+            metrics |= inversion_metrics(rows)
+            for path in write_inversion_report(rows, FEDERATED_REPORT_DIR):
+                log_artifact(path, "federated")
         per_round = set(result.history[-1]) if result.history else set()
         log_metrics({k: v for k, v in metrics.items() if k not in per_round})  # the rest: above
         log_dict({"partition": result.partition, "clients_last_round": result.clients},

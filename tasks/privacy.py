@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # the audit imports sklearn/Opacus: only when a privacy flow 
 
     from medsec.privacy.audit import AuditResult
     from medsec.privacy.audit_sets import AuditData
+    from medsec.privacy.canary_audit import CanaryAudit
 
 
 @task(name="privacy-audit-data", cache_policy=NO_CACHE)
@@ -82,3 +83,22 @@ def log_audit(result: AuditResult, class_names: list[str], title: str,
     log_dict({"metrics": result.metrics, "strongest": result.strongest,
               "nonmembers": result.nonmembers_from, "extraction": extraction},
              "privacy/audit.json")
+
+
+@task(name="privacy-canary-audit", cache_policy=NO_CACHE)
+def canary_task(cfg: MedSecConfig, data: LoadedDataset) -> CanaryAudit | None:
+    """One-run DP audit of ``cfg``'s recipe (``stage.canary_audit``; None when disabled)."""
+    return stage.canary_audit(cfg, data)
+
+
+def log_canary_audit(audit: CanaryAudit) -> dict[str, float]:
+    """The audit's finite numbers as metrics (``epsilon_audit_lower``, ``epsilon``, ``delta``,
+    ``audit_*``), the tag ``medsec.audit=canary`` and the per-rule detail as
+    ``privacy/canary_audit.json``; returns the metrics."""
+    import math
+
+    metrics = {k: v for k, v in audit.metrics().items() if math.isfinite(v)}
+    log_metrics(metrics)
+    set_tags({"medsec.audit": "canary"})
+    log_dict(audit.to_dict(), "privacy/canary_audit.json")
+    return metrics

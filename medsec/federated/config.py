@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from medsec.config_base import StrictModel
+from medsec.privacy.leakage_config import GradientInversionConfig
 
 Partition = Literal["iid", "label_skew", "dirichlet"]
 StrategyName = Literal["fedavg", "fedprox", "krum", "trimmed_mean", "median"]
@@ -117,7 +118,8 @@ class FederatedConfig(StrictModel):
 
     ``min_fit_clients`` None = every sampled client must answer; with fewer successful
     replies a round fails with an error naming the failed clients. ``assumed_malicious`` is
-    the ``f`` Krum tolerates (needs ``num_clients >= 2 f + 3``).
+    the ``f`` Krum tolerates (needs ``num_clients >= 2 f + 3``). ``gradient_inversion``: the
+    server's reconstruction attack on one client update (off by default; see README).
     """
 
     num_clients: int = Field(default=3, ge=1, le=1000)
@@ -140,6 +142,7 @@ class FederatedConfig(StrictModel):
     central_dp: CentralDPConfig = CentralDPConfig()
     he: HEConfig = HEConfig()
     faults: FaultConfig = FaultConfig()
+    gradient_inversion: GradientInversionConfig = GradientInversionConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> FederatedConfig:

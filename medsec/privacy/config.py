@@ -21,6 +21,7 @@ from pydantic import Field, field_validator, model_validator
 
 from medsec.config_base import StrictModel
 from medsec.privacy.accounting import Accountant, check_prv_noise
+from medsec.privacy.leakage_config import CanaryAuditConfig
 
 AttackName = Literal["loss", "shadow", "lira", "rmia", "extraction", "inversion"]
 ALL_ATTACKS: tuple[str, ...] = ("loss", "shadow", "lira", "rmia", "extraction", "inversion")
@@ -160,10 +161,12 @@ class AuditConfig(StrictModel):
 class PrivacyConfig(StrictModel):
     """DP training (``dp``), the audit (``audit``) and the privacy-utility sweep: one model per
     target epsilon in ``sweep`` plus, with ``sweep_baseline``, the non-private one; the sweep's
-    models train ``epochs`` epochs (None = ``train.epochs``)."""
+    models train ``epochs`` epochs (None = ``train.epochs``). ``canary``: the one-run DP audit
+    of every sweep point (gradient canaries, :mod:`medsec.privacy.canary_audit`)."""
 
     dp: DPConfig = DPConfig()
     audit: AuditConfig = AuditConfig()
+    canary: CanaryAuditConfig = CanaryAuditConfig()
     sweep: tuple[float, ...] = (1.0, 3.0, 8.0)
     sweep_baseline: bool = True
     epochs: int | None = Field(default=None, ge=1, le=1000)

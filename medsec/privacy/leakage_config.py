@@ -25,18 +25,16 @@ class CanaryAuditConfig(StrictModel):
     ``max_grad_norm`` on its own parameter coordinate. The auditor guesses "in" for the ``k``
     highest and "out" for the ``k`` lowest scores, for every ``k`` of ``guesses`` (fractions of
     m per side), and reports the largest 95 % lower bound on epsilon with the confidence split
-    across the ``k`` values (Bonferroni), so the maximum stays a valid bound. ``epochs`` None =
-    the audited recipe's epochs. ``targets``: target epsilons audited by the privacy stage
-    (besides the recipe's own DP setting, when enabled); ``baseline``: also audit the
-    non-private recipe (its claimed epsilon is infinite).
+    across the ``k`` values (Bonferroni), so the maximum stays a valid bound. With ``enabled``
+    the privacy stage audits every sweep point (non-private baseline: claimed epsilon
+    infinite) in one extra training run of the same recipe with the canaries; ``epochs`` None =
+    the recipe's epochs.
     """
 
     enabled: bool = False
     num_canaries: int = Field(default=200, ge=10, le=100000)
     guesses: tuple[float, ...] = (0.05, 0.1, 0.25)
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
-    targets: tuple[float, ...] = (8.0,)
-    baseline: bool = True
     epochs: int | None = Field(default=None, ge=1, le=1000)
     seed: int = 0
 
@@ -45,13 +43,6 @@ class CanaryAuditConfig(StrictModel):
     def _fractions(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         if not value or any(not 0 < f <= 0.5 for f in value) or len(set(value)) != len(value):
             raise ValueError(f"need distinct fractions in (0, 0.5], got {list(value)}")
-        return tuple(sorted(value))
-
-    @field_validator("targets")
-    @classmethod
-    def _targets(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if any(eps <= 0 for eps in value) or len(set(value)) != len(value):
-            raise ValueError(f"need distinct target epsilons > 0, got {list(value)}")
         return tuple(sorted(value))
 
 

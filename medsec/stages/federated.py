@@ -13,6 +13,7 @@ from medsec.data.registry import load_dataset
 from medsec.data.types import LoadedDataset
 from medsec.federated.apps import Deployment, deployment_apps
 from medsec.federated.simulation import FederatedResult, run_federation
+from medsec.privacy.gradient_inversion import InversionRow
 from medsec.stages import classifier
 from medsec.training.job import evaluate_classifier, train_classifier
 
@@ -47,3 +48,26 @@ def deployment(config: str, overrides: str) -> Deployment:
 
 
 server_app, client_app = deployment_apps(deployment)
+
+
+def gradient_inversion(cfg: MedSecConfig, data: LoadedDataset) -> list[InversionRow]:
+    """The server's gradient-inversion attack (``federated.gradient_inversion``) on one client
+    update of the federation's untrained, seeded initial model (the classifier recipe's
+    network; at ``image_size`` when set), on the first training images of a seeded
+    permutation; one row per setting and batch size (CKKS: not applicable)."""
+    from medsec.models.factory import build_classifier
+    from medsec.privacy.gradient_inversion import run_gradient_inversion
+    from medsec.training.fit import seed_everything
+    from medsec.training.job import channel_stats
+
+    gi, recipe = cfg.federated.gradient_inversion, classifier.recipe(cfg)
+    train = recipe.split(data, "train")
+    size = gi.image_size or int(data.image_shape[-1])
+    mean, std = channel_stats(train.images)
+    seed_everything(recipe.seed)
+    net = build_classifier(recipe.model.name, data.in_channels, data.num_classes, (size, size),
+                           mean=mean, std=std, norm=recipe.model.norm,
+                           dropout=recipe.model.dropout)
+    need = max(gi.batch_sizes) * gi.secagg_clients
+    images, labels = train.tensors()
+    return run_gradient_inversion(net, images[: 4 * need], labels[: 4 * need], gi)

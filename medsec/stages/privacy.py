@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # the audit imports sklearn/Opacus: only when it runs
 
     from medsec.privacy.audit import AuditResult
     from medsec.privacy.audit_sets import AuditData
+    from medsec.privacy.canary_audit import CanaryAudit
 
 
 @dataclass(frozen=True)
@@ -83,3 +84,20 @@ def audit(cfg: MedSecConfig, model: nn.Module, meta: dict[str, Any], data: Loade
 
     return audit_model(model, meta, cfg.privacy.audit, classifier.recipe(cfg), cfg.privacy.dp,
                        data, sets)
+
+
+def canary_audit(cfg: MedSecConfig, data: LoadedDataset) -> CanaryAudit | None:
+    """One-run DP audit (``privacy.canary``, None when disabled) of ``cfg``'s classifier
+    recipe: one extra training run, with its DP settings when ``privacy.dp.enabled`` (a sweep
+    point's config), ``privacy.canary.num_canaries`` gradient canaries in the network."""
+    canary = cfg.privacy.canary
+    if not canary.enabled:
+        return None
+    from medsec.privacy.canary_audit import audit_classifier_run
+
+    recipe = classifier.recipe(cfg)
+    if canary.epochs is not None:
+        recipe = recipe.derive(epochs=canary.epochs)
+    dp = cfg.privacy.dp if cfg.privacy.dp.enabled else None
+    return audit_classifier_run(recipe, data, dp, canary.num_canaries, canary.guesses,
+                                canary.confidence, canary.seed)
