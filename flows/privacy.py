@@ -1,14 +1,18 @@
 """Privacy flows: the privacy-utility sweep, and the audit of any trained checkpoint.
 
-``privacy`` (DVC stage): for the non-private baseline and every target epsilon of
-``privacy.sweep``, train the same GroupNorm network (same seed and data) through the project's
-train path, evaluate it on the test split and audit it (``privacy.audit``). One MLflow run per
-model (``medsec.stage=privacy``, ``medsec.privacy=none|dp-eps1|...``), then a summary run
-(``medsec.privacy=sweep``) with the privacy-utility table and curve; the same table goes to
-``metrics/privacy.json`` and ``reports/privacy/``.
+``privacy`` (DVC stage): the RECIPE audit (``medsec.audit=recipe``). For the non-private
+baseline and every target epsilon of ``privacy.sweep``, train the same GroupNorm network (same
+seed) through the project's train path on a random half of the pool (training + validation
+images; :mod:`medsec.privacy.recipe_audit`), evaluate it on the test split and audit it with
+reference models trained on halves of the same pool; the declared attack is the headline.
+One MLflow run per model (``medsec.stage=privacy``, ``medsec.privacy=none|dp-eps1|...``), then
+a summary run (``medsec.privacy=sweep``) with the privacy-utility table and curve; the same
+table goes to ``metrics/privacy.json`` and ``reports/privacy/``.
 
-``privacy-audit`` (``medsec stage audit``): the same audit of an existing checkpoint
-(``privacy.audit.checkpoint``, default ``models/classifier.pt``), e.g. a defended model.
+``privacy-audit`` (``medsec stage audit``, ``medsec.audit=checkpoint``): audit an existing
+checkpoint (``privacy.audit.checkpoint``, default ``models/classifier.pt``), e.g. a defended
+model: with the recipe protocol when its card records its pool members (``audit_members``),
+else its training split against held-out images; the JSON states what the sizes resolve.
 """
 
 from __future__ import annotations
@@ -20,16 +24,34 @@ from typing import Any
 
 from prefect import flow
 
-from flows.outputs import METRICS, REPORTS
+from flows.outputs import METRICS, REPORTS, write_metrics
 from medsec.config import MedSecConfig
 from medsec.data.types import LoadedDataset
 from medsec.errors import DataError
 from medsec.io import write_atomic, write_json, write_text
 from medsec.training.checkpoint import load_classifier, require_data_version, save_classifier
 from tasks.common import load_config_task, load_dataset_task
-from tasks.privacy import audit_data_task, audit_task, log_audit, log_dp_record
-from tasks.tracking import log_artifact, log_dict, log_metrics, temp_artifact_dir, tracked_run
-from tasks.train import evaluate_task, train_task
+from tasks.privacy import (
+    audit_data_task,
+    audit_pool_task,
+    audit_task,
+    canary_task,
+    log_audit,
+    log_canary_audit,
+    log_dp_record,
+    log_recipe_audit,
+    recipe_audit_task,
+    recipe_side_task,
+)
+from tasks.tracking import (
+    log_artifact,
+    log_dict,
+    log_metrics,
+    set_tags,
+    temp_artifact_dir,
+    tracked_run,
+)
+from tasks.train import evaluate_task
 
 PRIVACY_REPORT_DIR = REPORTS / "privacy"
 PRIVACY_METRICS = METRICS / "privacy.json"
@@ -58,25 +80,37 @@ def _evaluate_and_audit(cfg: MedSecConfig, data: LoadedDataset, model: Any,
     return test, result
 
 
-def _sweep_point(point: Any, data: LoadedDataset, sets: Any, tags: dict[str, str]
+def _sweep_point(point: Any, data: LoadedDataset, pool: Any, tags: dict[str, str]
                  ) -> tuple[dict[str, Any], str]:
-    """Train, evaluate and audit one sweep point in a child run; returns (table row, run id)."""
+    """Recipe-audit one sweep point in a child run (target on a random half of ``pool``,
+    test metrics, reference models, attacks); returns (table row, run id)."""
     from medsec.privacy.report import summary_row
 
     cfg = point.cfg
     name = f"privacy-{point.label}-{cfg.dataset.name}-{cfg.model.name}"
     with tracked_run("privacy", cfg, data.version, tags=tags | {"medsec.privacy": point.label},
                      run_name=name, nested=True) as run:
-        trained = train_task(cfg, data)  # streams per-epoch val metrics and epsilon
+        result = recipe_audit_task(cfg, data, pool)
+        trained = result.target
         record = trained.meta["privacy"]
         log_dp_record(record)
         log_metrics({"best_epoch": trained.fit.best_epoch, "fit_seconds": trained.fit.seconds})
         _log_checkpoint(trained.model, trained.meta)
-        test, result = _evaluate_and_audit(
-            cfg, data, trained.model, trained.meta, sets, f"{data.name}, {point.label}",
-            PRIVACY_REPORT_DIR / f"mia_roc_{point.label}.png")
-    row = summary_row(point.label, point.target_epsilon, record, test, result.metrics,
-                      result.strongest)
+        test = evaluate_task(cfg, data, trained.model, "test").metrics
+        log_metrics(test)
+        side = recipe_side_task(cfg, data, pool, result)
+        log_recipe_audit(result, side, list(data.class_names), f"{data.name}, {point.label}",
+                         PRIVACY_REPORT_DIR / f"mia_roc_{point.label}.png")
+        canary = canary_task(cfg, data)  # one-run DP audit: its own run, medsec.audit=canary
+        if canary is not None:
+            with tracked_run("privacy", cfg, data.version, run_name=f"{name}-canary",
+                             tags=tags | {"medsec.privacy": point.label}, nested=True):
+                log_canary_audit(canary)
+    metrics = result.metrics | (side.metrics if side is not None else {})
+    row = summary_row(point.label, point.target_epsilon, record, test, metrics, result.declared)
+    if canary is not None:
+        row["epsilon_audit_lower"] = canary.epsilon_audit_lower
+        row["audit_num_canaries"] = canary.num_canaries
     return row, run.info.run_id
 
 
@@ -95,7 +129,7 @@ def privacy_flow(
     cfg = load_config_task(config, preset, overrides)
     data = load_dataset_task(cfg)
     points = sweep_points(cfg)
-    sets = audit_data_task(cfg, data)
+    pool = audit_pool_task(cfg, data)
     shutil.rmtree(PRIVACY_REPORT_DIR, ignore_errors=True)
     tags = {"medsec.verification": data.verification,
             "medsec.privacy.sweep": uuid.uuid4().hex[:12]}
@@ -104,7 +138,7 @@ def privacy_flow(
                      run_name=name) as parent:
         rows, runs = [], {}
         for point in points:
-            row, runs[point.label] = _sweep_point(point, data, sets, tags)
+            row, runs[point.label] = _sweep_point(point, data, pool, tags)
             rows.append(row)
         title = f"Privacy-utility table: {data.name}, {cfg.model.name} (GroupNorm)"
         write_text(PRIVACY_REPORT_DIR / "privacy_utility.md", table_markdown(rows, title))
@@ -112,7 +146,7 @@ def privacy_flow(
         _save_png(privacy_utility_figure(rows), PRIVACY_REPORT_DIR / "privacy_utility.png")
         table = {row["privacy"]: {k: v for k, v in row.items() if k != "privacy"}
                  for row in rows}
-        write_json(PRIVACY_METRICS, table)
+        write_metrics(PRIVACY_METRICS, table)
         for path in sorted(PRIVACY_REPORT_DIR.iterdir()):
             log_artifact(path, "privacy")
         log_dict({"table": table, "runs": runs}, "privacy/privacy.json")
@@ -123,6 +157,8 @@ def _check_members(path: str, meta: dict[str, Any], cfg: MedSecConfig,
                    data: LoadedDataset) -> None:
     """The audit's members are the configured training split: it must be the model's."""
     require_data_version(meta, data.name, data.version, path)
+    if meta.get("audit_members"):  # trained on recorded pool members (recipe audit)
+        return
     n_train = len(data.splits["train"].head(cfg.dataset.max_train))
     if meta.get("num_train") not in (None, n_train):
         raise DataError(
@@ -156,16 +192,35 @@ def audit_flow(
     audited = cfg.model_copy(update={"model": cfg.model.model_copy(
         update={"name": meta["model_name"], "norm": meta["norm"], "dropout": meta["dropout"]})})
     stem = Path(path).stem
+    from medsec.metrics.privacy import resolution_note
+    from medsec.stages import privacy as stage
+
+    pooled = stage.checkpoint_pool_target(cfg, data, meta)
+    roc_png = AUDIT_REPORT_DIR / f"{stem}_mia_roc.png"
     with tracked_run("privacy", audited, data.version, tags=tags,
                      run_name=f"privacy-audit-{stem}-{label}") as run:
         record = meta.get("privacy") or {"mechanism": "none"}
         dp = log_dp_record(record)
-        sets = audit_data_task(cfg, data, meta)  # non-members: never the selecting split
-        test, result = _evaluate_and_audit(cfg, data, model, meta, sets, f"{stem} ({label})",
-                                           AUDIT_REPORT_DIR / f"{stem}_mia_roc.png")
+        if pooled is None:  # members: the training split; non-members: held-out images
+            sets = audit_data_task(cfg, data, meta)  # never the selecting split
+            test, result = _evaluate_and_audit(cfg, data, model, meta, sets,
+                                               f"{stem} ({label})", roc_png)
+            metrics, reasons = result.metrics, result.null_reasons
+            declared, nonmembers, notes = result.declared, result.nonmembers_from, result.notes
+        else:  # the members it was trained on, recorded in its card: the recipe protocol
+            test = evaluate_task(cfg, data, model, "test").metrics
+            log_metrics(test)
+            pool, members = pooled
+            recipe = stage.checkpoint_recipe_audit(cfg, data, model, meta, pool, members)
+            log_recipe_audit(recipe, None, list(data.class_names), f"{stem} ({label})",
+                             roc_png)
+            metrics, reasons, declared = recipe.metrics, recipe.null_reasons, recipe.declared
+            nonmembers = "pool (the recorded members' complement in train+val)"
+            notes = [resolution_note(int(len(pool) - members.sum()), int(members.sum()))]
+        set_tags({"medsec.audit": "checkpoint"})
     out = {"run_id": run.info.run_id, "checkpoint": str(path), "privacy": label,
-           "strongest": result.strongest, "nonmembers": result.nonmembers_from,
-           "metrics": test | dp | result.metrics}
+           "audit": "checkpoint", "declared_attack": declared, "nonmembers": nonmembers,
+           "resolution": notes, "metrics": test | dp | metrics, "null_reasons": reasons}
     write_json(AUDIT_REPORT_DIR / f"{stem}.json", out)
     return out
 

@@ -19,12 +19,30 @@ if TYPE_CHECKING:  # the audit imports sklearn/Opacus: only when a privacy flow 
     from medsec.privacy.audit import AuditResult
     from medsec.privacy.audit_sets import AuditData
     from medsec.privacy.canary_audit import CanaryAudit
+    from medsec.privacy.recipe_audit import AuditPool, RecipeAuditResult
 
 
 @task(name="privacy-audit-data", cache_policy=NO_CACHE)
 def audit_data_task(cfg: MedSecConfig, data: LoadedDataset,
                     meta: dict[str, Any] | None = None) -> AuditData:
     return stage.audit_sets(cfg, data, meta)
+
+
+@task(name="privacy-audit-pool", cache_policy=NO_CACHE)
+def audit_pool_task(cfg: MedSecConfig, data: LoadedDataset) -> AuditPool:
+    return stage.audit_pool(cfg, data)
+
+
+@task(name="privacy-recipe-audit", cache_policy=NO_CACHE)
+def recipe_audit_task(cfg: MedSecConfig, data: LoadedDataset,
+                      pool: AuditPool) -> RecipeAuditResult:
+    return stage.recipe_audit(cfg, data, pool)
+
+
+@task(name="privacy-side-attacks", cache_policy=NO_CACHE)
+def recipe_side_task(cfg: MedSecConfig, data: LoadedDataset, pool: AuditPool,
+                     result: RecipeAuditResult) -> AuditResult | None:
+    return stage.recipe_side_attacks(cfg, data, pool, result)
 
 
 @task(name="privacy-audit", cache_policy=NO_CACHE)
@@ -50,37 +68,66 @@ def log_dp_record(record: dict[str, Any]) -> dict[str, float]:
     return metrics
 
 
-def log_audit(result: AuditResult, class_names: list[str], title: str,
-              roc_png: Path | None = None) -> None:
-    """Audit metrics (extraction per budget with ``step`` = budget), the log-log ROC (also
-    saved to ``roc_png``), the inversion figure and ``privacy/audit.json``."""
+def _log_membership(scores: dict, metrics: dict[str, Any], declared: str | None, audit: str,
+                    title: str, roc_png: Path | None) -> None:
+    """Membership metrics (finite ones; unresolved are None and skipped), the tags
+    ``medsec.audit`` and ``medsec.mia_attack``, the log-log ROC (also to ``roc_png``)."""
     from medsec.io import write_atomic
     from medsec.metrics.privacy import plot_mia_roc
-    from medsec.privacy.audit import resolution_warnings_once
+
+    log_metrics({k: v for k, v in metrics.items() if v is not None})
+    set_tags({"medsec.audit": audit} | ({"medsec.mia_attack": declared} if declared else {}))
+    if scores:
+        roc = plot_mia_roc(scores, title=title)
+        if roc_png is not None:
+            write_atomic(roc_png, lambda tmp: roc.savefig(tmp, format="png", dpi=100))
+        log_figure(roc, "privacy/mia_roc.png")
+
+
+def log_recipe_audit(result: RecipeAuditResult, side: AuditResult | None, class_names: list[str],
+                     title: str, roc_png: Path | None = None) -> None:
+    """A recipe audit (``medsec.audit=recipe``): membership metrics with intervals, sample
+    sizes, reference-model timings, tags, ROC, ``privacy/audit.json`` (nulls with reasons);
+    extraction/inversion of ``side`` when run."""
+    _log_membership(result.scores, result.metrics, result.declared, "recipe", title, roc_png)
+    set_tags({"medsec.audit.nonmembers": "pool (random half of train+val)"})
+    log_metrics({"audit_seconds": result.seconds})
+    if side is not None:
+        _log_side(side, class_names)
+    log_dict({"metrics": result.metrics, "null_reasons": result.null_reasons,
+              "declared_attack": result.declared, "audit": "recipe",
+              "members": result.target.meta.get("audit_members")}, "privacy/audit.json")
+
+
+def _log_side(result: AuditResult, class_names: list[str]) -> None:
     from medsec.privacy.report import inversion_figure
 
-    log_metrics({k: v for k, v in result.metrics.items() if not k.startswith("extraction_")}
-                | {"audit_seconds": result.seconds})
+    log_metrics({k: v for k, v in result.metrics.items()
+                 if k.startswith("inversion_") and v is not None})
     for mode, results in result.extraction.items():
         for res in results:
             log_metrics({f"extraction_{mode}_agreement": res.agreement,
                          f"extraction_{mode}_test_acc": res.test_acc,
                          "extraction_victim_test_acc": res.victim_test_acc}, step=res.budget)
-    set_tags({"medsec.audit.nonmembers": result.nonmembers_from})
-    if result.strongest is not None:
-        set_tags({"medsec.mia.strongest": result.strongest})
-    if result.scores:
-        with resolution_warnings_once():
-            roc = plot_mia_roc(result.scores, title=title)
-        if roc_png is not None:
-            write_atomic(roc_png, lambda tmp: roc.savefig(tmp, format="png", dpi=100))
-        log_figure(roc, "privacy/mia_roc.png")
     if result.inversion:
         log_figure(inversion_figure(result.inversion, result.class_means, class_names),
                    "privacy/inversion.png")
+
+
+def log_audit(result: AuditResult, class_names: list[str], title: str,
+              roc_png: Path | None = None) -> None:
+    """Audit metrics (extraction per budget with ``step`` = budget), the log-log ROC (also
+    saved to ``roc_png``), the inversion figure and ``privacy/audit.json``."""
+    membership = {k: v for k, v in result.metrics.items()
+                  if not k.startswith(("extraction_", "inversion_"))}
+    _log_membership(result.scores, membership | {"audit_seconds": result.seconds},
+                    result.declared, "checkpoint", title, roc_png)
+    set_tags({"medsec.audit.nonmembers": result.nonmembers_from})
+    _log_side(result, class_names)
     extraction = {mode: [vars(r) for r in results]
                   for mode, results in result.extraction.items()}
-    log_dict({"metrics": result.metrics, "strongest": result.strongest,
+    log_dict({"metrics": result.metrics, "null_reasons": result.null_reasons,
+              "declared_attack": result.declared, "audit": "checkpoint", "notes": result.notes,
               "nonmembers": result.nonmembers_from, "extraction": extraction},
              "privacy/audit.json")
 

@@ -8,10 +8,12 @@ representatives). Shadow and reference models are trained with the target's own 
 optimiser, epochs and DP noise); every reference model sees as many images as the target
 (its half of the audited images topped up from ``population``, as far as it goes).
 
-Metrics: ``mia_<attack>_*`` per attack (:func:`medsec.metrics.privacy.mia_metrics`) and the
-contract names ``mia_auc``, ``mia_tpr_at_0.1pct_fpr``, ``mia_tpr_at_1pct_fpr`` ... of the
-strongest attack (highest TPR at 1 % FPR, then AUC); ``extraction_<mode>_*`` at the largest
-budget; ``inversion_*``.
+Metrics (``medsec.audit=checkpoint``): ``mia_<attack>_*`` per attack
+(:func:`medsec.metrics.privacy.mia_summary`: AUC with a bootstrap interval, TPR at 0.1 % / 1 %
+FPR with Clopper-Pearson intervals, None with a reason when the non-members cannot resolve the
+FPR) and the contract names ``mia_auc``, ``mia_auc_ci_low`` ... of the attack declared in
+``privacy.audit.declared_attack`` (never the best of several); ``extraction_<mode>_*`` at the
+largest budget; ``inversion_*``. ``notes`` says what the sample sizes can resolve.
 """
 
 from __future__ import annotations
@@ -31,15 +33,11 @@ from torch import Tensor, nn
 
 from medsec.data.types import ImageDataset, LoadedDataset
 from medsec.errors import ConfigError, DataError
-from medsec.metrics.privacy import mia_metrics
+from medsec.metrics.privacy import resolution_note
 from medsec.privacy.audit_sets import MIN_SET, AuditData, Examples, audit_data_for
 from medsec.privacy.config import AuditConfig, DPConfig
 from medsec.privacy.plain_train import TrainFn
 from medsec.training.config import ClassifierRecipe
-
-MIA_SUFFIXES = ("auc", "balanced_acc", "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr",
-                "fpr_resolution", "num_members", "num_nonmembers")
-
 
 # --------------------------------------------------------------------------- training recipes
 
@@ -155,19 +153,22 @@ def _topped_up(train_fn: TrainFn, pool: Examples, size: int) -> TrainFn:
 
 @dataclass
 class AuditResult:
-    """``scores[attack] = (member scores, non-member scores)``; ``metrics`` all scalars;
-    ``strongest`` membership attack (None without one); per-mode extraction results; inversion
-    results with the class-average images (K,C,H,W) they were scored against;
-    ``nonmembers_from``: the non-members' split(s) (:class:`AuditData`)."""
+    """``scores[attack] = (member scores, non-member scores)``; ``metrics`` scalars (None
+    where unresolved, the reason in ``null_reasons``); ``declared`` the headline membership
+    attack (None without one); per-mode extraction results; inversion results with the
+    class-average images (K,C,H,W) they were scored against; ``nonmembers_from``: the
+    non-members' split(s) (:class:`AuditData`); ``notes``: what the sample can resolve."""
 
     scores: dict[str, tuple[np.ndarray, np.ndarray]]
-    metrics: dict[str, float]
-    strongest: str | None
+    metrics: dict[str, float | None]
+    declared: str | None
     extraction: dict[str, list[Any]]
     inversion: list[Any]
     class_means: Tensor | None
     seconds: float
     nonmembers_from: str = "held-out"
+    null_reasons: dict[str, str] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 def _membership_scores(model: nn.Module, data: AuditData, audit: AuditConfig,
@@ -201,12 +202,6 @@ def _membership_scores(model: nn.Module, data: AuditData, audit: AuditConfig,
     return scores
 
 
-def strongest_attack(metrics: dict[str, float], attacks: list[str]) -> str:
-    """The attack with the highest TPR at 1 % FPR (ties: higher AUC)."""
-    return max(attacks, key=lambda a: (metrics[f"mia_{a}_tpr_at_1pct_fpr"],
-                                       metrics[f"mia_{a}_auc"]))
-
-
 def run_audit(model: nn.Module, meta: dict[str, Any], data: AuditData, audit: AuditConfig,
               train_fn: TrainFn, seed: int = 0) -> AuditResult:
     """Run the configured attacks on ``model`` (eval mode, never changed).
@@ -216,16 +211,22 @@ def run_audit(model: nn.Module, meta: dict[str, Any], data: AuditData, audit: Au
     """
     start = time.perf_counter()
     model.eval()
-    metrics: dict[str, float] = dict(data.counts)
+    from medsec.privacy.recipe_audit import summarise
+
+    metrics: dict[str, float | None] = dict(data.counts)
     n_members = len(data.members)
     scores = {name: (s[:n_members], s[n_members:])
               for name, s in _membership_scores(model, data, audit, train_fn, seed).items()}
-    with resolution_warnings_once():
-        for name, (members, nonmembers) in scores.items():
-            metrics |= mia_metrics(members, nonmembers, prefix=f"mia_{name}_")
-    strongest = strongest_attack(metrics, list(scores)) if scores else None
-    if strongest is not None:
-        metrics |= {f"mia_{s}": metrics[f"mia_{strongest}_{s}"] for s in MIA_SUFFIXES}
+    declared = audit.declared_attack if audit.declared_attack in scores else None
+    reasons: dict[str, str] = {}
+    notes: list[str] = []
+    if declared is not None:
+        with resolution_warnings_once():
+            mia, reasons = summarise(scores, declared, audit.n_bootstrap, seed)
+        metrics |= mia
+        if "lira" in audit.attacks or "rmia" in audit.attacks:
+            metrics["mia_n_reference_models"] = float(audit.num_reference)
+        notes.append(resolution_note(len(data.nonmembers), n_members))
     extraction = _extraction(model, meta, data, audit, seed) if (
         "extraction" in audit.attacks) else {}
     for mode, results in extraction.items():
@@ -249,9 +250,10 @@ def run_audit(model: nn.Module, meta: dict[str, Any], data: AuditData, audit: Au
             lr=inv.lr, tv_weight=inv.tv_weight)
         means = class_means(data.train.images, data.train.labels, num_classes)
         metrics |= inversion_metrics(inversion)
-    return AuditResult(scores=scores, metrics=metrics, strongest=strongest,
+    return AuditResult(scores=scores, metrics=metrics, declared=declared,
                        extraction=extraction, inversion=inversion, class_means=means,
-                       seconds=time.perf_counter() - start, nonmembers_from=data.nonmembers_from)
+                       seconds=time.perf_counter() - start, nonmembers_from=data.nonmembers_from,
+                       null_reasons=reasons, notes=notes)
 
 
 def _extraction(model: nn.Module, meta: dict[str, Any], data: AuditData, audit: AuditConfig,

@@ -107,8 +107,25 @@ class InversionConfig(StrictModel):
     tv_weight: float = Field(default=0.1, ge=0.0)
 
 
+MiaAttackName = Literal["loss", "shadow", "lira_online", "lira_offline", "rmia"]
+
+
 class AuditConfig(StrictModel):
     """What the privacy audit runs and on how many examples.
+
+    Two protocols (MLflow tag ``medsec.audit``). ``recipe`` (the ``privacy`` stage, the
+    headline): every sweep point's target is trained on a seeded random half of a pool drawn
+    from the training and validation images (``pool_size``; None = all, deduplicated), so
+    members and non-members are exchangeable; ``num_reference`` reference models are trained
+    the same way on random halves of the pool and queried with augmented views
+    (``query_augment``: ``shift`` = identity + the 2-pixel shifts of training's augmentation,
+    ``flip_shift`` adds horizontal flips). The attacks are ``loss``, ``lira_online``,
+    ``lira_offline`` and ``rmia`` (population = the pool's non-members of the target).
+    ``checkpoint`` (``medsec stage audit``): an existing checkpoint, with the fields below.
+
+    ``declared_attack`` (declared before running) gives the headline ``mia_auc`` etc.; every
+    other attack is reported beside it under its own name (``mia_<attack>_*``), never
+    max-selected. AUC intervals: stratified bootstrap with ``n_bootstrap`` resamples.
 
     Membership inference audits ``num_members`` images of the target's training split against
     ``num_nonmembers`` held-out images (from ``nonmember_splits``), deduplicated by content
@@ -120,11 +137,11 @@ class AuditConfig(StrictModel):
     against test instead, and the result says so (``nonmembers_from``). ``num_population``
     other unseen held-out images (non-member leftovers, then the other split) are RMIA's
     population. ``lira`` runs online and offline LiRA on ``num_reference`` reference
-    models (even, >= 4: each audited image is in half of them), ``shadow`` trains
-    ``num_shadow`` shadow models; both use the target's own training recipe (same network,
-    optimiser, epochs and DP settings). Sizes larger than the data are reduced to what is
-    available (the run records the sizes used). ``checkpoint`` is what ``medsec stage audit``
-    audits.
+    models (even, >= 2, 8 or more for a real audit: each audited image is in half of
+    them), ``shadow`` trains ``num_shadow`` shadow models; both use the target's own
+    training recipe (same network, optimiser, epochs and DP settings). Sizes larger than
+    the data are reduced to what is available (the run records the sizes used).
+    ``checkpoint`` is what ``medsec stage audit`` audits.
     """
 
     attacks: tuple[AttackName, ...] = ALL_ATTACKS  # type: ignore[assignment]
@@ -132,13 +149,26 @@ class AuditConfig(StrictModel):
     num_nonmembers: int = Field(default=500, ge=8)
     num_population: int = Field(default=200, ge=8)
     nonmember_splits: tuple[Literal["val", "test"], ...] = ("val",)
-    num_reference: int = Field(default=4, ge=4, le=256)
+    num_reference: int = Field(default=8, ge=2, le=256)
     num_shadow: int = Field(default=2, ge=1, le=64)
     shadow_features: Literal["sorted", "per_class"] = "sorted"
     rmia_gamma: float = Field(default=2.0, gt=0.0)
     extraction: ExtractionConfig = ExtractionConfig()
     inversion: InversionConfig = InversionConfig()
     checkpoint: str = "models/classifier.pt"
+    declared_attack: MiaAttackName = "lira_online"
+    pool_size: int | None = Field(default=None, ge=8)
+    query_augment: Literal["none", "shift", "flip_shift"] = "shift"
+    n_bootstrap: int = Field(default=1000, ge=1000, le=100000)
+
+    @model_validator(mode="after")
+    def _declared_is_run(self) -> AuditConfig:
+        family = {"lira_online": "lira", "lira_offline": "lira"}.get(self.declared_attack,
+                                                                     self.declared_attack)
+        if family not in self.attacks:
+            raise ValueError(f"declared_attack: {self.declared_attack} is not among the "
+                             f"attacks {list(self.attacks)}")
+        return self
 
     @field_validator("attacks")
     @classmethod

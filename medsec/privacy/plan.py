@@ -153,6 +153,8 @@ def dp_metrics(record: dict[str, Any]) -> dict[str, float]:
     if record.get("mechanism") != "dp-sgd":
         return {}
     out = {"epsilon": record["epsilon"]}
+    if record.get("delta") is not None:
+        out["delta"] = float(record["delta"])  # the contract name (also as dp_delta)
     for key in ("delta", "noise_multiplier", "max_grad_norm", "sample_rate", "steps",
                 "target_epsilon"):
         if record.get(key) is not None:

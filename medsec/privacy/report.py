@@ -2,9 +2,11 @@
 
 A row (:func:`summary_row`) is a flat dict: ``privacy`` (label), ``target_epsilon``,
 ``epsilon`` / ``delta`` / ``accountant`` / ``noise_multiplier`` (None when non-private),
-``test_acc``, ``test_auc``, the strongest membership attack's ``mia_auc``,
-``mia_tpr_at_1pct_fpr``, ``mia_tpr_at_0.1pct_fpr`` (``mia_strongest`` names it), the same three
-per attack (``mia_<attack>_*``), extraction at the largest budget and the inversion scores.
+``test_acc``, ``test_auc``, the DECLARED membership attack's ``mia_auc``,
+``mia_tpr_at_1pct_fpr``, ``mia_tpr_at_0.1pct_fpr`` with their ``_ci_low`` / ``_ci_high``
+(``mia_attack`` names it: declared in the config before running, never the best of several),
+the same per attack (``mia_<attack>_*``), the sample sizes, extraction at the largest budget
+and the inversion scores. A TPR the non-members cannot resolve is None (table: "n/r").
 Figures are matplotlib ``Figure`` objects (not saved, not shown).
 """
 
@@ -20,6 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 MIA_COLUMNS = ("auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr")
+_CI = ("", "_ci_low", "_ci_high")
 _EXTRA_PREFIXES = ("extraction_", "inversion_")
 
 
@@ -27,7 +30,8 @@ def _attack_names(keys: Any) -> list[str]:
     """Attack names (first-seen order) of ``mia_<attack>_auc`` keys."""
     names: list[str] = []
     for key in keys:
-        if key.startswith("mia_") and key.endswith("_auc") and key != "mia_auc":
+        if (key.startswith("mia_") and key.endswith("_auc") and key != "mia_auc"
+                and not key.endswith("patient_auc")):
             name = key[len("mia_"):-len("_auc")]
             if name not in names:
                 names.append(name)
@@ -36,21 +40,25 @@ def _attack_names(keys: Any) -> list[str]:
 
 def summary_row(label: str, target_epsilon: float | None, record: dict[str, Any],
                 test_metrics: dict[str, float], audit_metrics: dict[str, float],
-                strongest: str | None) -> dict[str, Any]:
+                declared: str | None) -> dict[str, Any]:
     """One table row (see the module docstring); ``record`` = the model's ``meta["privacy"]``."""
     private = record.get("mechanism") == "dp-sgd"
     row: dict[str, Any] = {"privacy": label, "target_epsilon": target_epsilon}
     for key in ("epsilon", "delta", "accountant", "noise_multiplier"):
         row[key] = record.get(key) if private else None
     row |= {k: test_metrics.get(k) for k in ("test_acc", "test_auc")}
-    row["mia_strongest"] = strongest
+    row["mia_attack"] = declared
     for suffix in MIA_COLUMNS:
-        row[f"mia_{suffix}"] = audit_metrics.get(f"mia_{suffix}")
+        for ci in _CI:
+            row[f"mia_{suffix}{ci}"] = audit_metrics.get(f"mia_{suffix}{ci}")
+            if f"mia_patient_{suffix}{ci}" in audit_metrics:
+                row[f"mia_patient_{suffix}{ci}"] = audit_metrics[f"mia_patient_{suffix}{ci}"]
     for name in _attack_names(audit_metrics):
         for suffix in MIA_COLUMNS:
-            row[f"mia_{name}_{suffix}"] = audit_metrics[f"mia_{name}_{suffix}"]
-    row["mia_num_members"] = audit_metrics.get("audit_num_members")
-    row["mia_num_nonmembers"] = audit_metrics.get("audit_num_nonmembers")
+            for ci in _CI:
+                row[f"mia_{name}_{suffix}{ci}"] = audit_metrics.get(f"mia_{name}_{suffix}{ci}")
+    for key in ("mia_n_members", "mia_n_nonmembers", "mia_n_reference_models"):
+        row[key] = audit_metrics.get(key)
     row |= {k: v for k, v in audit_metrics.items() if k.startswith(_EXTRA_PREFIXES)}
     return row
 
@@ -70,6 +78,18 @@ def _epsilon_text(row: dict[str, Any]) -> str:
         "target_epsilon") is not None else f"{row['epsilon']:.2f}"
 
 
+def _ci_text(row: dict[str, Any], key: str) -> str:
+    """``value [low, high]``, "n/r" when unresolved (None), "-" when absent."""
+    if key not in row:
+        return "-"
+    if row.get(key) is None:
+        return "n/r"
+    low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+    if low is None or high is None:
+        return _fmt(row[key])
+    return f"{_fmt(row[key])} [{_fmt(low)}, {_fmt(high)}]"
+
+
 def _table(header: Sequence[str], lines: list[list[str]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(line) + " |" for line in lines]
@@ -77,19 +97,24 @@ def _table(header: Sequence[str], lines: list[list[str]]) -> str:
 
 
 def table_markdown(rows: list[dict[str, Any]], title: str = "Privacy-utility table") -> str:
-    """Markdown: the utility/strongest-attack table, per-attack MIA, extraction/inversion."""
+    """Markdown: utility and the declared attack (95 % intervals), every attack beside it,
+    extraction/inversion."""
     main = _table(
-        ["privacy", "epsilon", "test acc", "test AUC", "strongest MIA", "MIA AUC",
-         "TPR@1%FPR", "TPR@0.1%FPR"],
+        ["privacy", "epsilon", "test acc", "test AUC", "declared MIA", "MIA AUC [95% CI]",
+         "TPR@1%FPR [95% CI]", "TPR@0.1%FPR [95% CI]"],
         [[r["privacy"], _epsilon_text(r), _fmt(r.get("test_acc")), _fmt(r.get("test_auc")),
-          _fmt(r.get("mia_strongest")), _fmt(r.get("mia_auc")),
-          _fmt(r.get("mia_tpr_at_1pct_fpr")), _fmt(r.get("mia_tpr_at_0.1pct_fpr"))]
+          _fmt(r.get("mia_attack"))] + [_ci_text(r, f"mia_{s}") for s in MIA_COLUMNS]
          for r in rows])
     per_attack = _table(
-        ["privacy", "attack", "AUC", "TPR@1%FPR", "TPR@0.1%FPR"],
-        [[r["privacy"], name] + [_fmt(r.get(f"mia_{name}_{s}")) for s in MIA_COLUMNS]
+        ["privacy", "attack", "AUC [95% CI]", "TPR@1%FPR [95% CI]", "TPR@0.1%FPR [95% CI]"],
+        [[r["privacy"], name] + [_ci_text(r, f"mia_{name}_{s}") for s in MIA_COLUMNS]
          for r in rows for name in _attack_names(k for r in rows for k in r)
          if r.get(f"mia_{name}_auc") is not None])
+    if any("mia_patient_auc" in r for r in rows):
+        per_attack += "\n\nPatient level (mean image score per patient):\n\n" + _table(
+            ["privacy", "MIA AUC [95% CI]", "TPR@1%FPR [95% CI]"],
+            [[r["privacy"], _ci_text(r, "mia_patient_auc"),
+              _ci_text(r, "mia_patient_tpr_at_1pct_fpr")] for r in rows])
     parts = [f"# {title}", "", main, "", "## Membership inference per attack", "", per_attack]
     extra = sorted({k for r in rows for k in r if k.startswith(_EXTRA_PREFIXES)})
     if extra:
@@ -97,9 +122,11 @@ def table_markdown(rows: list[dict[str, Any]], title: str = "Privacy-utility tab
                   _table(["privacy", *extra],
                          [[r["privacy"], *(_fmt(r.get(k)) for k in extra)] for r in rows])]
     first = rows[0] if rows else {}
-    parts += ["", f"Members / non-members audited: {_fmt(first.get('mia_num_members'), 0)} / "
-              f"{_fmt(first.get('mia_num_nonmembers'), 0)} (deduplicated by content hash). "
-              "TPR at 0.1 % FPR is interpolated when there are fewer than 1000 non-members. "
+    parts += ["", f"Members / non-members audited: {_fmt(first.get('mia_n_members'), 0)} / "
+              f"{_fmt(first.get('mia_n_nonmembers'), 0)} (deduplicated by content hash), "
+              f"{_fmt(first.get('mia_n_reference_models'), 0)} reference models. AUC: stratified "
+              "bootstrap 95 % interval; TPR: Clopper-Pearson 95 % interval; n/r = not resolved "
+              "(fewer than 10 false positives expected among the non-members at that FPR). "
               "Epsilon is the whole run's (accountant and delta in the CSV).", ""]
     return "\n".join(parts)
 
@@ -117,7 +144,7 @@ def table_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def privacy_utility_figure(rows: list[dict[str, Any]]) -> Figure:
-    """Utility (test acc/AUC, left) and leakage (strongest MIA AUC, TPR@1%FPR, right) against
+    """Utility (test acc/AUC, left) and leakage (declared MIA AUC, TPR@1%FPR, right) against
     epsilon (log scale); the non-private model sits at the right edge, marked "inf"."""
     private = [r for r in rows if r.get("epsilon") is not None]
     eps = [float(r["epsilon"]) for r in private]
@@ -126,7 +153,7 @@ def privacy_utility_figure(rows: list[dict[str, Any]]) -> Figure:
     order = np.argsort(xs)
     fig = Figure(figsize=(9, 3.8))
     panels = (("utility", ("test_acc", "test_auc")),
-              ("membership inference (strongest)", ("mia_auc", "mia_tpr_at_1pct_fpr")))
+              ("membership inference (declared attack)", ("mia_auc", "mia_tpr_at_1pct_fpr")))
     for i, (title, keys) in enumerate(panels):
         ax = fig.add_subplot(1, 2, i + 1)
         for key in keys:

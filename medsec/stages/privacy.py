@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from medsec.config import MedSecConfig, config_from_dict, config_to_dict
 from medsec.data.types import LoadedDataset
+from medsec.errors import DataError
 from medsec.privacy.sweep import privacy_label
 from medsec.stages import classifier
 
@@ -26,6 +27,12 @@ if TYPE_CHECKING:  # the audit imports sklearn/Opacus: only when it runs
     from medsec.privacy.audit import AuditResult
     from medsec.privacy.audit_sets import AuditData
     from medsec.privacy.canary_audit import CanaryAudit
+    from medsec.privacy.recipe_audit import (
+        AuditPool,
+        RecipeAuditResult,
+        RecipeSpec,
+        ReferenceRunner,
+    )
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,132 @@ def audit(cfg: MedSecConfig, model: nn.Module, meta: dict[str, Any], data: Loade
 
     return audit_model(model, meta, cfg.privacy.audit, classifier.recipe(cfg), cfg.privacy.dp,
                        data, sets)
+
+
+# --------------------------------------------------------------------------- recipe audit
+
+
+def _groups(split: Any) -> Any:
+    """Patient ids (N,) of a split when the prepared data carries them, else None."""
+    for name in ("patient_ids", "groups"):
+        value = getattr(split, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def audit_pool(cfg: MedSecConfig, data: LoadedDataset) -> AuditPool:
+    """The recipe audit's pool: training (``dataset.max_train``) and validation images,
+    deduplicated, ``privacy.audit.pool_size`` of them (seeded by ``seed``); per patient when
+    both splits carry patient ids. The test split is not in it."""
+    from medsec.privacy.recipe_audit import build_pool
+
+    splits = {"train": classifier.split(cfg, data, "train"), "val": data.splits["val"]}
+    groups = {name: _groups(split) for name, split in splits.items()}
+    known = None if any(g is None for g in groups.values()) else groups
+    return build_pool(splits, cfg.privacy.audit.pool_size, cfg.seed, known)
+
+
+def recipe_spec(cfg: MedSecConfig, data: LoadedDataset) -> RecipeSpec:
+    """The training recipe of ``cfg`` (a sweep point) as the audit's picklable spec."""
+    from medsec.privacy.recipe_audit import RecipeSpec
+
+    return RecipeSpec(recipe=classifier.recipe(cfg), dp=cfg.privacy.dp, dataset=data.name,
+                      num_classes=data.num_classes, class_names=tuple(data.class_names),
+                      version=data.version, query_augment=cfg.privacy.audit.query_augment)
+
+
+def _recipe_attacks(cfg: MedSecConfig) -> list[str]:
+    """The recipe audit's membership attacks of ``privacy.audit.attacks`` (``lira`` = online
+    and offline; ``shadow`` runs in the checkpoint audit only)."""
+    chosen = cfg.privacy.audit.attacks
+    return [a for a in ("loss", "lira_online", "lira_offline", "rmia")
+            if a in chosen or (a.startswith("lira") and "lira" in chosen)]
+
+
+def recipe_audit(cfg: MedSecConfig, data: LoadedDataset, pool: AuditPool,
+                 runner: ReferenceRunner | None = None) -> RecipeAuditResult:
+    """Recipe audit of the sweep point ``cfg`` (``medsec.audit=recipe``); ``runner`` trains
+    the references (default: one after the other). The target's checkpoint meta records its
+    pool members (``audit_members``: split -> indices)."""
+    from medsec.privacy.recipe_audit import run_recipe_audit, sequential_references
+
+    audit_cfg = cfg.privacy.audit
+    result = run_recipe_audit(recipe_spec(cfg, data), pool, audit_cfg.num_reference,
+                              audit_cfg.declared_attack, seed=cfg.seed,
+                              gamma=audit_cfg.rmia_gamma, n_boot=audit_cfg.n_bootstrap,
+                              runner=runner or sequential_references,
+                              attacks=_recipe_attacks(cfg))
+    result.target.meta |= {"audit_members": pool.members_record(result.target_in),
+                           "audit_pool_size": audit_cfg.pool_size, "audit_pool_seed": cfg.seed}
+    return result
+
+
+def recipe_side_attacks(cfg: MedSecConfig, data: LoadedDataset, pool: AuditPool,
+                        result: RecipeAuditResult) -> AuditResult | None:
+    """Extraction and inversion (when in ``privacy.audit.attacks``) of the recipe audit's
+    target: query pool = the pool's non-members, copies scored on the test split."""
+    from medsec.privacy.audit import run_audit
+    from medsec.privacy.audit_sets import AuditData, Examples
+
+    side = tuple(a for a in cfg.privacy.audit.attacks if a in ("extraction", "inversion"))
+    if not side:
+        return None
+    audit_cfg = cfg.privacy.audit.model_copy(update={"attacks": side})
+    members = Examples.of(pool.subset(result.target_in))
+    others = Examples.of(pool.subset(~result.target_in))
+    sets = AuditData(members=members, nonmembers=others, rmia_population=others,
+                     population=others, train=members,
+                     test=Examples.of(classifier.split(cfg, data, "test")),
+                     train_size=len(members), counts={}, nonmembers_from="pool")
+    return run_audit(result.target.model, result.target.meta, sets, audit_cfg,
+                     lambda *a: None, seed=cfg.seed)  # type: ignore[arg-type, return-value]
+
+
+def checkpoint_pool_target(cfg: MedSecConfig, data: LoadedDataset, meta: dict[str, Any]
+                           ) -> tuple[AuditPool, Any] | None:
+    """For a checkpoint trained by the recipe audit (its meta has ``audit_members``): the
+    pool rebuilt as then and its members mask (N,) bool; None for other checkpoints."""
+    import numpy as np
+
+    record = meta.get("audit_members")
+    if not record:
+        return None
+    update = {"pool_size": meta.get("audit_pool_size")}
+    audit_cfg = cfg.privacy.audit.model_copy(update=update)
+    pool = audit_pool(cfg.model_copy(update={
+        "seed": meta.get("audit_pool_seed", cfg.seed),
+        "privacy": cfg.privacy.model_copy(update={"audit": audit_cfg})}), data)
+    members = {(split, int(i)) for split, idx in record.items() for i in idx}
+    mask = np.asarray([(str(s), int(i)) in members for s, i in zip(pool.source, pool.index,
+                                                                   strict=True)])
+    if mask.sum() != sum(len(v) for v in record.values()):
+        raise DataError("checkpoint audit_members: the pool rebuilt from the data does not "
+                        "contain all recorded members (different data or dataset.max_train)")
+    return pool, mask
+
+
+def checkpoint_recipe_audit(cfg: MedSecConfig, data: LoadedDataset, model: nn.Module,
+                            meta: dict[str, Any], pool: AuditPool, members: Any,
+                            runner: ReferenceRunner | None = None) -> RecipeAuditResult:
+    """Checkpoint audit with the recipe protocol: ``model`` trained on the pool images of
+    ``members``; references trained with the checkpoint's recipe on halves of the pool."""
+    from types import SimpleNamespace
+
+    from medsec.privacy.audit import target_recipe
+    from medsec.privacy.recipe_audit import RecipeSpec, run_recipe_audit, sequential_references
+
+    recipe, dp = target_recipe(classifier.recipe(cfg), cfg.privacy.dp, meta)
+    spec = RecipeSpec(recipe=recipe, dp=dp, dataset=data.name, num_classes=data.num_classes,
+                      class_names=tuple(data.class_names), version=data.version,
+                      query_augment=cfg.privacy.audit.query_augment)
+    audit_cfg = cfg.privacy.audit
+    target = (SimpleNamespace(model=model, meta=meta), members)
+    return run_recipe_audit(spec, pool, audit_cfg.num_reference, audit_cfg.declared_attack,
+                            seed=cfg.seed, gamma=audit_cfg.rmia_gamma,
+                            n_boot=audit_cfg.n_bootstrap,
+                            runner=runner or sequential_references,
+                            attacks=_recipe_attacks(cfg), target=target)
 
 
 def canary_audit(cfg: MedSecConfig, data: LoadedDataset) -> CanaryAudit | None:

@@ -1,5 +1,5 @@
 """The audit's data sets: deduplicated by content, disjoint, the target's training split only;
-the reference models' top-up; the strongest attack."""
+the reference models' top-up; the headline is the declared attack."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import torch
 from medsec.config import load_config
 from medsec.data.types import ImageDataset
 from medsec.errors import DataError
-from medsec.privacy.audit import _topped_up, strongest_attack
+import medsec.privacy.audit as audit_module
+from medsec.privacy.audit import _topped_up
 from medsec.privacy.audit_sets import Examples, audit_data, content_hashes
 
 
@@ -94,11 +95,15 @@ def test_reference_training_sets_are_topped_up_to_the_target_size():
     assert seen == [(25, 3), (25, 4), (40, 5)]  # capped by the pool
 
 
-def test_strongest_attack_prefers_low_fpr_power_then_auc():
-    metrics = {"mia_loss_tpr_at_1pct_fpr": 0.02, "mia_loss_auc": 0.7,
-               "mia_lira_online_tpr_at_1pct_fpr": 0.05, "mia_lira_online_auc": 0.6,
-               "mia_rmia_tpr_at_1pct_fpr": 0.05, "mia_rmia_auc": 0.65}
-    assert strongest_attack(metrics, ["loss", "lira_online", "rmia"]) == "rmia"
+def test_no_strongest_attack_selection_and_declared_attack_validated():
+    from pydantic import ValidationError
+
+    from medsec.privacy.config import AuditConfig
+
+    assert not hasattr(audit_module, "strongest_attack")  # no max over attacks anywhere
+    assert AuditConfig().declared_attack == "lira_online"
+    with pytest.raises(ValidationError, match="declared_attack"):
+        AuditConfig(attacks=("loss",), declared_attack="rmia")
 
 
 def test_non_members_are_never_images_that_selected_the_model():

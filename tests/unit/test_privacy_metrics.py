@@ -25,8 +25,8 @@ def test_roc_corners_auc_and_balanced_accuracy():
     assert m["mia_auc"] == pytest.approx(0.8)
     # Best threshold between 0.3 and 0.2: TPR 1, FPR 0.4 -> (1 + 0.6) / 2 (vs 0.775 at 0.65).
     assert m["mia_balanced_acc"] == pytest.approx(0.8)
-    assert m["mia_fpr_resolution"] == pytest.approx(0.2)
-    assert (m["mia_num_members"], m["mia_num_nonmembers"]) == (4, 5)
+    assert (m["mia_n_members"], m["mia_n_nonmembers"]) == (4, 5)
+    assert m["mia_auc_ci_low"] <= m["mia_auc"] <= m["mia_auc_ci_high"]
 
 
 def test_tpr_at_fpr_interpolates_between_adjacent_corners():
@@ -49,16 +49,20 @@ def test_low_fpr_metrics_with_enough_nonmembers():
     nonmembers = np.arange(2000, dtype=float)
     members = np.r_[np.full(5, 5000.0), np.full(10, 1989.5), np.zeros(85)]
     m = mia_metrics(members, nonmembers)
-    # FPR 0.1 % = 2 false positives: only the 5 top members are above -> TPR 0.05.
-    assert m["mia_tpr_at_0.1pct_fpr"] == pytest.approx(0.05)
+    # FPR 0.1 % = 2 false positives expected: too few to resolve -> None (not a number).
+    assert m["mia_tpr_at_0.1pct_fpr"] is None
     # FPR 1 % = 20 false positives: the 10 members at 1989.5 are above 10 FPs -> TPR 0.15.
     assert m["mia_tpr_at_1pct_fpr"] == pytest.approx(0.15)
+    # 20000 non-members resolve 0.1 % (20 expected false positives)
+    many = np.arange(20000, dtype=float) / 10
+    m = mia_metrics(np.r_[np.full(5, 5000.0), np.zeros(95)], many)
+    assert m["mia_tpr_at_0.1pct_fpr"] == pytest.approx(0.05)
 
 
 def test_few_nonmembers_are_flagged(caplog):
     with caplog.at_level(logging.WARNING, logger="medsec.metrics.privacy"):
         mia_metrics(MEMBERS, NONMEMBERS)
-    assert "FPR resolution" in caplog.text
+    assert "unresolved" in caplog.text
 
 
 def test_chance_and_perfect_attacks():
@@ -66,8 +70,8 @@ def test_chance_and_perfect_attacks():
     same = mia_metrics(rng.normal(size=2000), rng.normal(size=2000), prefix="x_")
     assert abs(same["x_auc"] - 0.5) < 0.03
     assert same["x_tpr_at_1pct_fpr"] < 0.03
-    perfect = mia_metrics([2.0, 3.0], [0.0, 1.0])
-    assert perfect["mia_auc"] == 1.0 and perfect["mia_tpr_at_0.1pct_fpr"] == 1.0
+    perfect = mia_metrics([2.0, 3.0], np.linspace(0, 1, 1000))
+    assert perfect["mia_auc"] == 1.0 and perfect["mia_tpr_at_1pct_fpr"] == 1.0
 
 
 def test_bad_inputs():
