@@ -47,7 +47,7 @@ def test_loader_prepares_when_missing_or_stale(tmp_path, monkeypatch):
     write_phantoms(tmp_path / "raw" / "phantoms.npz", 12, 6, 6, 16, 1)
     fixed = load_dataset_task.fn(cfg)
     assert len(fixed.splits["train"]) == 12
-    assert fixed.extra["source"] == str(tmp_path / "raw" / "phantoms.npz")
+    assert fixed.extra["source"] == "phantoms.npz"  # relative to the data root, never absolute
 
 
 def test_medmnist_file_is_checked_and_copied(tmp_path, monkeypatch):

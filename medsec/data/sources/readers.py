@@ -54,9 +54,11 @@ def _pil_header(record: Record, settings: ReadSettings) -> float:
     from PIL import Image
 
     try:
-        with Image.open(record.file) as image:
-            width, height = image.size
-            mode = image.mode
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit below
+            with Image.open(record.file) as image:
+                width, height = image.size
+                mode = image.mode
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
         raise DataError(f"{record.path}: not a readable image ({exc})") from None
     _check_pixels(record, width * height, f"{width}x{height}", settings)
