@@ -220,7 +220,10 @@ def data_pull(
         settings = deid.DeidSettings(retain_longitudinal=retain_longitudinal,
                                      allow_burned_in=allow_burned_in)
         key, label_fn = deid.load_key(), deid.label_source(label_tag, labels)
-        filters = dict(item.split("=", 1) for item in filter or [] if "=" in item)
+        bad = [item for item in filter or [] if "=" not in item]
+        if bad:
+            raise MedSecError(f"--filter {bad[0]!r} must look like KEY=VALUE")
+        filters = dict(item.split("=", 1) for item in filter or [])
         if dimse is not None:
             host, _, port = dimse.rpartition(":")
             client = pacs.DimseClient(host, int(port), called_aet, aet)
