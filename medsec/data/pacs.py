@@ -26,7 +26,7 @@ USER_ENV, PASSWORD_ENV = "MEDSEC_PACS_USER", "MEDSEC_PACS_PASSWORD"
 CREDENTIALS_FILE_ENV = "MEDSEC_PACS_CREDENTIALS_FILE"
 DICOM_JSON = "application/dicom+json"
 MULTIPART_DICOM = 'multipart/related; type="application/dicom"'
-STUDY_UID_TAG = "0020000D"
+STUDY_UID_TAG, SERIES_UID_TAG, SOP_UID_TAG = "0020000D", "0020000E", "00080018"
 PULL_MARKER = "pacs_pull.json"
 """Written into the pulled folder; the data stage then tags the source ``pacs``."""
 
@@ -108,19 +108,30 @@ class DicomWebClient:
                             "list of studies") from None
 
     def study(self, study_uid: str) -> Iterator[Any]:
-        """Every instance of the study (WADO-RS, multipart/related) as a pydicom Dataset."""
+        """Every instance of the study as a pydicom Dataset: QIDO-RS lists the instances,
+        WADO-RS retrieves them one at a time (memory bounded by one instance, not a study)."""
         import pydicom
 
-        response = self._get(f"studies/{study_uid}", MULTIPART_DICOM)
-        if response is None:
-            return
-        parts = split_multipart(response.headers.get("Content-Type", ""), response.content)
-        for number, part in enumerate(parts, 1):
-            try:
-                yield pydicom.dcmread(io.BytesIO(part))
-            except Exception as exc:  # pydicom raises many types for a corrupt file
-                raise DataError(f"PACS {_redact(self.url)}: WADO-RS part {number} of a study "
-                                f"is not a readable DICOM file ({type(exc).__name__})") from None
+        listing = self._get(f"studies/{study_uid}/instances", DICOM_JSON)
+        try:
+            instances = sorted((item[SERIES_UID_TAG]["Value"][0], item[SOP_UID_TAG]["Value"][0])
+                               for item in (listing.json() if listing is not None else []))
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise DataError(f"PACS {_redact(self.url)}: QIDO-RS answer is not a DICOM JSON "
+                            "list of instances") from None
+        for number, (series, sop) in enumerate(instances, 1):
+            response = self._get(f"studies/{study_uid}/series/{series}/instances/{sop}",
+                                 MULTIPART_DICOM)
+            if response is None:
+                continue
+            for part in split_multipart(response.headers.get("Content-Type", ""),
+                                        response.content):
+                try:
+                    yield pydicom.dcmread(io.BytesIO(part))
+                except Exception as exc:  # pydicom raises many types for a corrupt file
+                    raise DataError(f"PACS {_redact(self.url)}: WADO-RS instance {number} of a "
+                                    f"study is not a readable DICOM file "
+                                    f"({type(exc).__name__})") from None
 
 
 def split_multipart(content_type: str, body: bytes) -> list[bytes]:
