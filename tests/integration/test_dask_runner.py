@@ -80,35 +80,30 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_local_cluster_equals_in_process(tmp_path, monkeypatch, phantom_dir, tracking_uri,
-                                         prefect_api, victim):
-    monkeypatch.chdir(tmp_path)
-    local = _sweep(tmp_path / "local", phantom_dir, victim)
-    dask = _sweep(tmp_path / "dask", phantom_dir, victim, "runner.kind=dask",
-                  "runner.n_workers=2")
-    _same_outputs(tmp_path / "local", tmp_path / "dask", local, dask)
-    assert local["metrics"]["attacks_failed"] == 0
-    # results persisted in the run directory, one per attack; the cluster's scratch too
-    assert len(list((tmp_path / "dask" / ".prefect" / "results").iterdir())) >= 4
-    assert (tmp_path / "dask" / ".prefect" / "dask").is_dir()
-    # the second run in the same directory is served from the cache: same numbers
-    again = _sweep(tmp_path / "local", phantom_dir, victim)
-    assert again["metrics"] == local["metrics"]
-
-
-def test_killed_worker_task_is_rerun_and_sweep_complete(tmp_path, monkeypatch, phantom_dir,
-                                                        tracking_uri, prefect_api, victim):
+def test_dask_sweeps_equal_in_process_and_survive_a_killed_worker(
+        tmp_path, monkeypatch, phantom_dir, tracking_uri, prefect_api, victim):
     from dask.distributed import LocalCluster
 
     monkeypatch.chdir(tmp_path)
-    reference = _sweep(tmp_path / "local", phantom_dir, victim)
+    local = _sweep(tmp_path / "local", phantom_dir, victim)
+    assert local["metrics"]["attacks_failed"] == 0
+
+    # 1. a LocalCluster of 2 worker processes made by the runner
+    dask = _sweep(tmp_path / "dask", phantom_dir, victim, "runner.kind=dask",
+                  "runner.n_workers=2")
+    _same_outputs(tmp_path / "local", tmp_path / "dask", local, dask)
+    # results persisted in the run directory, one per attack; the cluster's scratch too
+    assert len(list((tmp_path / "dask" / ".prefect" / "results").iterdir())) >= 4
+    assert (tmp_path / "dask" / ".prefect" / "dask").is_dir()
+
+    # 2. an existing cluster by address; one worker process SIGKILLed while it runs an attack
     killed: dict[str, object] = {}
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=":0", local_directory=str(tmp_path / "scratch")) as cluster:
         scheduler = cluster.scheduler
         stop = threading.Event()
 
-        def kill_first_busy_worker() -> None:  # SIGKILL a worker process mid-attack
+        def kill_first_busy_worker() -> None:
             while not stop.is_set() and not killed:
                 for ws in list(scheduler.workers.values()):
                     busy = [ts.key for ts in ws.processing]  # only attacks run here
@@ -125,15 +120,27 @@ def test_killed_worker_task_is_rerun_and_sweep_complete(tmp_path, monkeypatch, p
         watcher = threading.Thread(target=kill_first_busy_worker, daemon=True)
         watcher.start()
         try:
-            result = _sweep(tmp_path / "address", phantom_dir, victim, "runner.kind=dask",
-                            f"runner.address={cluster.scheduler_address}")
+            address = _sweep(tmp_path / "address", phantom_dir, victim, "runner.kind=dask",
+                             f"runner.address={cluster.scheduler_address}")
         finally:
             stop.set()
             watcher.join(timeout=5)
         assert killed, "no worker was busy with an attack long enough to be killed"
         story = scheduler.story(killed["key"])
         assert sum(1 for event in story if event[2] == "processing") >= 2  # ran again
-    _same_outputs(tmp_path / "local", tmp_path / "address", reference, result)
+    _same_outputs(tmp_path / "local", tmp_path / "address", local, address)
+
+    # 3. a rerun in the same directory is served from the persisted results: same numbers
+    again = _sweep(tmp_path / "local", phantom_dir, victim)
+    assert again["metrics"] == local["metrics"]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter
+
+    with get_client(sync_client=True) as client:  # only this run had stored results to reuse
+        cached = client.read_task_runs(task_run_filter=TaskRunFilter(
+            name={"like_": "attack-"}, state={"name": {"any_": ["Cached"]}}))
+    assert sorted(r.name for r in cached) == ["attack-bim", "attack-fgsm", "attack-mim",
+                                              "attack-pgd"]
 
 
 def test_unreachable_scheduler_fails_before_any_work(tmp_path, monkeypatch, phantom_dir,
