@@ -168,3 +168,38 @@ def test_key_comes_from_env_or_a_file_outside_git(tmp_path):
     inside = repo / "tests" / "unit" / "test_deid.py"  # any file in the working tree
     with pytest.raises(ConfigError, match="git working tree"):
         load_key({"MEDSEC_DEID_KEY_FILE": str(inside)})
+
+
+def test_multipart_split_matches_what_a_mime_writer_built():
+    from email.mime.application import MIMEApplication
+    from email.mime.multipart import MIMEMultipart
+
+    from medsec.data.pacs import split_multipart
+
+    payloads = [b"\x00DICM\r\n--not-a-boundary\r\n" + bytes(range(256)), b"second\r\n\r\n"]
+    message = MIMEMultipart("related", type="application/dicom")
+    for payload in payloads:
+        message.attach(MIMEApplication(payload, "dicom"))
+    body = message.as_bytes().split(b"\n\n", 1)[1]
+    assert split_multipart(str(message["Content-Type"]), body) == payloads  # base64 parts
+    # binary parts with CRLF, as a DICOMweb server sends them
+    raw = b"".join(b"--XyZ\r\nContent-Type: application/dicom\r\n\r\n" + p + b"\r\n"
+                   for p in payloads) + b"--XyZ--\r\n"
+    assert split_multipart('multipart/related; type="application/dicom"; boundary=XyZ',
+                           raw) == payloads
+
+
+def test_pacs_credentials_from_env_or_a_file_outside_git(tmp_path):
+    from medsec.data.pacs import load_credentials
+
+    assert load_credentials({}) is None
+    assert load_credentials({"MEDSEC_PACS_USER": "u", "MEDSEC_PACS_PASSWORD": "p"}) == ("u", "p")
+    with pytest.raises(ConfigError, match="MEDSEC_PACS_PASSWORD is not"):
+        load_credentials({"MEDSEC_PACS_USER": "u"})
+    creds = tmp_path / "pacs.cred"
+    creds.write_text("reader:s3cret:with-colon\n")
+    assert load_credentials({"MEDSEC_PACS_CREDENTIALS_FILE": str(creds)}) == (
+        "reader", "s3cret:with-colon")
+    inside = Path(__file__).resolve()
+    with pytest.raises(ConfigError, match="git working tree"):
+        load_credentials({"MEDSEC_PACS_CREDENTIALS_FILE": str(inside)})
