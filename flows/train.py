@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
+import torch
 from prefect import flow
 
 from flows.outputs import (
@@ -19,6 +20,7 @@ from medsec.io import write_json, write_text
 from medsec.training.checkpoint import save_classifier
 from medsec.viz import curves_figure
 from tasks.common import load_config_task, load_dataset_task
+from tasks.models import log_classifier
 from tasks.privacy import log_dp_record
 from tasks.tracking import log_artifact, log_figure, log_metrics, tracked_run
 from tasks.train import train_task
@@ -65,6 +67,8 @@ def train_flow(
                    "curves/val_metrics.png")
         save_classifier(ckpt, trained.model, trained.meta)
         log_artifact(ckpt, "model")
+        log_classifier(trained.model, torch.from_numpy(data.splits["val"].images[:8]),
+                       data.name, cfg.model.name, alias="champion")  # registry, servable
         info = {"run_id": run.info.run_id, "meta": trained.meta}
         write_json(info_path, info)
         write_text(at(out, TRAIN_HISTORY), history_csv(trained.fit.history))
