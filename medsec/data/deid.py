@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import os
@@ -267,6 +268,27 @@ def _changes(before: Any, after: Any) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in out.items()}
 
 
+@functools.cache
+def _profile_rules() -> tuple[dict[tuple[int, ...], Callable], dict[tuple[int, ...], Callable]]:
+    """dicom-anonymizer's action per tag of the profile table, and our overrides: every
+    date/time attribute is kept by the table step (the date pass has shifted or emptied it)."""
+    import dicomanonymizer.simpledicomanonymizer as sda
+    from pydicom.datadict import dictionary_VR
+
+    rules = sda.initialize_actions(PROFILE_TABLE)
+    overrides: dict[tuple[int, ...], Callable] = {}
+    for tag in rules:
+        if len(tag) != 2:
+            continue
+        try:
+            vr = dictionary_VR((tag[0] << 16) | tag[1])
+        except KeyError:
+            continue
+        if vr in ("DA", "DT", "TM"):
+            overrides[tag] = sda.keep
+    return rules, overrides
+
+
 def deidentify_dataset(ds: Any, pseudo: Pseudonymizer, settings: DeidSettings) -> DeidResult:
     """De-identify a copy of ``ds`` (a pydicom Dataset; the argument is not changed)."""
     import dicomanonymizer.simpledicomanonymizer as sda
@@ -285,25 +307,13 @@ def deidentify_dataset(ds: Any, pseudo: Pseudonymizer, settings: DeidSettings) -
     _date_pass(ds, settings.retain_longitudinal, days)
     # 2. PS3.15 E.1-1 through dicom-anonymizer: UIDs via the keyed table, dates left as step 1
     #    made them, private tags removed
-    rules = sda.initialize_actions(PROFILE_TABLE)
-    from pydicom.datadict import dictionary_VR
-
-    overrides: dict[tuple[int, ...], Callable] = {}
-    for tag in rules:
-        if len(tag) != 2:
-            continue
-        try:
-            vr = dictionary_VR((tag[0] << 16) | tag[1])
-        except KeyError:
-            continue
-        if vr in ("DA", "DT", "TM"):
-            overrides[tag] = sda.keep
+    rules, overrides = _profile_rules()
     with _TABLE_LOCK:
         saved = sda.dictionary
         sda.dictionary = _KeyedUIDTable(pseudo)
         try:
-            sda.anonymize_dataset(ds, overrides, delete_private_tags=True,
-                                  base_rules_gen=lambda: rules)
+            sda.anonymize_dataset(ds, dict(overrides), delete_private_tags=True,
+                                  base_rules_gen=lambda: dict(rules))
         except (NotImplementedError, ValueError, KeyError, TypeError) as exc:
             name = pseudo.short("instance", sop_uid)
             raise DataError(f"de-identification failed on instance {name}: "
