@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,16 +75,36 @@ class LoadedDataset:
 
 class TensorImageDataset(TensorDataset):
     """A torch Dataset view of an :class:`ImageDataset`: items (image float32 (C, H, W), label
-    int64). Memory-mapped images are read item by item (streamed), never loaded whole."""
+    int64). Memory-mapped images (a C-ordered ``.npy`` opened with ``mmap_mode``) are streamed:
+    each item is read from the file with ``os.pread``, so the process never maps the whole
+    data set (its resident memory stays at about one batch)."""
 
     def __init__(self, data: ImageDataset) -> None:
         labels = torch.from_numpy(np.ascontiguousarray(data.labels))
-        self.stream = data.images if isinstance(data.images, np.memmap) else None
-        images = (torch.empty((len(labels), 0)) if self.stream is not None
-                  else torch.from_numpy(np.ascontiguousarray(data.images)))
-        super().__init__(images, labels)
+        images = data.images
+        self.stream: tuple[str, int, int, tuple[int, ...], np.dtype] | None = None
+        if (isinstance(images, np.memmap) and images.filename is not None
+                and images.flags.c_contiguous):
+            item = int(np.prod(images.shape[1:])) * images.dtype.itemsize
+            root = images  # slices keep the file's offset: add their distance from the root
+            while isinstance(root.base, np.memmap):
+                root = root.base
+            start = int(root.offset) + images.ctypes.data - root.ctypes.data
+            self.stream = (str(images.filename), start, item,
+                           tuple(images.shape[1:]), images.dtype)
+            tensor = torch.empty((len(labels), 0))
+        else:
+            tensor = torch.from_numpy(np.ascontiguousarray(images))
+        self._fd: int | None = None
+        self._pid: int | None = None
+        super().__init__(tensor, labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.stream is None:
             return super().__getitem__(index)
-        return torch.from_numpy(np.array(self.stream[index])), self.tensors[1][index]
+        path, offset, item, shape, dtype = self.stream
+        if self._fd is None or self._pid != os.getpid():  # one descriptor per worker process
+            self._fd, self._pid = os.open(path, os.O_RDONLY), os.getpid()
+        raw = os.pread(self._fd, item, offset + int(index) * item)
+        image = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+        return torch.from_numpy(image), self.tensors[1][index]

@@ -18,7 +18,7 @@ from medsec.config import load_config
 from medsec.data.prepare import prepare_dataset
 from medsec.data.sources.readers import ReadSettings, load_image
 from medsec.data.sources.records import Record, folder_records, manifest_records
-from medsec.data.types import TensorImageDataset
+from medsec.data.types import ImageDataset, TensorImageDataset
 from medsec.errors import DataError
 from medsec.stages.data import data_source
 from tests.unit.own_data_fixtures import make_folder_dataset, make_manifest, manifest_dataset
@@ -196,6 +196,10 @@ def test_over_the_memory_limit_images_are_streamed_from_a_memmap(tmp_path):
     image, label = dataset[1]
     np.testing.assert_array_equal(image.numpy(), small.splits["train"].images[1])
     assert int(label) == small.splits["train"].labels[1]
+    train = streamed.splits["train"]  # a slice not at the start of the file streams too
+    tail = TensorImageDataset(ImageDataset(train.images[3:], train.labels[3:]))
+    assert tail.stream is not None
+    np.testing.assert_array_equal(tail[1][0].numpy(), small.splits["train"].images[4])
     # sites and studies are carried as pseudonyms (never the raw MRN / accession / site)
     train = streamed.splits["train"]
     assert set(np.unique(train.site_ids)) <= {k for k in np.unique(train.site_ids)
