@@ -93,6 +93,8 @@ def _sweep_point(point: Any, data: LoadedDataset, pool: Any, tags: dict[str, str
         result = recipe_audit_task(cfg, data, pool)
         trained = result.target
         record = trained.meta["privacy"]
+        for epoch, epsilon in enumerate(record.get("epsilon_per_epoch", [])):
+            log_metrics({"epsilon": epsilon}, step=epoch)  # the target's epsilon per epoch
         log_dp_record(record)
         log_metrics({"best_epoch": trained.fit.best_epoch, "fit_seconds": trained.fit.seconds})
         _log_checkpoint(trained.model, trained.meta)
