@@ -224,3 +224,44 @@ def test_medmnist_plus_sizes_come_from_their_own_files(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="breastmnist_128.npz"):
         prepare_dataset(data_source(cfg.model_copy(update={"dataset": cfg.dataset.model_copy(
             update={"image_size": 128})})), tmp_path / "p2")
+
+
+@pytest.mark.parametrize("size", [28, 64, 128, 224, 512])
+def test_every_image_size_prepares_and_fits_the_classifier(tmp_path, size):
+    import torch
+
+    from medsec.models.factory import build_classifier
+
+    rows = manifest_dataset(tmp_path, n_patients=2, per_patient=1, size=40)
+    make_manifest(tmp_path, rows)
+    cfg = load_config(overrides=["dataset.source=manifest", "dataset.name=own",
+                                 "dataset.path=manifest.csv", f"dataset.data_dir={tmp_path}",
+                                 f"dataset.image_size={size}", "dataset.channels=3"])
+    data = prepare_dataset(data_source(cfg), tmp_path / "prepared")
+    assert data.image_shape == (3, size, size)
+    net = build_classifier("small_cnn", 3, 2, (size, size))
+    batch = torch.from_numpy(np.ascontiguousarray(data.splits["train"].images[:2]))
+    assert net(batch).shape == (len(batch), 2)
+
+
+def test_a_folder_of_dicom_files_is_read_by_the_dicom_reader_and_tagged(tmp_path):
+    from medsec.data.dicom import read_dicom
+    from medsec.stages.data import data_source_tag
+    from tests.dicom_factory import make_dataset, write
+
+    rng = np.random.default_rng(5)
+    for label in ("lesion", "normal"):
+        for p in range(3):
+            folder = tmp_path / "raw" / label / f"pt{p}"
+            folder.mkdir(parents=True)
+            stored = rng.integers(0, 4096, (24, 24)).astype(np.uint16)
+            write(make_dataset(stored, bits_stored=12), folder / "1.dcm")
+    cfg = load_config(overrides=["dataset.source=folder", "dataset.name=dcm", "dataset.path=raw",
+                                 f"dataset.data_dir={tmp_path}", "dataset.image_size=24"])
+    assert data_source_tag(cfg) == "dicom"
+    data = prepare_dataset(data_source(cfg), tmp_path / "prepared")
+    assert data.extra["data_source"] == "dicom"
+    first = sorted((tmp_path / "raw").rglob("*.dcm"))[0]  # lesion/pt0/1.dcm
+    expected = read_dicom(first, 10_000)[0]  # same size: no resize, the reader's own values
+    found = [s.images[i, 0] for s in data.splits.values() for i in range(len(s))]
+    assert any(np.allclose(image, expected, atol=1e-6) for image in found)
