@@ -154,10 +154,11 @@ def _data_source_tag(cfg: MedSecConfig) -> str:
 
 
 def _effective_params(cfg: MedSecConfig) -> dict[str, Any]:
-    """Params logged as used rather than as configured: ``dataset.image_size`` (px)."""
-    from medsec.stages.data import effective_image_size
+    """Params logged as used rather than as configured: ``dataset.image_size`` (px); no
+    absolute data path (:func:`medsec.stages.data.logged_dataset_params`)."""
+    from medsec.stages.data import logged_dataset_params
 
-    return {"dataset.image_size": effective_image_size(cfg)}
+    return logged_dataset_params(cfg)
 
 
 def contract_tags(

@@ -68,6 +68,22 @@ def effective_image_size(cfg: MedSecConfig) -> int:
     return int(cfg.phantoms.size) if ds.name == PHANTOM_NAME else 28
 
 
+ABSOLUTE = "<absolute path, not logged>"
+
+
+def logged_dataset_params(cfg: MedSecConfig) -> dict[str, object]:
+    """``dataset.*`` params as every run logs them: ``image_size`` as used
+    (:func:`effective_image_size`); an absolute ``data_dir`` replaced by :data:`ABSOLUTE` and
+    an absolute ``path`` by its last component (a user's folder names never reach MLflow)."""
+    ds = cfg.dataset
+    params: dict[str, object] = {"dataset.image_size": effective_image_size(cfg)}
+    if Path(ds.data_dir).expanduser().is_absolute():
+        params["dataset.data_dir"] = ABSOLUTE
+    if ds.path and Path(ds.path).expanduser().is_absolute():
+        params["dataset.path"] = Path(ds.path).name
+    return params
+
+
 def phantom_source(cfg: MedSecConfig) -> DataSource:
     """The phantoms (they carry lesion masks) whatever ``dataset.name`` is: what the 2D
     segmentation stage (``segmentation.data: phantoms``) reads."""

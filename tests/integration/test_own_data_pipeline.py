@@ -39,6 +39,10 @@ def test_folder_dataset_runs_every_core_stage_at_64px(tmp_path, monkeypatch, tra
     for run in runs:  # the contract: every run says where its data came from, and its size
         assert run.data.tags["medsec.data_source"] == "folder", run.data.tags["medsec.stage"]
         assert run.data.params["dataset.image_size"] == "64"
+        # the data root was given as an absolute path: it is not logged, nor is any path in it
+        assert run.data.params["dataset.data_dir"] == "<absolute path, not logged>"
+        assert not any(str(raw) in v for v in [*run.data.params.values(),
+                                               *run.data.tags.values()])
     run_dir = Path(result["run_dir"])
     info = json.loads((run_dir / "prepared" / "dataset.json").read_text())
     assert info["image_size"] == 64 and info["source"] == "cxr"
