@@ -40,9 +40,11 @@ from tasks.privacy import (
     log_canary_audit,
     log_dp_record,
     log_recipe_audit,
+    mapped_references,
     recipe_audit_task,
     recipe_side_task,
 )
+from tasks.runners import check_runner
 from tasks.tracking import (
     log_artifact,
     log_dict,
@@ -90,7 +92,7 @@ def _sweep_point(point: Any, data: LoadedDataset, pool: Any, tags: dict[str, str
     name = f"privacy-{point.label}-{cfg.dataset.name}-{cfg.model.name}"
     with tracked_run("privacy", cfg, data.version, tags=tags | {"medsec.privacy": point.label},
                      run_name=name, nested=True) as run:
-        result = recipe_audit_task(cfg, data, pool)
+        result = recipe_audit_task(cfg, data, pool, point.adversarial)
         trained = result.target
         record = trained.meta["privacy"]
         for epoch, epsilon in enumerate(record.get("epsilon_per_epoch", [])):
@@ -129,6 +131,7 @@ def privacy_flow(
     from medsec.stages.privacy import sweep_points
 
     cfg = load_config_task(config, preset, overrides)
+    check_runner(cfg.runner)  # an unreachable Dask scheduler: one clear error, nothing done
     data = load_dataset_task(cfg)
     points = sweep_points(cfg)
     pool = audit_pool_task(cfg, data)
@@ -181,6 +184,7 @@ def audit_flow(
     from medsec.privacy.sweep import record_label
 
     cfg = load_config_task(config, preset, overrides)
+    check_runner(cfg.runner)
     data = load_dataset_task(cfg)
     path = checkpoint or cfg.privacy.audit.checkpoint
     model, meta = load_classifier(path)
@@ -213,7 +217,8 @@ def audit_flow(
             test = evaluate_task(cfg, data, model, "test").metrics
             log_metrics(test)
             pool, members = pooled
-            recipe = stage.checkpoint_recipe_audit(cfg, data, model, meta, pool, members)
+            recipe = stage.checkpoint_recipe_audit(cfg, data, model, meta, pool, members,
+                                                   runner=mapped_references(cfg.runner))
             log_recipe_audit(recipe, None, list(data.class_names), f"{stem} ({label})",
                              roc_png)
             metrics, reasons, declared = recipe.metrics, recipe.null_reasons, recipe.declared

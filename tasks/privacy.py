@@ -8,18 +8,24 @@ from typing import TYPE_CHECKING, Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from medsec.config import MedSecConfig
+from medsec.config import MedSecConfig, RunnerConfig
 from medsec.data.types import LoadedDataset
 from medsec.stages import privacy as stage
 from tasks.tracking import log_dict, log_figure, log_metrics, log_params, set_tags
 
 if TYPE_CHECKING:  # the audit imports sklearn/Opacus: only when a privacy flow runs
+    import numpy as np
     from torch import nn
 
     from medsec.privacy.audit import AuditResult
     from medsec.privacy.audit_sets import AuditData
     from medsec.privacy.canary_audit import CanaryAudit
-    from medsec.privacy.recipe_audit import AuditPool, RecipeAuditResult
+    from medsec.privacy.recipe_audit import (
+        AuditPool,
+        RecipeAuditResult,
+        RecipeSpec,
+        ReferenceRunner,
+    )
 
 
 @task(name="privacy-audit-data", cache_policy=NO_CACHE)
@@ -33,10 +39,54 @@ def audit_pool_task(cfg: MedSecConfig, data: LoadedDataset) -> AuditPool:
     return stage.audit_pool(cfg, data)
 
 
+@task(name="privacy-reference", cache_policy=NO_CACHE, task_run_name="reference-seed{seed}")
+def reference_task(spec: RecipeSpec, pool: AuditPool, in_mask: np.ndarray,
+                   seed: int) -> np.ndarray:
+    """One reference model of the recipe audit (trained on the pool images of ``in_mask``
+    (N,) bool, queried on the whole pool): phi (N, A) float64."""
+    from medsec.privacy.recipe_audit import train_reference
+
+    return train_reference(spec, pool, in_mask, seed)
+
+
+def mapped_references(settings: RunnerConfig, out: str | Path = ".") -> ReferenceRunner:
+    """The recipe audit's reference runner: each reference model its own task on the
+    configured runner (``runner``), retried, cached on (recipe, pool, half, seed), results
+    persisted under ``<out>/.prefect/results``. Every reference must succeed (the audit's
+    statistics need all K), so the first failure is raised."""
+    import dataclasses
+    import uuid
+
+    from prefect import unmapped
+
+    from medsec.io import arrays_digest
+    from tasks.runners import sweep_runner, sweep_task
+
+    def run(spec: RecipeSpec, pool: AuditPool, masks: list[np.ndarray],
+            seeds: list[int]) -> list[np.ndarray]:
+        pool_key = arrays_digest(pool.images.numpy(), pool.labels.numpy())
+        # training hooks (e.g. adversarial training) have no stable repr: never reused
+        recipe_key = (repr(dataclasses.replace(spec, hooks=None)),
+                      None if spec.hooks is None else uuid.uuid4().hex)
+
+        def key(params: dict[str, Any]) -> tuple:
+            return (*recipe_key, pool_key, arrays_digest(params["in_mask"]), params["seed"])
+
+        with sweep_runner(settings, out) as runner:
+            mapped = sweep_task(reference_task, key, out, settings.retries)
+            futures = runner.map(mapped, {"spec": unmapped(spec), "pool": unmapped(pool),
+                                          "in_mask": list(masks), "seed": list(seeds)})
+            return [future.result() for future in futures]
+
+    return run
+
+
 @task(name="privacy-recipe-audit", cache_policy=NO_CACHE)
-def recipe_audit_task(cfg: MedSecConfig, data: LoadedDataset,
-                      pool: AuditPool) -> RecipeAuditResult:
-    return stage.recipe_audit(cfg, data, pool)
+def recipe_audit_task(cfg: MedSecConfig, data: LoadedDataset, pool: AuditPool,
+                      adversarial: Any = None) -> RecipeAuditResult:
+    """The recipe audit of ``cfg``; its reference models are mapped tasks on ``runner``."""
+    return stage.recipe_audit(cfg, data, pool, runner=mapped_references(cfg.runner),
+                              adversarial=adversarial)
 
 
 @task(name="privacy-side-attacks", cache_policy=NO_CACHE)

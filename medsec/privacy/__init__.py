@@ -12,8 +12,11 @@
 - :mod:`~medsec.privacy.extraction`: model extraction through a prediction API.
 - :mod:`~medsec.privacy.inversion`: class-representative model inversion.
 - :mod:`~medsec.privacy.plain_train`: the default tiny trainer (``TrainFn``) for the attacks.
-- :mod:`~medsec.privacy.audit_sets`, :mod:`~medsec.privacy.audit`: the audit's data sets and
-  the audit of one model; :mod:`~medsec.privacy.sweep`, :mod:`~medsec.privacy.report`: the
+- :mod:`~medsec.privacy.recipe_audit`: the recipe audit (target and reference models on random
+  halves of one train+val pool; LiRA/RMIA from their query statistics; ``train_reference`` is
+  the pure one-reference-model function a task runner maps).
+- :mod:`~medsec.privacy.audit_sets`, :mod:`~medsec.privacy.audit`: the checkpoint audit's data
+  sets and the audit of one model; :mod:`~medsec.privacy.sweep`, :mod:`~medsec.privacy.report`: the
   privacy-utility sweep's labels and its table/figures (its configs: ``medsec.stages``).
 
 Metrics over attack scores live in :mod:`medsec.metrics.privacy`.
@@ -36,6 +39,8 @@ _EXPORTS: dict[str, str] = {
     "ReferenceModels": "lira", "lira_scores": "lira", "rmia_scores": "lira",
     "train_reference_models": "lira",
     "ShadowModelAttack": "membership", "loss_threshold_scores": "membership",
+    "AuditPool": "recipe_audit", "RecipeSpec": "recipe_audit", "build_pool": "recipe_audit",
+    "run_recipe_audit": "recipe_audit", "train_reference": "recipe_audit",
     "TrainFn": "plain_train", "make_train_fn": "plain_train", "train_plain": "plain_train",
 }
 

@@ -188,6 +188,17 @@ class AuditConfig(StrictModel):
         return _distinct(value, "held-out splits (val, test)")
 
 
+class AdversarialRecipe(StrictModel):
+    """An adversarially trained recipe the recipe audit also audits (non-private, GroupNorm
+    like the sweep): ``pgd_at`` (Madry et al.) or ``trades`` (Zhang et al., ``beta``), L-inf
+    ``eps`` in [0, 1] pixel units, ``steps`` of PGD with step ``eps / 4``."""
+
+    kind: Literal["pgd_at", "trades"]
+    eps: float = Field(default=8 / 255, gt=0.0, le=1.0)
+    steps: int = Field(default=5, ge=1, le=100)
+    beta: float = Field(default=6.0, gt=0.0)
+
+
 class PrivacyConfig(StrictModel):
     """DP training (``dp``), the audit (``audit``) and the privacy-utility sweep: one model per
     target epsilon in ``sweep`` plus, with ``sweep_baseline``, the non-private one; the sweep's
@@ -200,6 +211,7 @@ class PrivacyConfig(StrictModel):
     sweep: tuple[float, ...] = (1.0, 3.0, 8.0)
     sweep_baseline: bool = True
     epochs: int | None = Field(default=None, ge=1, le=1000)
+    adversarial: tuple[AdversarialRecipe, ...] = ()
 
     @field_validator("sweep")
     @classmethod

@@ -165,6 +165,9 @@ class RecipeSpec:
     version: str = "pool"
     query_augment: QueryAugment = "shift"
     monitor: int = 64
+    hooks: Any = None
+    """Training hooks (``batch_transform``, ``loss_fn``: e.g. the defenses' PGD-AT / TRADES
+    ``DefendedTraining``) or None for the plain recipe."""
 
     def __post_init__(self) -> None:
         train = self.recipe.train.model_copy(update={"select_best": False})
@@ -189,8 +192,15 @@ def train_on_mask(spec: RecipeSpec, pool: AuditPool, in_mask: np.ndarray, seed: 
                          source_path="audit-pool", version=spec.version,
                          verification="audit pool")
     recipe = spec.recipe.model_copy(update={"seed": int(seed)})
+    module = None
+    if spec.hooks is not None:
+        from medsec.training.job import build_module
+
+        module = build_module(recipe, data)
+        module.batch_transform = spec.hooks.batch_transform
+        module.loss_fn = spec.hooks.loss_fn
     with quiet_training():
-        return train_classifier(recipe, data, strategy=fit_strategy(spec.dp))
+        return train_classifier(recipe, data, strategy=fit_strategy(spec.dp), module=module)
 
 
 def query_views(images: Tensor, augment: QueryAugment) -> list[Tensor]:

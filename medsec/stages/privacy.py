@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the audit imports sklearn/Opacus: only when it runs
     from medsec.privacy.audit import AuditResult
     from medsec.privacy.audit_sets import AuditData
     from medsec.privacy.canary_audit import CanaryAudit
+    from medsec.privacy.config import AdversarialRecipe
     from medsec.privacy.recipe_audit import (
         AuditPool,
         RecipeAuditResult,
@@ -42,10 +43,13 @@ class SweepPoint:
     label: str
     target_epsilon: float | None
     cfg: MedSecConfig
+    adversarial: AdversarialRecipe | None = None
 
 
 def sweep_points(cfg: MedSecConfig) -> list[SweepPoint]:
-    """The configs of the sweep, baseline first, then ascending target epsilon."""
+    """The configs of the sweep, baseline first, then ascending target epsilon, then the
+    adversarially trained recipes (``privacy.adversarial``: non-private, label e.g.
+    ``pgd-at-eps8of255``)."""
     base = config_to_dict(cfg)
     base["model"]["norm"] = "group"
     base["train"]["select_best"] = _sweep_selects_on_val(cfg)
@@ -63,6 +67,14 @@ def sweep_points(cfg: MedSecConfig) -> list[SweepPoint]:
         label = privacy_label(target)
         points.append(SweepPoint(label, target,
                                  config_from_dict(data, source=f"privacy sweep point {label}")))
+    plain = next((p.cfg for p in points if p.target_epsilon is None), None)
+    if plain is None and cfg.privacy.adversarial:
+        data = copy.deepcopy(base)
+        data["privacy"]["dp"]["enabled"] = False
+        plain = config_from_dict(data, source="privacy sweep (adversarial points)")
+    for adv in cfg.privacy.adversarial:
+        label = f"{adv.kind.replace('_', '-')}-eps{adv.eps * 255:.3g}of255"
+        points.append(SweepPoint(label, None, plain, adv))  # type: ignore[arg-type]
     return points
 
 
@@ -117,13 +129,27 @@ def audit_pool(cfg: MedSecConfig, data: LoadedDataset) -> AuditPool:
     return build_pool(splits, cfg.privacy.audit.pool_size, cfg.seed, known)
 
 
-def recipe_spec(cfg: MedSecConfig, data: LoadedDataset) -> RecipeSpec:
-    """The training recipe of ``cfg`` (a sweep point) as the audit's picklable spec."""
+def adversarial_hooks(adv: AdversarialRecipe, seed: int) -> Any:
+    """The defenses' training hooks of a PGD-AT / TRADES recipe (step ``eps / 4``)."""
+    from medsec.defenses.training import AdversarialBatches, DefendedTraining, TradesLoss
+
+    if adv.kind == "pgd_at":
+        return DefendedTraining(batch_transform=AdversarialBatches(adv.eps, adv.eps / 4,
+                                                                   adv.steps, seed))
+    return DefendedTraining(loss_fn=TradesLoss(adv.eps, adv.eps / 4, adv.steps, adv.beta, seed))
+
+
+def recipe_spec(cfg: MedSecConfig, data: LoadedDataset,
+                adversarial: AdversarialRecipe | None = None) -> RecipeSpec:
+    """The training recipe of ``cfg`` (a sweep point; with ``adversarial``: its PGD-AT /
+    TRADES hooks) as the audit's picklable spec."""
     from medsec.privacy.recipe_audit import RecipeSpec
 
+    hooks = None if adversarial is None else adversarial_hooks(adversarial, cfg.seed)
     return RecipeSpec(recipe=classifier.recipe(cfg), dp=cfg.privacy.dp, dataset=data.name,
                       num_classes=data.num_classes, class_names=tuple(data.class_names),
-                      version=data.version, query_augment=cfg.privacy.audit.query_augment)
+                      version=data.version, query_augment=cfg.privacy.audit.query_augment,
+                      hooks=hooks)
 
 
 def _recipe_attacks(cfg: MedSecConfig) -> list[str]:
@@ -135,14 +161,15 @@ def _recipe_attacks(cfg: MedSecConfig) -> list[str]:
 
 
 def recipe_audit(cfg: MedSecConfig, data: LoadedDataset, pool: AuditPool,
-                 runner: ReferenceRunner | None = None) -> RecipeAuditResult:
+                 runner: ReferenceRunner | None = None,
+                 adversarial: AdversarialRecipe | None = None) -> RecipeAuditResult:
     """Recipe audit of the sweep point ``cfg`` (``medsec.audit=recipe``); ``runner`` trains
     the references (default: one after the other). The target's checkpoint meta records its
     pool members (``audit_members``: split -> indices)."""
     from medsec.privacy.recipe_audit import run_recipe_audit, sequential_references
 
     audit_cfg = cfg.privacy.audit
-    result = run_recipe_audit(recipe_spec(cfg, data), pool, audit_cfg.num_reference,
+    result = run_recipe_audit(recipe_spec(cfg, data, adversarial), pool, audit_cfg.num_reference,
                               audit_cfg.declared_attack, seed=cfg.seed,
                               gamma=audit_cfg.rmia_gamma, n_boot=audit_cfg.n_bootstrap,
                               runner=runner or sequential_references,

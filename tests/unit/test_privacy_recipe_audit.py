@@ -166,3 +166,32 @@ def test_pool_deduplicates_and_keeps_whole_patients():
     for g in np.unique(pool.groups):  # a chosen patient comes with all their images
         if g.startswith("P"):
             assert (pool.groups == g).sum() == 4
+
+
+def test_adversarial_recipe_is_a_sweep_point_trained_through_the_defense_hooks():
+    from medsec.config import load_config
+    from medsec.data.types import LoadedDataset
+    from medsec.privacy.recipe_audit import train_on_mask
+    from medsec.stages.privacy import recipe_spec, sweep_points
+
+    cfg = load_config(preset="tiny", overrides=[
+        "privacy.sweep=[8]", "privacy.adversarial=[{kind: trades, eps: 0.03, steps: 1}]",
+        "train.epochs=1"])
+    points = sweep_points(cfg)
+    assert [p.label for p in points] == ["none", "dp-eps8", "trades-eps7.65of255"]
+    adv = points[-1]
+    assert not adv.cfg.privacy.dp.enabled and adv.cfg.model.norm == "group"
+    images, labels = _noise(48, 5)
+    splits = {"train": ImageDataset(images.numpy(), labels.numpy())}
+    pool = build_pool(splits, None, seed=0)
+    data = LoadedDataset(name="noise", splits={**splits, "val": splits["train"],
+                                               "test": splits["train"]},
+                         num_classes=K, class_names=[str(k) for k in range(K)],
+                         source_path="-", version="v", verification="synthetic")
+    spec = recipe_spec(adv.cfg, data, adv.adversarial)
+    calls = []
+    loss = spec.hooks.loss_fn
+    spec.hooks.loss_fn = lambda net, x, y: calls.append(len(y)) or loss(net, x, y)
+    trained = train_on_mask(spec, pool, half_mask(len(pool), 0), seed=0)
+    assert calls and sum(calls) == 24  # TRADES' loss on every member, once (1 epoch)
+    assert trained.meta["num_train"] == 24 and trained.meta["selection"] == "last epoch"
