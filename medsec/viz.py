@@ -182,7 +182,8 @@ def reconstruction_grid(rows: list[tuple[str, np.ndarray, np.ndarray]], n: int =
         axes[2 * r, 0].set_ylabel("private", fontsize=7)
         axes[2 * r + 1, 0].set_ylabel("reconstructed", fontsize=7)
         axes[2 * r, 0].set_title(label, fontsize=7, loc="left")
+    height = 2.5 * len(rows)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / height if title else 1))
     return fig

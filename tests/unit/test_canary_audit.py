@@ -153,3 +153,22 @@ def test_dp_gan_discriminator_audit_stays_below_its_epsilon():
     # (Adam bounds each step's move, so two epochs give a weak but clear separation)
     gap = plain.scores[plain.included].mean() - plain.scores[~plain.included].mean()
     assert gap > 3 * plain.scores.std() / math.sqrt(plain.num_canaries)
+
+
+def test_privacy_stage_audits_the_configured_recipe():
+    """``privacy.canary`` drives the stage function: None when disabled; with DP enabled the
+    accountant's epsilon comes from the same run."""
+    from medsec.config import load_config
+    from medsec.stages.privacy import canary_audit
+
+    data = tiny_dataset(128, 32)
+    assert canary_audit(load_config(preset="tiny"), data) is None
+    cfg = load_config(preset="tiny", overrides=[
+        "privacy.canary.enabled=true", "privacy.canary.num_canaries=50",
+        "privacy.canary.guesses=[0.2]", "model.norm=group", "privacy.dp.enabled=true",
+        "privacy.dp.noise_multiplier=1.0", "privacy.dp.accountant=rdp", "train.num_threads=1"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        audit = canary_audit(cfg, data)
+    assert audit is not None and audit.num_canaries == 50 and audit.guesses[0].guesses == 20
+    assert math.isfinite(audit.epsilon) and audit.epsilon_audit_lower <= audit.epsilon

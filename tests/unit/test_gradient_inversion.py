@@ -107,3 +107,18 @@ def test_label_recovery_and_dp_gradient(net):
     assert norm <= 1e-3 + 1e-9
     with pytest.raises(ValueError, match="no output layer"):
         recover_label([torch.zeros(3, 3)], 2)
+
+
+def test_federated_stage_runs_the_configured_attack():
+    """``federated.gradient_inversion`` drives the stage function (CKKS row included)."""
+    from medsec.config import load_config
+    from medsec.stages.federated import gradient_inversion
+
+    cfg = load_config(preset="tiny", overrides=[
+        "federated.gradient_inversion.enabled=true", "federated.gradient_inversion.steps=5",
+        "federated.gradient_inversion.batch_sizes=[2]",
+        "federated.gradient_inversion.settings=[plain,ckks]"])
+    rows = gradient_inversion(cfg, tiny_dataset(32, 8))
+    assert [(r.setting, r.batch_size, r.applicable) for r in rows] == [
+        ("plain", 2, True), ("ckks", 2, False)]
+    assert rows[0].reconstructions.shape == (2, 1, 16, 16)
