@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -21,6 +22,19 @@ async def main():
     async with get_client() as client:
         run = await client.read_flow_run(sys.argv[1])
         print(run.state.type.value)
+asyncio.run(main())
+"""
+
+ARTIFACTS_SCRIPT = """
+import asyncio, json, sys
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+async def main():
+    async with get_client() as client:
+        found = await client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=sys.argv[1:])))
+        print(json.dumps([{"flow_run_id": str(a.flow_run_id), "key": a.key, "type": a.type,
+                           "data": a.data} for a in found]))
 asyncio.run(main())
 """
 
@@ -88,3 +102,20 @@ def test_deployment_run_reaches_mlflow(tmp_path, prefect_server):
     assert evaluate[0].data.tags["medsec.source_run_id"] == train[0].info.run_id
     assert len(list((repo / "runs").glob("*/models/classifier.pt"))) == 1  # its own run dir
     assert not (repo / "models" / "classifier.pt").exists()  # DVC outputs untouched
+
+    # Two-way linkage. MLflow -> Prefect: every run names its flow run and the deployment's.
+    for r in runs:
+        assert r.data.tags["medsec.prefect_root_flow_run_id"] == flow_run_id
+    pipeline = [r for r in runs if r.data.tags["medsec.stage"] == "pipeline"]
+    assert pipeline[0].data.tags["medsec.prefect_flow_run_id"] == flow_run_id
+    flow_runs = {r.data.tags["medsec.prefect_flow_run_id"] for r in runs}
+    # Prefect -> MLflow: each flow run carries a table artifact naming its MLflow runs.
+    out = run([str(BIN / "python"), "-c", ARTIFACTS_SCRIPT, *flow_runs], repo, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    linked: dict[str, str] = {}
+    for artifact in json.loads(out.stdout):
+        assert artifact["type"] == "table" and artifact["key"].startswith("mlflow-")
+        table = artifact["data"]
+        table = json.loads(table) if isinstance(table, str) else table
+        linked |= {row["mlflow_run_id"]: artifact["flow_run_id"] for row in table}
+    assert linked == {r.info.run_id: r.data.tags["medsec.prefect_flow_run_id"] for r in runs}
