@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+import medsec.privacy.audit as audit_module
 from medsec.config import load_config
 from medsec.data.types import ImageDataset
 from medsec.errors import DataError
-import medsec.privacy.audit as audit_module
 from medsec.privacy.audit import _topped_up
 from medsec.privacy.audit_sets import Examples, audit_data, content_hashes
 
@@ -130,3 +130,34 @@ def test_non_members_are_never_images_that_selected_the_model():
     assert audit_sets(cfg, data).nonmembers_from == "val"
     public = load_config(overrides=["privacy.dp.val_is_public=true"])
     assert audit_sets(public, data).nonmembers_from.startswith("test")
+
+
+def test_checkpoint_audit_reports_the_declared_attack_with_intervals_and_resolution():
+    from torch import nn
+
+    from medsec.privacy.audit import run_audit
+    from medsec.privacy.plain_train import make_train_fn
+
+    def mlp() -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 2))
+
+    rng = np.random.default_rng(0)
+    train = _split(_images(120, 0))
+    train = ImageDataset(train.images, rng.integers(0, 2, 120).astype(np.int64))  # random labels
+    heldout = ImageDataset(_images(120, 1000), rng.integers(0, 2, 120).astype(np.int64))
+    audit = load_config(overrides=[
+        "privacy.audit.num_members=60", "privacy.audit.num_nonmembers=60",
+        "privacy.audit.num_population=30", "privacy.audit.attacks=[loss,lira]",
+        "privacy.audit.num_reference=4", "privacy.audit.declared_attack=lira_offline",
+    ]).privacy.audit
+    sets = audit_data(train, heldout, _split(_images(10, 3000)), audit, seed=0)
+    train_fn = make_train_fn(mlp, epochs=30, lr=3e-3, batch_size=32)
+    model = train_fn(*Examples.of(train).__dict__.values(), 0)
+    result = run_audit(model, {"num_classes": 2}, sets, audit, train_fn, seed=0)
+    m = result.metrics
+    assert result.declared == "lira_offline" and m["mia_auc"] == m["mia_lira_offline_auc"]
+    assert m["mia_auc_ci_low"] <= m["mia_auc"] <= m["mia_auc_ci_high"]
+    assert m["mia_n_members"] == 60 and m["mia_n_reference_models"] == 4
+    assert m["mia_tpr_at_1pct_fpr"] is None and "60 non-members" in (
+        result.null_reasons["mia_tpr_at_1pct_fpr"])
+    assert "60 members / 60 non-members" in result.notes[0]
