@@ -126,6 +126,38 @@ def stage(
         _fail(exc)
 
 
+@app.command()
+def report(
+    config: ConfigOpt = None, preset: PresetOpt = None, set: SetOpt = None,
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset's runs.")] = None,
+    commit: Annotated[str | None, typer.Option(help="Only runs of this commit (prefix).")] = None,
+    compare: Annotated[tuple[str, str] | None, typer.Option(
+        help="Two run ids or commit prefixes A B: what changed per column.")] = None,
+) -> None:
+    """The trust report: one leaderboard per dataset from every finished run of the tracking
+    store (reports/trust_report.html, reports/trust_report.md, metrics/leaderboard.json), or
+    with ``--compare A B`` what changed between two runs or commits."""
+    from medsec.config import load_config
+
+    if config is None and preset is None:
+        config = "params.yaml" if Path("params.yaml").is_file() else None
+    try:
+        load_config(config, preset, set or [])
+    except MedSecError as exc:
+        _fail(exc)
+    kwargs = {"config": config, "preset": preset, "overrides": set or []}
+    if compare:
+        from flows.report import compare_flow
+
+        typer.echo(_run_flow(compare_flow, a=compare[0], b=compare[1], **kwargs), nl=False)
+        return
+    from flows.report import report_flow
+
+    result = _run_flow(report_flow, dataset=dataset, commit=commit, **kwargs)
+    typer.echo(f"trust report: {result['html']} ({result['n_figures']} figures), "
+               f"{result['markdown']}, {result['leaderboard']}; MLflow run {result['run_id']}")
+
+
 RAW_README = """# data/: the raw input folder (versioned by data.dvc, never edited by the pipeline)
 
 Put source files here, e.g. MedMNIST `<name>.npz` (or point MEDSEC_DATA_DIR elsewhere).

@@ -18,14 +18,14 @@ import torch
 from matplotlib.figure import Figure
 from prefect import flow
 
-from flows.outputs import CLASSIFIER_CKPT, METRICS
+from flows.outputs import CLASSIFIER_CKPT, METRICS, write_metrics
 from medsec.config import MedSecConfig
 from medsec.data.types import ImageDataset
 from medsec.deepfakes.dataset import METADATA_FILE, to_uint8
 from medsec.deepfakes.figures import class_grid, tamper_figure, utility_figure
 from medsec.deepfakes.pipeline import eps_tag, reference_metrics
 from medsec.deepfakes.sampling import sample_per_class
-from medsec.io import save_npz_deterministic, write_atomic, write_json
+from medsec.io import save_npz_deterministic, write_atomic
 from medsec.stages.deepfake import real_reference
 from tasks.common import load_config_task, load_dataset_task
 from tasks.deepfake import (
@@ -148,7 +148,7 @@ def deepfake_flow(
             _save_png(utility_figure(utility, metrics["real_test_acc"], metrics["tstr_acc"]),
                       "dp_utility.png")
         log_metrics(metrics | timings)
-        write_json(DEEPFAKE_METRICS, metrics)
+        write_metrics(DEEPFAKE_METRICS, metrics)
     return {"run_id": run.info.run_id, "metrics": metrics, "timings": timings}
 
 

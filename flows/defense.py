@@ -6,10 +6,19 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from prefect import flow
+from prefect import flow, unmapped
+from torch import Tensor, nn
 
-from flows.outputs import CLASSIFIER_CKPT, CLASSIFIER_INFO, METRICS, MODELS, REPORTS
-from medsec.defenses.build import undefended
+from flows.outputs import (
+    CLASSIFIER_CKPT,
+    CLASSIFIER_INFO,
+    METRICS,
+    MODELS,
+    REPORTS,
+    write_metrics,
+)
+from medsec.config import MedSecConfig
+from medsec.defenses.build import BuildContext
 from medsec.defenses.config import DefenseSpec
 from medsec.defenses.evaluate import DefenseResult
 from medsec.defenses.scorecard import scorecard_markdown
@@ -18,14 +27,21 @@ from medsec.stages import defense as stage
 from tasks.attack import load_victim_task
 from tasks.common import load_config_task, load_dataset_task
 from tasks.defense import (
-    build_defense_task,
+    defense_task,
     eval_split_task,
-    evaluate_defense_task,
     log_defense_result,
+    log_epochs,
     save_defended,
 )
+from tasks.runners import (
+    Outcome,
+    check_runner,
+    model_digest,
+    outcomes,
+    sweep_runner,
+    sweep_task,
+)
 from tasks.tracking import log_text, tracked_run
-from tasks.train import MlflowEpochLogger
 
 DEFENDED_DIR = MODELS / "defended"
 DEFENSE_REPORT_DIR = REPORTS / "defense"
@@ -42,30 +58,39 @@ def defense_flow(
     checkpoints ``models/defended/<label>.pt`` (plus ``index.json``); log one run per defense
     (``medsec.stage=defense``, ``medsec.defense=<label>``) and one for the undefended model."""
     cfg = load_config_task(config, preset, overrides)
+    check_runner(cfg.runner)  # an unreachable Dask scheduler: one clear error, nothing done
     if cfg.defense.num_threads:  # training-time defenses follow train.num_threads if set
         torch.set_num_threads(cfg.defense.num_threads)
     data = load_dataset_task(cfg)
     baseline, source = load_victim_task(checkpoint, info, data)
     images, labels = eval_split_task(cfg, data, baseline, source["model_name"])
-    ctx = stage.context(cfg, data, baseline, callbacks=[MlflowEpochLogger()])
+    ctx = stage.context(cfg, data, baseline)
     tags = {"medsec.verification": data.verification,
             "medsec.source_run_id": str(source["mlflow_run_id"]),
             "medsec.checkpoint_md5": source["checkpoint_md5"]}
+    specs: list[DefenseSpec | None] = [None, *cfg.defense.defenses]
+    outcomes = defense_sweep(cfg, data.version, specs, ctx, images, labels, baseline)
     results: list[DefenseResult] = []
     run_ids: dict[str, str] = {}
+    failed: dict[str, str] = {}
     index: dict[str, Any] = {}
     with atomic_dir(DEFENDED_DIR) as defended_dir:
-        specs: list[DefenseSpec | None] = [None, *cfg.defense.defenses]
-        for spec in specs:
+        for spec, outcome in zip(specs, outcomes, strict=True):
             key, kind = ("undefended", "none") if spec is None else (spec.key, spec.kind)
             run_tags = tags | {"medsec.defense": key, "medsec.defense.kind": kind,
-                               "medsec.defense.name": spec.name if spec else "none"}
+                               "medsec.defense.name": spec.name if spec else "none",
+                               "medsec.defense.status": "ok" if outcome.ok else "failed"}
+            if not outcome.ok:  # one FAILED run with the error line; the sweep goes on
+                failed[key] = str(outcome.error)
+                run_ids[key] = log_failed_defense(cfg, data.version, run_tags, outcome.error,
+                                                  f"defense-{key}-{data.name}-{cfg.model.name}")
+                continue
+            defense, result = outcome.value.defense, outcome.value.result
             with tracked_run("defense", cfg, data.version, tags=run_tags,
                              run_name=f"defense-{key}-{data.name}-{cfg.model.name}") as run:
-                defense = undefended(baseline) if spec is None else build_defense_task(spec, ctx)
-                result = evaluate_defense_task(defense, images, labels, cfg, baseline)
+                log_epochs(outcome.value.epochs)
                 log_defense_result(result, spec, results[0] if results else None)
-                saved = save_defended(defense, defended_dir)
+                saved = save_defended(defense, defended_dir, images, data.name)  # @robust
             results.append(result)
             run_ids[key] = run.info.run_id
             if saved is not None:
@@ -74,14 +99,69 @@ def defense_flow(
                               "params": defense.meta["defense_params"]}
         write_json(defended_dir / "index.json", index)
     title = f"Defense scorecard: {data.name} / {cfg.model.name}"
-    write_text(SCORECARD, scorecard_markdown(results, cfg.defense.eval, title))
+    status = failed_section(failed)
+    write_text(SCORECARD, scorecard_markdown(results, cfg.defense.eval, title) + status)
     metrics = {r.name: r.metrics for r in results}
-    write_json(DEFENSE_METRICS, metrics)
+    write_metrics(DEFENSE_METRICS, metrics)
     with tracked_run("defense", cfg, data.version, run_id=run_ids["undefended"]):
-        log_text(scorecard_markdown(results, cfg.defense.eval, title, costs=True),
+        log_text(scorecard_markdown(results, cfg.defense.eval, title, costs=True) + status,
                  "defense/scorecard.md")
     return {"run_ids": run_ids, "metrics": metrics,
-            "flagged": [r.name for r in results if r.flagged]}
+            "flagged": [r.name for r in results if r.flagged],
+            "status": {key: "ok" for key in metrics} | {k: f"failed: {v}"
+                                                       for k, v in failed.items()}}
+
+
+def defense_sweep(cfg: MedSecConfig, data_version: str, specs: list[DefenseSpec | None],
+                  ctx: BuildContext, images: Tensor, labels: Tensor,
+                  baseline: nn.Module) -> list[Outcome]:
+    """Every defense (None: the undefended model) built and scored as its own task on the
+    configured runner (``runner``), retried, cached on (spec, defense/train/model/dataset/DP
+    sections, seed, data version, model hash), results persisted under
+    ``.prefect/results``. One outcome per spec; the undefended model must succeed."""
+    fixed = (cfg.defense.model_dump(mode="json", exclude={"defenses"}),
+             cfg.model_dump(mode="json", include={"seed", "dataset", "model", "train"}),
+             cfg.privacy.dp.model_dump(mode="json"), data_version, model_digest(baseline))
+
+    def key(params: dict) -> tuple:
+        spec = params["spec"]
+        return (None if spec is None else spec.model_dump(mode="json"), *fixed)
+
+    keys = ["undefended" if spec is None else spec.key for spec in specs]
+    with sweep_runner(cfg.runner) as runner:
+        task = sweep_task(defense_task, key, ".", cfg.runner.retries)
+        futures = runner.map(task, {"key": keys, "spec": specs, "ctx": unmapped(ctx),
+                                    "images": unmapped(images), "labels": unmapped(labels),
+                                    "cfg": unmapped(cfg), "baseline": unmapped(baseline)})
+        done = outcomes(futures)
+    if not done[0].ok:
+        raise RuntimeError(f"the undefended model could not be scored: {done[0].error}")
+    return done
+
+
+class _DefenseFailed(Exception):
+    """Ends a failed defense's MLflow run as FAILED (raised and caught here)."""
+
+
+def log_failed_defense(cfg: MedSecConfig, data_version: str, tags: dict[str, str],
+                       error: str | None, run_name: str) -> str:
+    """One run for a defense that failed, ended FAILED, with ``medsec.defense.error``."""
+    try:
+        with tracked_run("defense", cfg, data_version, run_name=run_name,
+                         tags=tags | {"medsec.defense.error": str(error)}) as run:
+            raise _DefenseFailed
+    except _DefenseFailed:
+        pass
+    return run.info.run_id
+
+
+def failed_section(failed: dict[str, str]) -> str:
+    """Markdown lines naming each failed defense and its error ('' when none failed)."""
+    if not failed:
+        return ""
+    rows = "".join(f"| {key} | failed: {error} |\n" for key, error in failed.items())
+    return ("\n## Defenses that failed (not scored; the sweep went on)\n\n"
+            "| defense | status |\n|---|---|\n" + rows)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ from flows.outputs import (
     PREPARED,
     SAMPLES_PNG,
     at,
+    write_metrics,
 )
-from medsec.io import write_json, write_png
-from medsec.stages.classifier import split
+from medsec.io import write_png
+from medsec.stages.classifier import clinical_metrics, split
 from medsec.training.checkpoint import load_classifier, require_data_version
 from medsec.viz import confusion_figure, sample_grid
 from tasks.common import load_config_task, load_dataset_task
@@ -55,8 +56,11 @@ def evaluate_flow(
         write_png(at(out, SAMPLES_PNG), grid)
         log_figure(cm_fig, "evaluation/confusion.png")
         log_figure(grid, "evaluation/samples.png")
-        metrics = dict(evaluation.metrics)
-        write_json(at(out, EVALUATE_METRICS),
+        val_logits = evaluate_task(cfg, data, model, "val").logits
+        extra = clinical_metrics(cfg, data, model, val_logits, evaluation.logits)
+        log_metrics(extra)  # sensitivity/specificity at the val threshold, MedMNIST-C accuracy
+        metrics = dict(evaluation.metrics) | extra
+        write_metrics(at(out, EVALUATE_METRICS),
                    metrics | {"confusion": evaluation.confusion.tolist()})
     return metrics
 

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medsec.io import write_atomic, write_text
-from medsec.stages.pipeline import PREPARED_DIR
+from medsec.io import write_atomic, write_json, write_text
+from medsec.stages.pipeline import PREPARED_DIR, headline_metrics, stage_of_metrics
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -50,6 +50,18 @@ def new_run_dir(parent: str | Path = RUNS) -> Path:
     path = Path(parent) / f"{stamp}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
     path.mkdir(parents=True)
     return path
+
+
+def write_metrics(path: str | Path, metrics: dict) -> Path:
+    """The one writer of stage metrics files (``<root>/metrics/<name>.json``): DVC sees only
+    the stage's declared headline keys there (``Stage.headline`` in the stage table); the full
+    metrics go to ``<root>/reports/scorecards/<name>.json`` (a plain output). Both atomic."""
+    path = Path(path)
+    stage = stage_of_metrics(path)
+    if stage is not None and stage.scorecard:
+        write_json(path.parent.parent / stage.scorecard, metrics)
+        metrics = headline_metrics(stage, metrics)
+    return write_json(path, metrics)
 
 
 def write_curve(rows: list[dict], value: str, csv_path: Path, png_path: Path,

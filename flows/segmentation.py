@@ -23,10 +23,10 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.outputs import METRICS, MODELS, PLOTS, write_curve
+from flows.outputs import METRICS, MODELS, PLOTS, write_curve, write_metrics
 from medsec.config import MedSecConfig
 from medsec.data.validation import raise_if_failed, write_report
-from medsec.io import write_json, write_text
+from medsec.io import write_text
 from medsec.segmentation.config import SegAdversarialTraining, SegmentationConfig
 from medsec.segmentation.data import SegData
 from medsec.segmentation.dataset import save_seg_adversarial
@@ -142,7 +142,7 @@ def segmentation_flow(config: str | None = None, preset: str | None = None,
     with tracked_run("train", cfg, data.version, run_id=run.info.run_id):
         log_artifact(scorecard, "segmentation")
         log_figure(curve, "segmentation/dice_curve.png")
-    write_json(METRICS / "segmentation.json", metrics)
+    write_metrics(METRICS / "segmentation.json", metrics)
     return out
 
 

@@ -15,6 +15,7 @@ from flows.outputs import (
     TRAIN_HISTORY,
     TRAIN_METRICS,
     at,
+    write_metrics,
 )
 from medsec.io import write_json, write_text
 from medsec.training.checkpoint import save_classifier
@@ -72,7 +73,7 @@ def train_flow(
         info = {"run_id": run.info.run_id, "meta": trained.meta}
         write_json(info_path, info)
         write_text(at(out, TRAIN_HISTORY), history_csv(trained.fit.history))
-        write_json(at(out, TRAIN_METRICS), metrics | dp)
+        write_metrics(at(out, TRAIN_METRICS), metrics | dp)
     return info | {"checkpoint": str(ckpt), "info": str(info_path)}
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.outputs import PREPARED, VALIDATION_METRICS, VALIDATION_REPORT_DIR, at
+from flows.outputs import PREPARED, VALIDATION_METRICS, VALIDATION_REPORT_DIR, at, write_metrics
 from medsec.data.validation import write_report
-from medsec.io import write_json
 from medsec.stages.validation import enforce
 from tasks.common import load_config_task, load_dataset_task
 from tasks.tracking import log_artifact, log_metrics, tracked_run
@@ -28,7 +27,7 @@ def validate_flow(config: str | None = None, preset: str | None = None,
         metrics = report.summary_metrics()
         log_metrics(metrics)
         enforce(cfg, report)
-        write_json(at(out, VALIDATION_METRICS), metrics)
+        write_metrics(at(out, VALIDATION_METRICS), metrics)
     return metrics
 
 

@@ -37,3 +37,26 @@ def train(cfg: MedSecConfig, data: LoadedDataset, callbacks: Sequence[Callback] 
           progress: bool = False, module: ClassifierModule | None = None) -> TrainedClassifier:
     """Train the configured classifier (DP-SGD with ``privacy.dp.enabled``)."""
     return train_classifier(recipe(cfg), data, callbacks, progress, module, fit_strategy(cfg))
+
+
+def clinical_metrics(cfg: MedSecConfig, data: LoadedDataset, model, val_logits,
+                     test_logits) -> dict[str, float]:
+    """The evaluate stage's extra columns of the trust report: for a binary task the test
+    sensitivity/specificity at the threshold chosen on the validation split (Youden's J;
+    ``val_threshold``), and accuracy under the MedMNIST-C corruptions at 5 severities
+    (``corruption_acc_mean``/``_worst`` and one ``corruption_<name>_s<k>_acc`` each) on the
+    test split (truncated to ``dataset.max_eval``). Logits (N, K) of the val/test splits."""
+    import torch
+
+    from medsec.metrics.corruptions import corruption_accuracy
+    from medsec.metrics.threshold import operating_point
+    from medsec.training.predict import predict_logits
+
+    out: dict[str, float] = {}
+    val, test = split(cfg, data, "val"), split(cfg, data, "test")
+    if data.num_classes == 2 and len(set(val.labels.tolist())) == 2:
+        out |= operating_point(torch.softmax(val_logits.double(), 1)[:, 1].numpy(), val.labels,
+                               torch.softmax(test_logits.double(), 1)[:, 1].numpy(),
+                               test.labels)
+    return out | corruption_accuracy(lambda x: predict_logits(model, x), test.images,
+                                     test.labels, seed=cfg.seed)

@@ -1,0 +1,87 @@
+"""Report tasks: MedSec runs out of MLflow (by tags) as plain records, artifacts included.
+
+Any store works: the project's SQLite store, another checkout's, a tracking server
+(``MEDSEC_TRACKING_URI``). Only FINISHED runs with a ``medsec.stage`` tag are read.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from medsec.report.records import RunRecord
+
+REPORT_ARTIFACTS = re.compile(r"(robustness/examples\.png|deepfake/[^/]*\.png|"
+                              r"segmentation/[^/]*overlay\.png|privacy/[^/]*roc[^/]*\.(csv|json))$",
+                              re.IGNORECASE)
+"""Artifacts the report shows (example grids, membership ROC points)."""
+ARTIFACT_DIRS = ("robustness", "deepfake", "segmentation", "privacy")
+
+
+def _record(run, artifacts: dict[str, Path]) -> RunRecord:
+    return RunRecord(run.info.run_id, dict(run.data.tags), dict(run.data.metrics),
+                     dict(run.data.params), int(run.info.start_time or 0),
+                     int(run.info.end_time) if run.info.end_time else None, artifacts)
+
+
+def _artifacts(client, run_id: str, into: Path) -> dict[str, Path]:
+    """Download the :data:`REPORT_ARTIFACTS` of a run into ``into/<run_id>``."""
+    found: dict[str, Path] = {}
+    for folder in ARTIFACT_DIRS:
+        try:
+            listed = client.list_artifacts(run_id, folder)
+        except Exception:  # noqa: BLE001 - a store without that folder
+            continue
+        for item in listed:
+            if not item.is_dir and REPORT_ARTIFACTS.search(item.path):
+                local = client.download_artifacts(run_id, item.path, str(into / run_id))
+                found[item.path] = Path(local)
+    return found
+
+
+def search_filter(dataset: str | None = None, commit: str | None = None) -> str:
+    """MLflow filter string on the MedSec tags (FINISHED runs only)."""
+    parts = ["attributes.status = 'FINISHED'"]
+    if dataset:
+        parts.append(f"tags.`medsec.dataset` = '{dataset}'")
+    if commit:
+        parts.append(f"tags.`medsec.git_commit` LIKE '{commit}%'")
+    return " and ".join(parts)
+
+
+@task(name="fetch-runs", cache_policy=NO_CACHE)
+def fetch_runs_task(tracking_uri: str, artifact_dir: str | Path, dataset: str | None = None,
+                    commit: str | None = None, run_ids: list[str] | None = None,
+                    ) -> list[RunRecord]:
+    """Every FINISHED MedSec run of every experiment of the store at ``tracking_uri``
+    (``dataset``/``commit`` prefix filters; or exactly ``run_ids``), with the report's
+    artifacts downloaded under ``artifact_dir``."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    into = Path(artifact_dir)
+    if run_ids:
+        runs = []
+        for run_id in run_ids:
+            try:
+                runs.append(client.get_run(run_id))
+            except mlflow.exceptions.MlflowException:
+                from medsec.errors import DataError
+
+                raise DataError(f"no run {run_id!r} in the tracking store") from None
+    else:
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        runs = []
+        token = None
+        while experiments:
+            page = client.search_runs(experiments, search_filter(dataset, commit),
+                                      max_results=1000, page_token=token)
+            runs += list(page)
+            token = page.token
+            if not token:
+                break
+    return [_record(run, _artifacts(client, run.info.run_id, into)) for run in runs
+            if run.data.tags.get("medsec.stage")]
