@@ -195,3 +195,39 @@ def test_adversarial_recipe_is_a_sweep_point_trained_through_the_defense_hooks()
     trained = train_on_mask(spec, pool, half_mask(len(pool), 0), seed=0)
     assert calls and sum(calls) == 24  # TRADES' loss on every member, once (1 epoch)
     assert trained.meta["num_train"] == 24 and trained.meta["selection"] == "last epoch"
+
+
+def test_patient_level_membership_beside_the_image_level():
+    from types import SimpleNamespace
+
+    from medsec.privacy.config import DPConfig
+    from medsec.privacy.recipe_audit import RecipeSpec, run_recipe_audit
+    from medsec.training.config import ClassifierRecipe
+
+    images, labels = _noise(120, 7)
+    groups = np.repeat([f"P{i:02d}" for i in range(40)], 3)  # 40 patients x 3 images
+    pool = build_pool({"train": ImageDataset(images.numpy(), labels.numpy())}, None, seed=0,
+                      groups={"train": groups})
+    member = half_mask(len(pool), seed=0, groups=pool.groups)
+    idx = torch.from_numpy(np.flatnonzero(member))
+    target = SimpleNamespace(model=TRAIN(pool.images[idx], pool.labels[idx], 0), meta={})
+    spec = RecipeSpec(recipe=ClassifierRecipe(), dp=DPConfig(), dataset="noise", num_classes=K,
+                      class_names=tuple("abcd"), query_augment="none")
+
+    def runner(spec, pool, masks, seeds):  # noqa: ANN001, ANN202 (plain MLPs, fast)
+        out = []
+        for m, seed in zip(masks, seeds, strict=True):
+            sel = torch.from_numpy(np.flatnonzero(m))
+            out.append(query_phi(TRAIN(pool.images[sel], pool.labels[sel], seed), pool.images,
+                                 pool.labels, "none"))
+        for m in masks:  # references are split per patient too
+            assert all(len(set(m[pool.groups == g])) == 1 for g in np.unique(pool.groups))
+        return out
+
+    result = run_recipe_audit(spec, pool, 4, "lira_online", runner=runner,
+                              target=(target, member))
+    m = result.metrics
+    assert m["mia_n_members"] == 60 and m["mia_patient_n_members"] == 20
+    assert m["mia_patient_n_nonmembers"] == 20 and m["mia_n_reference_models"] == 4
+    assert m["mia_patient_auc"] == m["mia_lira_online_patient_auc"] > 0.6  # memorised labels
+    assert set(result.patient) == {"loss", "lira_online", "lira_offline", "rmia"}
