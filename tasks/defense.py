@@ -16,6 +16,7 @@ from medsec.defenses.config import DefenseSpec
 from medsec.defenses.evaluate import DefenseResult
 from medsec.stages import defense as stage
 from medsec.training.checkpoint import save_classifier
+from tasks.models import log_classifier
 from tasks.tracking import log_artifact, log_dict, log_metrics, log_params, set_tags
 
 
@@ -54,11 +55,22 @@ def log_defense_result(result: DefenseResult, spec: DefenseSpec | None,
               "costs": result.costs}, "defense/result.json")
 
 
-def save_defended(defense: Defense, directory: Path) -> Path | None:
+ADVERSARIAL_TRAINING = ("pgd_at", "trades", "fast_fgsm_at")  # registered with alias robust
+
+
+def save_defended(defense: Defense, directory: Path, example: Tensor | None = None,
+                  dataset: str | None = None) -> Path | None:
     """``<directory>/<label>.pt`` (``load_classifier`` format) for defenses that trained a
-    classifier; logged to the active run under ``model/``. None otherwise."""
+    classifier; logged to the active run under ``model/``. None otherwise. An adversarially
+    trained one (:data:`ADVERSARIAL_TRAINING`) is also registered as
+    ``medsec-<dataset>-<model>@robust`` when ``example`` images (N, C, H, W) in [0, 1] and
+    ``dataset`` are given."""
     if defense.classifier is None:
         return None
     path = save_classifier(directory / f"{defense.name}.pt", defense.classifier, defense.meta)
     log_artifact(path, "model")
+    if (example is not None and dataset
+            and defense.meta.get("defense_name") in ADVERSARIAL_TRAINING):
+        log_classifier(defense.classifier, example, dataset, defense.meta["model_name"],
+                       alias="robust")
     return path

@@ -75,3 +75,11 @@ def test_defense_flow_tracks_every_defense(tmp_path, monkeypatch, phantom_dir, t
     model, meta = load_classifier(tmp_path / index["fast_fgsm_at"]["path"])
     assert meta["defense"] == "fast_fgsm_at" and meta["model_name"] == "small_cnn"
     assert model(torch.rand(2, 1, 32, 32)).shape == (2, 2)
+    # the adversarially trained model is in the registry as @robust, serving the same logits
+    robust = client.get_model_version_by_alias("medsec-phantoms-small_cnn", "robust")
+    assert robust.run_id == runs["fast_fgsm_at"].info.run_id
+    x = torch.rand(3, 1, 32, 32)
+    served = mlflow.pyfunc.load_model("models:/medsec-phantoms-small_cnn@robust").predict(
+        x.numpy())
+    with torch.no_grad():
+        assert torch.allclose(torch.from_numpy(served), model.cpu()(x), atol=1e-5)
