@@ -2,8 +2,8 @@
 
 ``prepared/`` of an own-data source holds:
 
-- ``<split>_images.npy``: float32 (N, C, S, S) in [0, 1] per split, written image by image
-  through a memory map (preparing never holds the data set in memory) and read back whole
+- ``<split>_images.npy``: float32 (N, C, S, S) in [0, 1] per split, appended image by image
+  (preparing never holds the data set in memory) and read back whole
   when the three files together fit ``memory_limit_mb``, else memory-mapped (stages stream
   the pages they touch);
 - ``<name>.npz``: per split ``labels`` int64 (N,), and the pseudonymous ``patient``, ``study``
@@ -137,13 +137,13 @@ def write_own(spec: SourceSpec, out: Path) -> dict[str, Any]:
     arrays: dict[str, np.ndarray] = {}
     for split in SPLITS:
         members = [i for i, s in enumerate(assigned) if s == split]
-        images = np.lib.format.open_memmap(out / f"{split}_images.npy", mode="w+",
-                                           dtype=np.float32,
-                                           shape=(len(members), channels, size, size))
-        for row, i in enumerate(members):
-            images[row] = load_image(records[i], spec.read)
-        images.flush()
-        del images
+        shape = (len(members), channels, size, size)
+        with open(out / f"{split}_images.npy", "wb") as handle:  # appended image by image:
+            np.lib.format.write_array_header_1_0(handle, {  # no page of the set stays resident
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                "fortran_order": False, "shape": shape})
+            for i in members:
+                handle.write(np.ascontiguousarray(load_image(records[i], spec.read)).tobytes())
         arrays[f"{split}_labels"] = np.asarray([labels[i] for i in members], np.int64)
         for key, values in (("patient", patients), ("study", studies), ("site", sites)):
             arrays[f"{split}_{key}"] = np.asarray([values[i] for i in members], dtype="<U17")
