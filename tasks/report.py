@@ -14,9 +14,9 @@ from prefect.cache_policies import NO_CACHE
 
 from medsec.report.records import RunRecord
 
-REPORT_ARTIFACTS = re.compile(r"(robustness/examples\.png|deepfake/[^/]*\.png|"
-                              r"segmentation/[^/]*overlay\.png|privacy/[^/]*roc[^/]*\.(csv|json))$",
-                              re.IGNORECASE)
+REPORT_ARTIFACTS = re.compile(r"(robustness/examples\.png|deepfake/(samples|tampering)\.png|"
+                              r"segmentation/[^/]*overlay\.png|"
+                              r"privacy/[^/]*roc[^/]*\.(csv|json|png))$", re.IGNORECASE)
 """Artifacts the report shows (example grids, membership ROC points)."""
 ARTIFACT_DIRS = ("robustness", "deepfake", "segmentation", "privacy")
 

@@ -35,6 +35,8 @@ def _figures(board: Leaderboard, runs: list[RunRecord]) -> Figures:
                            ("Accuracy x robustness x privacy", fig.pareto_png)):
         png, why = maker(board)
         out.append((caption, png, why))
+        if maker is fig.mia_roc_png and png is None:
+            out += [(c, p, None) for c, p in fig.logged_roc_pngs(board)]
     examples = fig.example_pngs(board, [r for r in runs if r.dataset == board.dataset])
     out += [(caption, png, None) for caption, png in examples]
     if not examples:

@@ -85,7 +85,9 @@ def mia_roc_png(board: Leaderboard) -> Figure:
                 if points:
                     curves.append((f"{row.recipe}: {Path(name).stem}", points))
     if not curves:
-        return None, "no membership ROC (fpr/tpr) artifact logged by the privacy runs"
+        return None, ("no membership ROC points (fpr/tpr csv/json) logged by the privacy runs"
+                      + ("; their logged log-log ROC figures are shown below"
+                         if logged_roc_pngs(board) else ""))
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 4))
     for label, (fpr, tpr) in curves:
@@ -96,6 +98,18 @@ def mia_roc_png(board: Leaderboard) -> Figure:
            title=f"{board.dataset}: membership ROC")
     ax.legend(fontsize=6)
     return _png(fig), None
+
+
+def logged_roc_pngs(board: Leaderboard) -> list[tuple[str, bytes]]:
+    """The privacy runs' own log-log membership ROC figures (``privacy/mia_roc.png``)."""
+    out = []
+    for row in board.rows:
+        run = row.runs.get("privacy")
+        path = run.artifacts.get("privacy/mia_roc.png") if run is not None else None
+        if path is not None and Path(path).is_file():
+            out.append((f"Membership ROC (log-log), {row.label}: privacy run {run.run_id[:8]}",
+                        Path(path).read_bytes()))
+    return out
 
 
 def privacy_utility_png(board: Leaderboard) -> Figure:
@@ -146,19 +160,23 @@ def pareto_png(board: Leaderboard) -> Figure:
     return _png(fig), None
 
 
-EXAMPLE_ARTIFACTS = re.compile(r"(robustness/examples\.png|deepfake/.*\.png|"
-                               r"segmentation/.*overlay\.png)$")
+EXAMPLE_KINDS = (r"robustness/examples\.png", r"deepfake/samples\.png", r"deepfake/tampering\.png",
+                 r"segmentation/[^/]*overlay\.png")
+"""Example grids shown (one each, in this order): adversarial examples beside originals,
+DeepFake samples, tampered images, a segmentation attack overlay."""
 
 
 def example_pngs(board: Leaderboard, runs: list) -> list[tuple[str, bytes]]:
-    """Logged example grids (adversarial examples beside originals, DeepFakes, segmentation
-    overlays) as (caption, PNG bytes), at most 4."""
+    """Logged example grids as (caption, PNG bytes): the attack stage's adversarial examples
+    beside their originals, then DeepFakes, then a segmentation overlay (latest runs first)."""
     found = []
-    for run in runs:
-        for name, path in sorted(run.artifacts.items()):
-            if EXAMPLE_ARTIFACTS.search(name) and Path(path).is_file():
-                found.append((f"{run.stage} run {run.run_id[:8]}: {name}", Path(path).read_bytes()))
-    return found[:4]
+    latest = sorted(runs, key=lambda r: r.start_time, reverse=True)
+    for pattern in EXAMPLE_KINDS:
+        kind = [(f"{run.stage} run {run.run_id[:8]}: {name}", Path(path))
+                for run in latest for name, path in sorted(run.artifacts.items())
+                if re.fullmatch(pattern, name) and Path(path).is_file()]
+        found += [(caption, path.read_bytes()) for caption, path in kind[:1]]
+    return found
 
 
 def finite(value: float | None) -> bool:

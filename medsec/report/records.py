@@ -109,6 +109,13 @@ def recipe(record: RunRecord) -> str | None:
             return TRAINING_DEFENSES[name] + ("" if key == name else f" ({key})")
         kind = record.tag("defense.kind", "defense")
         return f"{kind}: {key}"
+    if stage == "privacy" and record.tag("audit") == "checkpoint":
+        # an audit of an existing checkpoint (e.g. models/classifier.pt): that model's row
+        defense = record.tag("defense")
+        if defense:
+            return TRAINING_DEFENSES.get(defense, f"defense: {defense}")
+        label = record.tag("privacy", "none")
+        return "standard" if label == "none" else _dp_label(label[len("dp-eps"):])
     if stage == "privacy":
         label = record.tag("privacy", "")
         if label in ("", "sweep"):

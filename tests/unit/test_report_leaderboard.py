@@ -166,3 +166,22 @@ def test_headline_metrics_keep_structure_and_only_declared_keys():
     assert headline_metrics(stage, full) == {"jpeg": {"robust_acc": 0.5, "clean_acc": 0.9},
                                             "undefended": {"robust_acc": 0.1}}
     assert count_leaves({"a": [[1, 2], [3, 4]], "b": {"c": None}}) == 5
+
+
+def test_canary_and_checkpoint_audits_land_on_their_model_rows():
+    """A canary run (medsec.audit=canary) beside the recipe audit of the same DP point must not
+    hide the recipe audit's MIA figures; a checkpoint audit of the train-stage model fills the
+    standard row's privacy columns."""
+    records = pipeline_records() + [
+        rec("privacy", {"epsilon_audit_lower": 0.9, "epsilon": 7.9}, privacy="dp-eps8",
+            audit="canary"),
+        rec("privacy", {"mia_auc": 0.61, "mia_auc_ci_low": 0.58, "mia_auc_ci_high": 0.64},
+            privacy="none", audit="checkpoint"),
+    ]
+    _, rows = board_rows(records)
+    dp = rows["DP ε=8"]
+    assert dp.cells["mia_auc"].value == 0.52  # from the recipe-audit run, not the canary run
+    assert dp.cells["epsilon_audit_lower"].value == 0.9
+    assert dp.cells["epsilon_audit_lower"].run_id == records[-2].run_id
+    assert rows["standard"].cells["mia_auc"].value == 0.61
+    assert rows["standard"].cells["test_acc"].value == 0.9  # still the evaluate stage's
