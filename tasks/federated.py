@@ -1,15 +1,19 @@
-"""Federated-learning tasks: the federation, its centralised baseline, per-round logging."""
+"""Federated-learning tasks: the federation, its centralised baseline, per-round logging;
+the federated stage's tags and tracking, shared by the simulation and the deployment."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from prefect import task
 
 from medsec.config import MedSecConfig
 from medsec.data.types import LoadedDataset
+from medsec.federated.config import ROBUST_STRATEGIES
 from medsec.federated.simulation import FederatedResult
 from medsec.privacy.gradient_inversion import InversionRow
 from medsec.stages import federated as stage
-from tasks.tracking import log_metrics
+from tasks.tracking import log_artifact, log_dict, log_metrics
 
 
 @task(name="federated-train")
@@ -33,3 +37,50 @@ def log_round_metrics(history: list[dict[str, float]]) -> None:
     """Every per-round number, with ``step`` = the round (1-based)."""
     for row in history:
         log_metrics({k: v for k, v in row.items() if k != "round"}, step=int(row["round"]))
+
+
+def federated_tags(cfg: MedSecConfig, verification: str) -> dict[str, str]:
+    """The federated stage's run tags: strategy, partition, secure aggregation, runtime,
+    privacy mechanisms, and the attack / robust aggregation when configured."""
+    fed = cfg.federated
+    privacy = [name for name, on in (("client_dp", fed.client_dp.enabled),
+                                     (f"central_dp_{fed.central_dp.mode}",
+                                      fed.central_dp.mode != "off")) if on]
+    tags = {"medsec.verification": verification, "medsec.federated.strategy": fed.strategy,
+            "medsec.federated.partition": fed.partition,
+            "medsec.federated.secure_aggregation": fed.secure_aggregation,
+            "medsec.federated.runtime": fed.runtime, "medsec.privacy": "+".join(privacy) or "none"}
+    if fed.attack.kind != "none":
+        tags["medsec.attack"] = f"federated_{fed.attack.kind}"
+    if fed.strategy in ROBUST_STRATEGIES:
+        tags["medsec.defense"] = f"robust_aggregation_{fed.strategy}"
+    return tags
+
+
+def federation_metrics(result: FederatedResult, baseline: dict[str, float] | None
+                       ) -> dict[str, float]:
+    """The federation's final numbers, with the centralised baseline and the accuracy gap
+    (centralised minus federated) when there is one."""
+    metrics = dict(result.summary)
+    if baseline is not None:
+        metrics |= baseline | {
+            "acc_gap_vs_centralized": baseline["centralized_test_acc"] - metrics["test_acc"]}
+    return metrics
+
+
+def log_federation(result: FederatedResult, metrics: dict[str, float],
+                   checkpoint: Path, artifacts: list[Path] = ()) -> None:
+    """A federation in the active run: per-round numbers (``step`` = round), ``metrics``
+    (final numbers; those already logged per round are skipped), the partition, the global
+    model saved to ``checkpoint`` (artifact ``model/``) and ``artifacts`` (``federated/``)."""
+    from medsec.training.checkpoint import save_classifier
+
+    log_round_metrics(result.history)
+    per_round = set(result.history[-1]) if result.history else set()
+    log_metrics({k: v for k, v in metrics.items() if k not in per_round})
+    log_dict({"partition": result.partition, "clients_last_round": result.clients},
+             "federated/partition.json")
+    save_classifier(checkpoint, result.model, result.meta)
+    log_artifact(checkpoint, "model")
+    for path in artifacts:
+        log_artifact(path, "federated")

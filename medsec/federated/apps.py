@@ -32,7 +32,13 @@ from medsec.federated import he
 from medsec.federated.client import ClientSite, build_client_app
 from medsec.federated.config import FederatedConfig
 from medsec.federated.server import FederationOutcome, ServerPlan, run_server
-from medsec.federated.simulation import FederationSetup, net_builder, setup_federation
+from medsec.federated.simulation import (
+    FederatedResult,
+    FederationSetup,
+    federation_result,
+    net_builder,
+    setup_federation,
+)
 from medsec.training.config import ClassifierRecipe
 
 DEFAULT_OUTPUT = "models/federated-deployment"
@@ -50,6 +56,9 @@ class Deployment:
 
 Resolve = Callable[[str, str], Deployment]
 """``(config, overrides)`` of the run config -> its :class:`Deployment` (called often: cache)."""
+
+Report = Callable[[Context, Deployment, FederatedResult], None]
+"""Called by the server once the federation is over (e.g. to track it like a simulation)."""
 
 
 @lru_cache(maxsize=4)
@@ -100,14 +109,22 @@ def _save(outcome: FederationOutcome, run: Deployment, output_dir: Path) -> None
         "rounds": [vars(r) for r in outcome.rounds]})
 
 
-def server_plan(resolve: Resolve, context: Context) -> ServerPlan:
-    """The server's plan; it keeps only the public CKKS context (``he-public-key``)."""
+def server_plan(resolve: Resolve, context: Context, report: Report | None = None) -> ServerPlan:
+    """The server's plan; it keeps only the public CKKS context (``he-public-key``). When the
+    federation ends it saves the model and history to ``output-dir`` and calls ``report``
+    with the same :class:`FederatedResult` a simulation returns."""
     rc = context.run_config
     config, overrides = _run_key(context)
     setup = _setup(resolve, config, overrides, str(rc.get("he-public-key", "")), "")
     run = resolve(config, overrides)
     out = Path(str(rc.get("output-dir", DEFAULT_OUTPUT)))
-    setup.plan.on_finish = lambda outcome: _save(outcome, run, out)
+
+    def finish(outcome: FederationOutcome) -> None:
+        _save(outcome, run, out)
+        if report is not None:
+            report(context, run, federation_result(run.fed, run.recipe, run.data, setup, outcome))
+
+    setup.plan.on_finish = finish
     return setup.plan
 
 
@@ -132,14 +149,15 @@ class HospitalApp(ClientApp):
         return self._secagg_app(message, context)
 
 
-def deployment_apps(resolve: Resolve) -> tuple[ServerApp, HospitalApp]:
+def deployment_apps(resolve: Resolve, report: Report | None = None
+                    ) -> tuple[ServerApp, HospitalApp]:
     """The deployment ``ServerApp`` and hospitals' ``ClientApp`` of runs resolved by
-    ``resolve``."""
+    ``resolve``; the server calls ``report`` when a federation is over."""
     server_app = ServerApp()
 
     @server_app.main()
     def _server_main(grid: Grid, context: Context) -> None:
-        plan = server_plan(resolve, context)
+        plan = server_plan(resolve, context, report)
         if plan.fed.secure_aggregation == "secaggplus":
             from medsec.federated.secagg import run_secagg_server
 

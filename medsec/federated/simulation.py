@@ -258,7 +258,8 @@ def _history(fed: FederatedConfig, outcome: FederationOutcome) -> list[dict[str,
         row = {"round": float(cost.round), "round_seconds": cost.seconds,
                "upload_bytes_per_client": cost.upload_bytes_per_client,
                "download_bytes_per_client": cost.download_bytes_per_client,
-               "clients_ok": float(cost.succeeded), "clients_failed": float(len(cost.failures)),
+               "clients_ok": float(cost.succeeded),  # failed: an error or no reply
+               "clients_failed": float(cost.sampled - cost.succeeded),
                **cost.fed_eval, **outcome.global_metrics.get(cost.round, {})}
         if clients and all("train_loss" in c for c in clients):  # DP hospitals send none
             row["train_loss"] = float(np.average([c["train_loss"] for c in clients],
@@ -282,7 +283,12 @@ def run_federation(fed: FederatedConfig, recipe: ClassifierRecipe, data: LoadedD
     if recipe.train.num_threads:
         torch.set_num_threads(recipe.train.num_threads)
     setup = setup_federation(fed, recipe, data)
-    outcome = run_setup(setup, fed.runtime)
+    return federation_result(fed, recipe, data, setup, run_setup(setup, fed.runtime))
+
+
+def federation_result(fed: FederatedConfig, recipe: ClassifierRecipe, data: LoadedDataset,
+                      setup: FederationSetup, outcome: FederationOutcome) -> FederatedResult:
+    """The global model and the numbers of a finished federation (simulated or deployed)."""
     model = net_builder(recipe, data)()
     load_arrays(model, outcome.arrays, who="server")
     model.eval()

@@ -239,8 +239,11 @@ def build_strategy(fed: FederatedConfig, he_public: bytes | None = None) -> Guar
     """The configured Flower strategy (plus central DP / CKKS), wrapped in the guard."""
     n = fed.num_clients
     sampled = sampled_clients(fed)
-    common = dict(fraction_train=fed.fraction_fit, fraction_evaluate=1.0, min_train_nodes=sampled,
-                  min_evaluate_nodes=n, min_available_nodes=n,
+    # with min_fit_clients, that many connected hospitals suffice (one may drop out mid-run)
+    enough = min(n, fed.min_fit_clients or n)
+    common = dict(fraction_train=fed.fraction_fit, fraction_evaluate=1.0,
+                  min_train_nodes=min(sampled, enough), min_evaluate_nodes=enough,
+                  min_available_nodes=enough,
                   weighted_by_key=UNIT_WEIGHT_KEY if fed.central_dp.mode != "off" else EXAMPLES_KEY,
                   arrayrecord_key=ARRAYS_KEY)
     inner: Strategy

@@ -59,8 +59,14 @@ def test_node_config_must_match_the_federation(tmp_path, phantom_dir):
 
 
 def test_flower_app_points_at_the_stage_apps():
+    from flwr.supercore.object_ref import validate
+
+    from tasks import federated_app
+
     toml = tomllib.loads((ROOT / "federated_app" / "pyproject.toml").read_text())
     components = toml["tool"]["flwr"]["app"]["components"]
-    for key, app in (("serverapp", stage.server_app), ("clientapp", stage.client_app)):
+    for key, app in (("serverapp", federated_app.server_app), ("clientapp", stage.client_app)):
         module, name = components[key].split(":")
         assert getattr(importlib.import_module(module), name) is app
+        # `flwr run` checks the reference statically (a tuple assignment is not found)
+        assert validate(components[key], project_dir=ROOT / "federated_app") == (True, None)
