@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from lightning.pytorch.callbacks import Callback
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from torch import Tensor, nn
@@ -11,7 +14,7 @@ from torch import Tensor, nn
 from medsec.config import MedSecConfig
 from medsec.data.types import LoadedDataset
 from medsec.defenses.base import Defense
-from medsec.defenses.build import BuildContext, build_defense
+from medsec.defenses.build import BuildContext, build_defense, undefended
 from medsec.defenses.config import DefenseSpec
 from medsec.defenses.evaluate import DefenseResult
 from medsec.stages import defense as stage
@@ -27,15 +30,46 @@ def eval_split_task(cfg: MedSecConfig, data: LoadedDataset, model: nn.Module,
     return stage.eval_split(cfg, data, model, model_name)
 
 
-@task(name="build-defense", cache_policy=NO_CACHE)
-def build_defense_task(spec: DefenseSpec, ctx: BuildContext) -> Defense:
-    return build_defense(spec, ctx)
+class EpochRecorder(Callback):
+    """Keeps each training epoch's record (``epoch`` and the module's metrics) in ``epochs``:
+    a mapped defense may train in another thread or process, away from the MLflow run, so its
+    curves are logged afterwards (:func:`log_epochs`)."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if getattr(pl_module, "history", None):
+            self.epochs.append(dict(pl_module.history[-1]))
 
 
-@task(name="evaluate-defense", cache_policy=NO_CACHE)
-def evaluate_defense_task(defense: Defense, images: Tensor, labels: Tensor, cfg: MedSecConfig,
-                          baseline: nn.Module) -> DefenseResult:
-    return stage.evaluate(cfg, defense, images, labels, baseline)
+@dataclass
+class DefenseOutcome:
+    """A built and scored defense and the training epochs it took (empty when none)."""
+
+    defense: Defense
+    result: DefenseResult
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+
+@task(name="defense", cache_policy=NO_CACHE, task_run_name="defense-{key}")
+def defense_task(key: str, spec: DefenseSpec | None, ctx: BuildContext, images: Tensor,
+                 labels: Tensor, cfg: MedSecConfig, baseline: nn.Module) -> DefenseOutcome:
+    """Build defense ``spec`` (None: the undefended model) and score it on ``images``
+    (N, C, H, W) in [0, 1] / ``labels`` (N,) under the configured adaptive attacks."""
+    recorder = EpochRecorder()
+    ctx = dataclasses.replace(ctx, callbacks=[recorder])
+    defense = undefended(baseline) if spec is None else build_defense(spec, ctx)
+    return DefenseOutcome(defense, stage.evaluate(cfg, defense, images, labels, baseline),
+                          recorder.epochs)
+
+
+def log_epochs(epochs: list[dict[str, float]]) -> None:
+    """Training curves of a defended model (``step`` = epoch) into the active run."""
+    for record in epochs:
+        row = dict(record)
+        epoch = int(row.pop("epoch", 0))
+        log_metrics(row, step=epoch)
 
 
 def log_defense_result(result: DefenseResult, spec: DefenseSpec | None,
