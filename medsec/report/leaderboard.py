@@ -137,12 +137,20 @@ def epsilon_claimed(runs: Runs) -> Cell:
 
 
 def device(runs: Runs) -> Cell:
-    """The device the recipe trained on (tag ``medsec.device``)."""
-    for stage in ("train", "privacy", "federated", "defense"):
+    """The device the recipe trained on: the tag ``medsec.device`` where logged, else the
+    configured ``train.accelerator`` x ``train.devices`` (``auto``: a GPU when torch saw one)."""
+    stages = ("train", "privacy", "federated", "defense")
+    for stage in stages:
         run = runs.get(stage)
         if run is not None and run.tag("device"):
             return Cell(text=run.tag("device"), run_id=run.run_id, source=f"{stage}:tag")
-    return Cell(reason="no medsec.device tag on the training run")
+    for stage in stages:
+        run = runs.get(stage)
+        if run is not None and run.params.get("train.accelerator"):
+            text = f"{run.params['train.accelerator']} x{run.params.get('train.devices', '1')}"
+            return Cell(text=text + " (configured)", run_id=run.run_id,
+                        source=f"{stage}:params train.accelerator")
+    return Cell(reason="no medsec.device tag or train.accelerator param on the training run")
 
 
 LINF = (1, 2, 4, 8)
