@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from medsec.data.types import ImageDataset
@@ -84,11 +85,13 @@ def quiet_lightning() -> Iterator[None]:
 def train_locally(
     net: nn.Module, train: ImageDataset, val: ImageDataset, num_classes: int,
     spec: LocalTraining, seed: int, proximal_mu: float = 0.0, dp: ClientDPConfig | None = None,
-    rounds_done: int = 0,
+    rounds_done: int = 0, callbacks: Sequence[Callback] = (),
 ) -> LocalResult:
     """Train ``net`` (in place, already holding the global weights) for ``spec.epochs``.
 
     ``rounds_done``: earlier rounds this client trained in (DP accounting composes them).
+    ``callbacks``: extra Lightning callbacks of the local fit (e.g. the one-run DP audit's
+    canaries, :class:`medsec.privacy.canary_audit.CanaryCallback`).
     """
     kwargs = dict(lr=spec.lr, weight_decay=spec.weight_decay, optimizer=spec.optimizer,
                   augment=spec.augment)
@@ -100,9 +103,11 @@ def train_locally(
     epsilon = float("nan")
     with quiet_lightning():
         if dp is not None and dp.enabled:
-            epsilon = _fit_private(module, loader, val_loader, spec, seed, dp, rounds_done)
+            epsilon = _fit_private(module, loader, val_loader, spec, seed, dp, rounds_done,
+                                   callbacks)
         else:
-            fit_classifier(module, loader, val_loader, spec.epochs, seed, select_best=False)
+            fit_classifier(module, loader, val_loader, spec.epochs, seed, callbacks,
+                           select_best=False)
     losses = [h["train_loss"] for h in module.history if math.isfinite(h["train_loss"])]
     return LocalResult(arrays=model_arrays(net), num_examples=len(train),
                        train_loss=float(np.mean(losses)) if losses else float("nan"),
@@ -110,7 +115,8 @@ def train_locally(
 
 
 def _fit_private(module: ClassifierModule, loader, val_loader, spec: LocalTraining, seed: int,
-                 dp: ClientDPConfig, rounds_done: int) -> float:
+                 dp: ClientDPConfig, rounds_done: int,
+                 callbacks: Sequence[Callback] = ()) -> float:
     """DP-SGD local epochs; returns epsilon after ``rounds_done + 1`` rounds of them."""
     from medsec.privacy.config import DPConfig
     from medsec.privacy.dp import private_training
@@ -120,5 +126,6 @@ def _fit_private(module: ClassifierModule, loader, val_loader, spec: LocalTraini
     plan = plan_dp(DPConfig.model_validate(dp.model_dump()), len(loader.dataset), len(loader),
                    spec.epochs * spec.total_rounds)
     with private_training(module, loader, plan) as (dp_loader, _state):
-        fit_classifier(module, dp_loader, val_loader, spec.epochs, seed, select_best=False)
+        fit_classifier(module, dp_loader, val_loader, spec.epochs, seed, callbacks,
+                       select_best=False)
     return plan.epsilon(len(loader) * spec.epochs * (rounds_done + 1))

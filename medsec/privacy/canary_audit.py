@@ -27,6 +27,7 @@ largest bound is still a valid lower bound at the stated confidence.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -119,7 +120,8 @@ class CanaryAudit:
     """Result of a one-run audit: ``epsilon_audit_lower`` (the largest valid lower bound
     over ``guesses`` at ``confidence``) beside the accountant's ``epsilon`` (inf: not
     private), at ``delta``; ``num_canaries`` m, ``num_included``; per-rule detail in
-    ``guesses``; ``scores``/``included`` per canary."""
+    ``guesses``; ``scores``/``included`` per canary; ``inserted``: canary gradients the run
+    received (a run that received none proves nothing)."""
 
     epsilon_audit_lower: float
     epsilon: float
@@ -130,6 +132,7 @@ class CanaryAudit:
     guesses: tuple[Guess, ...]
     scores: np.ndarray = field(repr=False)
     included: np.ndarray = field(repr=False)
+    inserted: int | None = None  # canary gradients put into the run (None: scores given)
 
     @property
     def best(self) -> Guess:
@@ -150,6 +153,7 @@ class CanaryAudit:
                 "epsilon": self.epsilon if math.isfinite(self.epsilon) else None,
                 "delta": self.delta, "confidence": self.confidence,
                 "num_canaries": self.num_canaries, "num_included": self.num_included,
+                "inserted": self.inserted,
                 "guesses": [{"k_pos": g.k_pos, "k_neg": g.k_neg, "correct": g.correct,
                              "epsilon_lower": g.epsilon_lower} for g in self.guesses]}
 
@@ -351,8 +355,9 @@ class CanaryCallback(L.Callback):
     def audit(self, delta: float, epsilon: float = math.inf,
               guesses: Sequence[float | tuple[int, int]] = (0.05, 0.1, 0.25),
               confidence: float = 0.95) -> CanaryAudit:
-        """:func:`audit_scores` of this run's canaries."""
-        return audit_scores(self.scores(), self.included, delta, guesses, confidence, epsilon)
+        """:func:`audit_scores` of this run's canaries (with ``inserted``)."""
+        audit = audit_scores(self.scores(), self.included, delta, guesses, confidence, epsilon)
+        return dataclasses.replace(audit, inserted=self.samples)
 
 
 # --------------------------------------------------------------------------- classifier runs

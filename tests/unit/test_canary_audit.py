@@ -123,6 +123,7 @@ def test_dp_sgd_audit_never_exceeds_the_claimed_epsilon(data, seed):
     assert 1.5 < audit.epsilon <= 2.0 and audit.delta == pytest.approx(1 / 2560)
     assert audit.num_canaries == 300 and 100 < audit.num_included < 200
     assert 0.0 <= audit.epsilon_audit_lower <= audit.epsilon
+    assert audit.inserted > 300  # ~150 included x 3 epochs x 8 steps x q = 1/8
 
 
 def test_non_private_run_with_strong_canaries_gets_a_clearly_positive_bound(data):
@@ -148,7 +149,7 @@ def test_dp_gan_discriminator_audit_stays_below_its_epsilon():
                                                          accountant="rdp"), 200)
         plain, _ = audit_gan(data, 2, cfg, None, 200)
     assert gan.epsilon is not None and private.epsilon == pytest.approx(gan.epsilon)
-    assert 0.0 <= private.epsilon_audit_lower <= private.epsilon
+    assert 0.0 <= private.epsilon_audit_lower <= private.epsilon and private.inserted > 100
     # the canaries reach the discriminator: without DP included ones move their coordinate
     # (Adam bounds each step's move, so two epochs give a weak but clear separation)
     gap = plain.scores[plain.included].mean() - plain.scores[~plain.included].mean()
@@ -172,3 +173,24 @@ def test_privacy_stage_audits_the_configured_recipe():
         audit = canary_audit(cfg, data)
     assert audit is not None and audit.num_canaries == 50 and audit.guesses[0].guesses == 20
     assert math.isfinite(audit.epsilon) and audit.epsilon_audit_lower <= audit.epsilon
+
+
+def test_federated_client_dp_audit_stays_below_the_clients_epsilon():
+    """The canaries reach a hospital's local DP-SGD (train_locally), and its bound respects
+    the client's epsilon for the round."""
+    from medsec.federated.canary import audit_client_dp
+    from medsec.federated.config import ClientDPConfig
+    from medsec.federated.local import LocalTraining
+    from medsec.models.factory import build_classifier
+
+    data = tiny_dataset(256, 32)
+    net = build_classifier("small_cnn", 1, 2, (16, 16), norm="group")
+    spec = LocalTraining(epochs=2, batch_size=32, lr=1e-2, optimizer="sgd")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        audit = audit_client_dp(net, data.splits["train"], data.splits["val"], 2, spec,
+                                ClientDPConfig(enabled=True, target_epsilon=2.0), 200)
+    assert 1.0 < audit.epsilon <= 2.0 and audit.delta == pytest.approx(1 / 2560)
+    assert 0.0 <= audit.epsilon_audit_lower <= audit.epsilon
+    # ~100 included canaries x 2 epochs x 8 steps x q = 1/8: about 200 gradients went in
+    assert 100 < audit.inserted < 320
