@@ -12,13 +12,16 @@ from medsec.data.prepare import load_prepared, prepare_dataset
 from medsec.data.types import LoadedDataset
 from medsec.stages.data import data_source, phantom_source
 from medsec.stages.pipeline import PREPARED_DIR
+from medsec.training.config import use_hardware
 
 
 @task(name="load-config")
 def load_config_task(
     config: str | None = None, preset: str | None = None, overrides: list[str] | None = None
 ) -> MedSecConfig:
-    return load_config(config, preset, tuple(overrides or ()))
+    cfg = load_config(config, preset, tuple(overrides or ()))
+    use_hardware(cfg.train.hardware())  # train.accelerator/precision: every fit and load
+    return cfg
 
 
 @task(name="prepare-dataset")

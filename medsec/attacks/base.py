@@ -29,6 +29,7 @@ from medsec.models.checks import (
     check_logits,
 )
 from medsec.models.guard import model_guard
+from medsec.training.devices import model_device
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 """``loss_fn(logits, labels) -> (N,)`` per-example loss that an untargeted attack maximises."""
@@ -275,8 +276,12 @@ class Attack:
 
     def _guarded(self, images: Tensor, labels: Tensor, work: Work) -> Tensor:
         """Validate, then run ``work(images, labels, clean_logits)`` under the model guard
-        with a fresh seeded generator and query counter; records :attr:`last_stats`."""
+        with a fresh seeded generator and query counter; records :attr:`last_stats`. The work
+        runs on the model's device (inputs moved there once); the result is returned on the
+        device of ``images``."""
         labels = self.check_inputs(images, labels)
+        home, device = images.device, model_device(self.model)
+        images, labels = images.to(device), labels.to(device)
         start = time.perf_counter()
         with model_guard(self.model), torch.inference_mode(False), torch.enable_grad():
             if images.is_inference():
@@ -290,7 +295,7 @@ class Attack:
             iterations=self._iterations,
             details=dict(self._details),
         )
-        return adv
+        return adv.to(home)
 
     def _perturb(self, images: Tensor, labels: Tensor, clean_logits: Tensor | None) -> Tensor:
         """Attack-specific work: images (N, ...) in [0,1] -> adversarial images in [0,1]."""

@@ -15,6 +15,7 @@ from medsec.attacks.base import (
     project,
 )
 from medsec.attacks.deepfool import DeepFool
+from medsec.training.devices import model_device
 
 METHODS = ("pgd", "deepfool")
 
@@ -79,7 +80,9 @@ class UAP(Attack):
         return super().__call__(images, labels)
 
     def fooling_rate_on(self, images: Tensor, batch_size: int = 256) -> float:
-        """Fraction of ``images`` whose predicted label changes when v is added."""
+        """Fraction of ``images`` whose predicted label changes when v is added (computed on the
+        model's device)."""
+        images = images.to(model_device(self.model))
         v = self._require_fitted(images)
         with torch.no_grad():
             changed = [

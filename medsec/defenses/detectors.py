@@ -31,6 +31,7 @@ from medsec.defenses.base import DefenseError
 from medsec.defenses.features import features_and_logits
 from medsec.defenses.transforms import BitDepth, MedianFilter, straight_through
 from medsec.metrics.privacy import roc_points, tpr_at_fpr
+from medsec.training.devices import model_device
 
 
 class Detector(nn.Module):
@@ -57,9 +58,11 @@ class Detector(nn.Module):
 
     def scores(self, x: Tensor, batch_size: int = 256) -> Tensor:
         """Scores (N,) without gradients, in batches, model in eval mode."""
+        device = model_device(self.model)  # batches run on the model's device
         with model_guard(self), torch.no_grad():
-            outs = [self(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
-        return torch.cat(outs) if outs else torch.empty(0)
+            outs = [self(x[i : i + batch_size].to(device))
+                    for i in range(0, x.shape[0], batch_size)]
+        return torch.cat(outs).to(x.device) if outs else torch.empty(0)
 
     def calibrate(self, clean: Tensor, fpr: float = 0.05) -> float:
         """Threshold at false-positive rate ``fpr`` on ``clean`` images; returns it."""
@@ -96,9 +99,12 @@ class MahalanobisDetector(Detector):
 
     def fit(self, images: Tensor, labels: Tensor, batch_size: int = 256) -> MahalanobisDetector:
         """Class means and the tied, shrunk covariance of the features of ``images``."""
+        device = model_device(self.model)  # features on the model's device, fit on the CPU
         with model_guard(self.model), torch.no_grad():
-            feats = torch.cat([features_and_logits(self.model, images[i : i + batch_size])[0]
+            feats = torch.cat([features_and_logits(self.model, images[i : i + batch_size]
+                                                   .to(device))[0].cpu()
                                for i in range(0, images.shape[0], batch_size)]).double()
+        labels = labels.cpu()
         classes = torch.unique(labels)
         if len(classes) < 2:
             raise DefenseError("the Mahalanobis detector needs training images of >= 2 classes")
@@ -109,8 +115,8 @@ class MahalanobisDetector(Detector):
         centred = (feats - means[labels]).numpy()
         with threadpool_limits(torch.get_num_threads()):  # BLAS threads as torch's
             precision = LedoitWolf(assume_centered=True).fit(centred).precision_
-        self.means = means[classes].float()
-        self.precision = torch.from_numpy(np.ascontiguousarray(precision)).float()
+        self.means = means[classes].float().to(device)
+        self.precision = torch.from_numpy(np.ascontiguousarray(precision)).float().to(device)
         return self
 
     def _check_ready(self) -> None:

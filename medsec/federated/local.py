@@ -37,6 +37,10 @@ class FedProxModule(ClassifierModule):
         self.proximal_mu = float(proximal_mu)
         self._anchor = [p.detach().clone() for p in net.parameters()]
 
+    def on_fit_start(self) -> None:
+        """Move the anchor to the training device once (not per step)."""
+        self._anchor = [a.to(self.device) for a in self._anchor]
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         loss = super().training_step(batch, batch_idx)
         prox = sum(((p - a) ** 2).sum() for p, a in zip(self.net.parameters(), self._anchor,

@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from medsec.privacy.plan import DPPlan
+from medsec.training.devices import model_device
 
 # --------------------------------------------------------------------------- compatibility
 
@@ -87,7 +88,7 @@ def check_dp_compatible(net: nn.Module, example_input: torch.Tensor | None = Non
     probe = copy.deepcopy(net).train()
     hooks = prepare_module(probe, grad_sample_mode="hooks", wrap_model=False)
     try:
-        probe(example_input).sum().backward()
+        probe(example_input.to(model_device(probe))).sum().backward()
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise ValueError(

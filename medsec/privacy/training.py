@@ -29,7 +29,7 @@ from medsec.errors import ConfigError
 from medsec.privacy.accounting import UnreachableEpsilonError
 from medsec.privacy.config import DPConfig
 from medsec.privacy.plan import DPPlan, DPRecord, plan_dp
-from medsec.training.config import ClassifierRecipe
+from medsec.training.config import ClassifierRecipe, Hardware
 from medsec.training.fit import FitResult, fit_classifier
 from medsec.training.job import BEST_VAL, LAST_EPOCH, FitStrategy, plain_fit
 from medsec.training.module import ClassifierModule
@@ -92,6 +92,24 @@ def plan_private_training(dp: DPConfig, recipe: ClassifierRecipe, net: torch.nn.
     return plan
 
 
+def dp_hardware(recipe: ClassifierRecipe) -> Hardware:
+    """``recipe.train``'s hardware for DP-SGD: the accelerator as configured, one process, float32.
+
+    ConfigError naming ``train.devices`` (several processes: use
+    :func:`medsec.privacy.ddp.train_dp_distributed`, Opacus' DPDDP recipe) or
+    ``train.precision`` (Opacus' per-sample gradients and clipping run in float32).
+    """
+    hardware = recipe.train.hardware()
+    if hardware.devices > 1:
+        raise ConfigError("train.devices: DP-SGD through Lightning trains in one process; for "
+                          "several use medsec.privacy.ddp (Opacus DPDDP, README 'Devices and "
+                          "multi-process training')")
+    if hardware.precision != "32":
+        raise ConfigError(f"train.precision: DP-SGD trains in float32 (Opacus per-sample "
+                          f"gradients), got {hardware.precision}; set train.precision=32")
+    return hardware
+
+
 @dataclass(frozen=True)
 class DPStrategy:
     """DP-SGD fit strategy (``medsec.training.job.FitStrategy``) for ``recipe.train.epochs``:
@@ -104,6 +122,7 @@ class DPStrategy:
                  callbacks: Sequence[Callback] = (), progress: bool = False,
                  ) -> tuple[FitResult, dict[str, Any]]:
         select_best = recipe.train.select_best and self.dp.val_is_public
+        hardware = dp_hardware(recipe)
         normalisation = fix_normalisation(module.net)
         with warnings.catch_warnings():
             for benign in _BENIGN_WARNINGS:
@@ -115,7 +134,7 @@ class DPStrategy:
                 history = EpsilonLogger(state, log=False)
                 fit = fit_classifier(module, loader, val_loader, plan.epochs, recipe.seed,
                                      [history, *callbacks], select_best=select_best,
-                                     progress=progress)
+                                     progress=progress, hardware=hardware)
         # the last epoch's epsilon is the run's (no step follows it: saves an accountant call)
         epsilon = history.epsilons[-1] if history.epsilons else state.epsilon()
         record = DPRecord(plan, epsilon, state.steps, tuple(history.epsilons),

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from medsec.attacks.base import Attack, LossFn, coarsen
 from medsec.attacks.fgsm import FGSM
 from medsec.attacks.pgd import PGD
+from medsec.training.devices import model_device
 
 
 def pixel_cross_entropy(logits: Tensor, masks: Tensor) -> Tensor:
@@ -81,7 +82,8 @@ class DenseAttackMixin(Attack):
             shape = tuple(region.shape) if isinstance(region, Tensor) else type(region).__name__
             raise ValueError(f"region must be a bool tensor of shape "
                              f"{(images.shape[0], *images.shape[2:])} (N, *spatial), got {shape}")
-        return region.to(device=images.device, dtype=images.dtype).unsqueeze(1)
+        # on the model's device, where _guarded runs the work
+        return region.to(device=model_device(self.model), dtype=images.dtype).unsqueeze(1)
 
     def _confine(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """Zero the perturbation outside the region (no-op without one). Box constraints

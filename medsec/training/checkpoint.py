@@ -23,6 +23,8 @@ from torch import nn
 from medsec.errors import DataError
 from medsec.io import write_atomic
 from medsec.models.factory import PixelSpaceClassifier, build_classifier
+from medsec.training.config import default_hardware
+from medsec.training.devices import torch_device
 
 Kind = Literal["classifier", "segmenter", "generator"]
 ARCH_KEYS: dict[str, tuple[str, ...]] = {
@@ -125,12 +127,14 @@ def save_classifier(path: str | Path, model: PixelSpaceClassifier, meta: dict[st
 
 
 def load_classifier(path: str | Path) -> tuple[PixelSpaceClassifier, dict[str, Any]]:
-    """Rebuild the classifier from its card and load its weights; returns (model, meta)."""
+    """Rebuild the classifier from its card and load its weights; returns (model, meta). The
+    model is on the process default device (``train.accelerator``; the CPU without a GPU)."""
     state, card = read_checkpoint(path, "classifier")
     a = card.architecture
     model = build_classifier(a["model_name"], a["in_channels"], a["num_classes"],
                              tuple(a["image_size"]), norm=a["norm"], dropout=a["dropout"])
-    return load_weights(model, state, path), card.meta()
+    device = torch_device(default_hardware().accelerator)
+    return load_weights(model, state, path).to(device), card.meta()
 
 
 def require_data_version(meta: dict[str, Any], name: str, version: str, path: str | Path) -> None:

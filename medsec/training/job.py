@@ -63,7 +63,8 @@ def plain_fit(module: ClassifierModule, train: DataLoader, val: DataLoader,
               progress: bool = False) -> tuple[FitResult, dict[str, Any]]:
     """Non-private fit for ``recipe.train.epochs`` (best val AUC when ``select_best``)."""
     fit = fit_classifier(module, train, val, recipe.train.epochs, recipe.seed, callbacks,
-                         select_best=recipe.train.select_best, progress=progress)
+                         select_best=recipe.train.select_best, progress=progress,
+                         hardware=recipe.train.hardware())
     return fit, {"mechanism": "none"}
 
 
@@ -104,7 +105,8 @@ def train_classifier(recipe: ClassifierRecipe, data: LoadedDataset,
     fit, privacy = strategy(module, train, val, recipe, callbacks, progress)
     selection = privacy.get("selection", BEST_VAL if recipe.train.select_best else LAST_EPOCH)
     meta = model_meta(recipe, data) | {"best_epoch": fit.best_epoch, "selection": selection,
-                                       "num_train": len(train.dataset), "privacy": privacy}
+                                       "num_train": len(train.dataset), "privacy": privacy,
+                                       "device": fit.device, "precision": fit.precision}
     return TrainedClassifier(model=module.net, meta=meta, fit=fit)
 
 

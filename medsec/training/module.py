@@ -62,7 +62,7 @@ class SupervisedModule(L.LightningModule):
         self.history: list[dict[str, float]] = []
         self._val_logits: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
-        self._train_losses: list[float] = []
+        self._train_losses: list[torch.Tensor] = []
 
     # ------------------------------------------------------------------ subclass contract
 
@@ -106,7 +106,7 @@ class SupervisedModule(L.LightningModule):
             images, labels = self.batch_transform(self.net, images, labels)
         loss = (self.loss_fn(self.net, images, labels) if self.loss_fn is not None
                 else self.default_loss(self.net(images), labels))
-        self._train_losses.append(float(loss.detach()))
+        self._train_losses.append(loss.detach())  # stays on the device: no sync per step
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -119,14 +119,19 @@ class SupervisedModule(L.LightningModule):
         self._val_logits, self._val_labels = [], []
         if self.trainer.sanity_checking or not logits:
             return
-        metrics = self.epoch_metrics(torch.cat(logits), torch.cat(labels))
-        train_loss = (sum(self._train_losses) / len(self._train_losses)
-                      if self._train_losses else float("nan"))
+        logits, labels = torch.cat(logits), torch.cat(labels)
+        losses = (torch.stack(self._train_losses).float().mean() if self._train_losses
+                  else torch.tensor(float("nan"), device=logits.device))
         self._train_losses.clear()
+        if self.trainer.world_size > 1:  # DDP: every rank scores the whole validation split
+            logits, labels = (self.all_gather(t).flatten(0, 1) for t in (logits, labels))
+            losses = self.trainer.strategy.reduce(losses, reduce_op="mean")
+        metrics = self.epoch_metrics(logits.float(), labels)
+        train_loss = float(losses)
         record = {"epoch": float(self.current_epoch), "train_loss": train_loss, **metrics}
         self.history.append(record)
         for key in self.monitored:
-            self.log(key, metrics[key], prog_bar=True)
+            self.log(key, metrics[key], prog_bar=True)  # same value on every rank
 
 
 class ClassifierModule(SupervisedModule):
