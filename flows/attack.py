@@ -35,7 +35,15 @@ from tasks.attack import (
     surrogate_task,
 )
 from tasks.common import load_config_task, load_dataset_task
-from tasks.runners import Outcome, check_runner, model_digest, outcomes, sweep_runner, sweep_task
+from tasks.runners import (
+    Outcome,
+    check_runner,
+    model_digest,
+    outcomes,
+    share,
+    sweep_runner,
+    sweep_task,
+)
 from tasks.tracking import (
     log_artifact,
     log_dict,
@@ -156,8 +164,10 @@ def attack_sweep(cfg: MedSecConfig, data_version: str, train, model, suite,
     specs: list[AttackSpec] = list(cfg.attack.attacks)
     with sweep_runner(cfg.runner, out) as runner:
         task = sweep_task(run_attack_task, key, out, cfg.runner.retries)
-        futures = runner.map(task, {"spec": specs, "cfg": unmapped(cfg), "train": unmapped(train),
-                                    "model": unmapped(model), "suite": unmapped(suite)})
+        futures = runner.map(task, {"spec": specs, "cfg": unmapped(cfg),
+                                    "train": unmapped(share(runner, train)),
+                                    "model": unmapped(share(runner, model)),
+                                    "suite": unmapped(share(runner, suite))})
         done = outcomes(futures)
     if not any(o.ok for o in done):
         raise RuntimeError(f"every attack failed; {specs[0].id}: {done[0].error}")
