@@ -12,6 +12,7 @@ from flows import resolve_flow
 from flows.outputs import new_run_dir
 from medsec.stages.pipeline import benchmark_stages
 from tasks.common import load_config_task
+from tasks.runners import check_runner
 from tasks.tracking import tracked_run
 
 
@@ -38,6 +39,7 @@ def benchmark_flow(
     run_dir = Path(out) if out else new_run_dir()
     args: dict = {"config": config, "preset": preset, "overrides": items, "out": str(run_dir)}
     cfg = load_config_task(config, preset, items)
+    check_runner(cfg.runner)  # an unreachable Dask scheduler: one clear error before any stage
     results: dict[str, dict] = {}
     with tracked_run("pipeline", cfg, tags={"medsec.run_dir": str(run_dir)},
                      run_name=f"pipeline-{run_dir.name}") as parent:
