@@ -18,7 +18,10 @@ REPORT_ARTIFACTS = re.compile(r"(robustness/examples\.png|deepfake/(samples|tamp
                               r"segmentation/[^/]*overlay\.png|"
                               r"privacy/[^/]*roc[^/]*\.(csv|json|png))$", re.IGNORECASE)
 """Artifacts the report shows (example grids, membership ROC points)."""
-ARTIFACT_DIRS = ("robustness", "deepfake", "segmentation", "privacy")
+ARTIFACT_DIRS = {"attack": ("robustness", "segmentation"), "deepfake": ("deepfake",),
+                 "privacy": ("privacy",)}
+"""Artifact folders listed per stage (other stages' runs are not listed: a store with
+thousands of runs stays quick to report on)."""
 
 
 def _record(run, artifacts: dict[str, Path]) -> RunRecord:
@@ -27,10 +30,11 @@ def _record(run, artifacts: dict[str, Path]) -> RunRecord:
                      int(run.info.end_time) if run.info.end_time else None, artifacts)
 
 
-def _artifacts(client, run_id: str, into: Path) -> dict[str, Path]:
+def _artifacts(client, run, into: Path) -> dict[str, Path]:
     """Download the :data:`REPORT_ARTIFACTS` of a run into ``into/<run_id>``."""
     found: dict[str, Path] = {}
-    for folder in ARTIFACT_DIRS:
+    run_id = run.info.run_id
+    for folder in ARTIFACT_DIRS.get(run.data.tags.get("medsec.stage", ""), ()):
         try:
             listed = client.list_artifacts(run_id, folder)
         except Exception:  # noqa: BLE001 - a store without that folder
@@ -83,5 +87,5 @@ def fetch_runs_task(tracking_uri: str, artifact_dir: str | Path, dataset: str | 
             token = page.token
             if not token:
                 break
-    return [_record(run, _artifacts(client, run.info.run_id, into)) for run in runs
+    return [_record(run, _artifacts(client, run, into)) for run in runs
             if run.data.tags.get("medsec.stage")]
