@@ -74,3 +74,18 @@ def test_224px_data_train_evaluate(tmp_path, monkeypatch, tracking_uri):
     mlflow.set_tracking_uri(tracking_uri)
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert {r.data.params["dataset.image_size"] for r in runs} == {"224"}
+
+
+def test_bad_own_data_exits_2_with_one_line_naming_the_file(tmp_path):
+    from tests.integration.helpers import BIN, env_with, run
+    from tests.unit.own_data_fixtures import make_manifest, manifest_dataset
+
+    rows = manifest_dataset(tmp_path / "raw", n_patients=2, per_patient=1, size=16)
+    make_manifest(tmp_path / "raw", [*rows, {"path": "img/gone.png", "label": "normal"}])
+    (tmp_path / "params.yaml").write_text(
+        "dataset:\n  source: manifest\n  name: own\n  path: manifest.csv\n  data_dir: raw\n")
+    env = env_with(MEDSEC_TRACKING_URI=f"sqlite:///{tmp_path}/m.db")
+    out = run([str(BIN / "medsec"), "stage", "data"], tmp_path, env)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "manifest.csv row 6: img/gone.png: file not found under the data root" in out.stderr
+    assert str(tmp_path) not in out.stderr and "Traceback" not in out.stderr
