@@ -117,7 +117,8 @@ STAGES: tuple[Stage, ...] = (
     _stage("validate", "validate:validate_flow", "dataset validation", f"{_P} medsec/data",
            "tasks/validate stages/validation", outs="reports/validation",
            metrics="metrics/validation.json", in_benchmark=True,
-           headline="success n_hard_failures n_warnings n_images n_duplicate_images_across"),
+           headline="success n_hard_failures n_warnings n_images n_duplicate_images_across "
+                    "n_patients_across n_studies_across n_near_duplicate_groups_across"),
     _stage("train", "train:train_flow", _CLASSIFIER,
            f"{_P} reports/validation medsec/models medsec/training",
            "tasks/train stages/classifier", outs="models/classifier.pt models/classifier.json",
