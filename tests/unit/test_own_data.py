@@ -265,3 +265,18 @@ def test_a_folder_of_dicom_files_is_read_by_the_dicom_reader_and_tagged(tmp_path
     expected = read_dicom(first, 10_000)[0]  # same size: no resize, the reader's own values
     found = [s.images[i, 0] for s in data.splits.values() for i in range(len(s))]
     assert any(np.allclose(image, expected, atol=1e-6) for image in found)
+
+
+def test_prepared_key_ignores_mtimes_but_sees_changed_files_and_settings(tmp_path):
+    make_folder_dataset(tmp_path / "raw", n_patients=3, per_patient=1, size=16)
+    cfg = load_config(overrides=["dataset.source=folder", "dataset.name=own", "dataset.path=raw",
+                                 f"dataset.data_dir={tmp_path}", "dataset.image_size=16"])
+    key = data_source(cfg).key()
+    first = sorted((tmp_path / "raw").rglob("*.png"))[0]
+    os.utime(first, (1e9, 1e9))  # a fresh checkout: new times, same content -> still current
+    assert data_source(cfg).key() == key
+    first.write_bytes(first.read_bytes() + b"\0")  # a changed file -> prepared again
+    changed = data_source(cfg).key()
+    assert changed != key
+    other = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"image_size": 32})})
+    assert data_source(other).key() != changed

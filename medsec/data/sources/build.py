@@ -81,11 +81,14 @@ class SourceSpec:
         return self.kind
 
     def key(self) -> str:
-        """sha256 of the settings and of every file's (relative path, size, mtime)."""
+        """sha256 of the settings and of every file's (relative path, size) and manifest row.
+
+        No modification times: a fresh checkout (``dvc pull``, ``dvc exp run --temp``) must
+        find the prepared data current; DVC hashes the raw folder's content and reruns the
+        data stage when a file changes."""
         listing = []
         for record in self.records():
-            stat = os.stat(record.file)
-            listing.append((record.path, stat.st_size, stat.st_mtime_ns, record.labels,
+            listing.append((record.path, os.stat(record.file).st_size, record.labels,
                             record.patient, record.study, record.site, record.split))
         settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                     if f.name not in ("_cache", "root")}
