@@ -152,11 +152,15 @@ class Outcome:
 
 
 def outcomes(futures: Iterable[PrefectFuture]) -> list[Outcome]:
-    """Wait for every future; a failed one becomes an :class:`Outcome` with the first line
-    of its exception (type and message), the others their result."""
+    """Wait for every future; a failed one (its task raised after its retries, or the runner
+    gave up on it) becomes an :class:`Outcome` with the first line of its exception (type and
+    message), the others their result."""
     out = []
     for future in futures:
-        value = future.result(raise_on_failure=False)
+        try:
+            value = future.result(raise_on_failure=False)
+        except Exception as exc:  # e.g. Dask's KilledWorker: the task killed its workers
+            value = exc
         if isinstance(value, BaseException):
             line = (str(value).strip().splitlines() or [""])[0][:300]
             out.append(Outcome(error=f"{type(value).__name__}: {line}"))
