@@ -7,6 +7,7 @@ from prefect import flow
 from flows.outputs import METRICS, MODELS, PLOTS, REPORTS, write_metrics
 from flows.train import history_csv
 from medsec.io import write_text
+from medsec.stages.federated import by_site
 from tasks.common import load_config_task, load_dataset_task
 from tasks.federated import (
     centralized_task,
@@ -31,6 +32,7 @@ def federated_flow(
     """Write ``models/federated.pt``, ``metrics/federated.json`` and the per-round CSV."""
     cfg = load_config_task(config, preset, overrides)
     data = load_dataset_task(cfg)
+    cfg = by_site(cfg, data)  # own data with site keys: one client per site (partition=site)
     with tracked_run("federated", cfg, data.version, tags=federated_tags(cfg, data.verification),
                      run_name=f"federated-{cfg.dataset.name}-{cfg.federated.strategy}") as run:
         result = federated_task(cfg, data)

@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 from medsec.config_base import StrictModel
 from medsec.privacy.leakage_config import GradientInversionConfig
 
-Partition = Literal["iid", "label_skew", "dirichlet"]
+Partition = Literal["iid", "label_skew", "dirichlet", "site"]
 StrategyName = Literal["fedavg", "fedprox", "krum", "trimmed_mean", "median"]
 SecureAggregation = Literal["none", "secaggplus", "ckks"]
 Runtime = Literal["inprocess", "ray"]

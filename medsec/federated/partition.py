@@ -11,6 +11,9 @@ the same split.
 - ``dirichlet``: for every class, client shares are drawn from Dirichlet(alpha) (Hsu et al.
   2019); small alpha = strong skew, large alpha -> IID. Redrawn (seeded) until every client
   has at least one example.
+- ``site``: one client per hospital of own data (the pseudonymous ``site`` keys of the
+  training split, clients in sorted key order); needs exactly ``num_clients`` sites and at
+  least :data:`MIN_SITE_EXAMPLES` examples per site (see :func:`site_indices`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from medsec.errors import MedSecError
 from medsec.federated.config import Partition
 
 MAX_DIRICHLET_DRAWS = 100
+MIN_SITE_EXAMPLES = 2  # a hospital needs a batch of >= 2 (batch norm in training mode)
 
 
 class PartitionError(MedSecError, ValueError):
@@ -29,11 +33,14 @@ class PartitionError(MedSecError, ValueError):
 
 def partition_indices(
     labels: np.ndarray, num_clients: int, scheme: Partition = "iid", *, seed: int = 0,
-    alpha: float = 0.5, classes_per_client: int = 1,
+    alpha: float = 0.5, classes_per_client: int = 1, sites: np.ndarray | None = None,
 ) -> list[np.ndarray]:
-    """Indices (sorted, int64) of each client's examples; ``labels`` int of shape (N,)."""
+    """Indices (sorted, int64) of each client's examples; ``labels`` int of shape (N,);
+    ``sites`` str (N,): the site keys the ``site`` scheme needs."""
     labels = np.asarray(labels).reshape(-1)
     n = len(labels)
+    if scheme == "site":
+        return site_indices(sites, num_clients)
     if num_clients < 1:
         raise PartitionError(f"federated.num_clients must be >= 1, got {num_clients}")
     if num_clients > n:
@@ -52,6 +59,32 @@ def partition_indices(
         raise PartitionError(f"federated.partition: unknown scheme {scheme!r}; known: iid, "
                              "label_skew, dirichlet")
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def site_indices(sites: np.ndarray | None, num_clients: int,
+                 min_examples: int = MIN_SITE_EXAMPLES) -> list[np.ndarray]:
+    """One sorted int64 index array per distinct site key of ``sites`` (str (N,)), in sorted
+    key order; PartitionError when there are no keys, an example has none (``""``), the
+    number of sites is not ``num_clients`` or a site has fewer than ``min_examples``."""
+    if sites is None or len(sites) == 0:
+        raise PartitionError("federated.partition=site: the training split carries no site "
+                             "keys (a manifest with a 'site' column gives them)")
+    sites = np.asarray(sites).astype(str).reshape(-1)
+    missing = int((sites == "").sum())
+    if missing:
+        raise PartitionError(f"federated.partition=site: {missing} training example(s) have no "
+                             "site; fill the manifest's 'site' column for every row")
+    keys, counts = np.unique(sites, return_counts=True)
+    if len(keys) != num_clients:
+        raise PartitionError(f"federated.num_clients={num_clients} but the training split has "
+                             f"{len(keys)} sites (one client per site): set "
+                             f"federated.num_clients={len(keys)}")
+    if counts.min() < min_examples:
+        k = int(counts.argmin())
+        raise PartitionError(f"federated.partition=site: site {k} ({keys[k]}) has "
+                             f"{int(counts[k])} training example(s), fewer than the "
+                             f"{min_examples} a client needs")
+    return [np.flatnonzero(sites == key).astype(np.int64) for key in keys]
 
 
 def _label_skew(labels: np.ndarray, num_clients: int, classes_per_client: int,

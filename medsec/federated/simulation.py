@@ -110,7 +110,7 @@ def setup_federation(fed: FederatedConfig, recipe: ClassifierRecipe, data: Loade
     train = recipe.split(data, "train")
     parts = partition_indices(train.labels, fed.num_clients, fed.partition, seed=seed,
                               alpha=fed.dirichlet_alpha,
-                              classes_per_client=fed.classes_per_client)
+                              classes_per_client=fed.classes_per_client, sites=train.site_ids)
     if fed.client_dp.enabled:
         check_client_delta(fed.client_dp.delta, [len(p) for p in parts])
     train_parts = [ImageDataset(train.images[p], train.labels[p]) for p in parts]
@@ -141,7 +141,10 @@ def setup_federation(fed: FederatedConfig, recipe: ClassifierRecipe, data: Loade
                       max_client_examples=max(len(p) for p in parts))
     partition = {"sizes": [len(p) for p in parts],
                  "label_histogram": label_histogram(train.labels, parts, data.num_classes).tolist(),
-                 "label_skew": label_skew_score(train.labels, parts, data.num_classes)}
+                 "label_skew": label_skew_score(train.labels, parts, data.num_classes),
+                 "scheme": fed.partition}
+    if fed.partition == "site":
+        partition["num_sites"] = len(parts)
     return FederationSetup(sites=sites, plan=plan, partition=partition)
 
 
@@ -301,6 +304,8 @@ def federation_result(fed: FederatedConfig, recipe: ClassifierRecipe, data: Load
         "label_skew": float(setup.partition["label_skew"]),
         "initial_test_acc": outcome.global_metrics.get(0, {}).get("test_acc", np.nan),
     }
+    if "num_sites" in setup.partition:  # one hospital per site of own data
+        summary["num_sites"] = float(setup.partition["num_sites"])
     meta = model_meta(recipe, data) | {"federated": True, "rounds": fed.rounds}
     clients = outcome.rounds[-1].clients if outcome.rounds else []
     return FederatedResult(model=model, meta=meta, history=history, summary=summary,

@@ -18,9 +18,21 @@ from medsec.stages import classifier
 from medsec.training.job import evaluate_classifier, train_classifier
 
 
+def by_site(cfg: MedSecConfig, data: LoadedDataset) -> MedSecConfig:
+    """``cfg`` with ``federated.partition=site`` when ``data``'s training split carries site
+    keys (own data with a ``site`` column: one client per hospital, see
+    :func:`medsec.federated.partition.site_indices`); unchanged otherwise."""
+    sites = data.splits["train"].site_ids
+    if sites is None or not len(sites) or not any(str(s) for s in sites):
+        return cfg
+    fed = cfg.federated.model_copy(update={"partition": "site"})
+    return cfg.model_copy(update={"federated": fed})
+
+
 def run(cfg: MedSecConfig, data: LoadedDataset) -> FederatedResult:
-    """Federate ``cfg``'s classifier for ``federated.rounds`` rounds."""
-    return run_federation(cfg.federated, classifier.recipe(cfg), data)
+    """Federate ``cfg``'s classifier for ``federated.rounds`` rounds (one client per site when
+    the training split carries site keys)."""
+    return run_federation(by_site(cfg, data).federated, classifier.recipe(cfg), data)
 
 
 def centralized_baseline(cfg: MedSecConfig, data: LoadedDataset) -> dict[str, float]:
@@ -43,8 +55,8 @@ def deployment(config: str, overrides: str) -> Deployment:
     """A deployment run's settings and data: the config file ``config`` with the dotted
     ``overrides`` (separated by spaces)."""
     cfg = load_config(config, overrides=shlex.split(overrides))
-    return Deployment(cfg.federated, classifier.recipe(cfg),
-                      load_dataset(cfg.dataset.name, cfg.dataset.data_dir))
+    data = load_dataset(cfg.dataset.name, cfg.dataset.data_dir)
+    return Deployment(by_site(cfg, data).federated, classifier.recipe(cfg), data)
 
 
 server_app, client_app = deployment_apps(deployment)
