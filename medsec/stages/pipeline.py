@@ -137,7 +137,7 @@ STAGES: tuple[Stage, ...] = (
            "tasks/federated stages/federated stages/classifier", outs="models/federated.pt",
            metrics="metrics/federated.json", deployed=True,
            headline="test_acc test_auc acc_gap_vs_centralized centralized_test_acc rounds "
-                    "clients_failed epsilon",
+                    "clients_failed epsilon gradinv_psnr gradinv_ssim",
            plots=(_csv_plot("plots/federated_history.csv", "round", "test_acc"),)),
     _stage("deepfake", "deepfake:deepfake_flow", f"{_CLASSIFIER} deepfake",
            f"{_CLF} medsec/deepfakes medsec/metrics/generative.py medsec/training",
