@@ -40,7 +40,6 @@ from tasks.runners import (
     check_runner,
     model_digest,
     outcomes,
-    share,
     sweep_runner,
     sweep_task,
 )
@@ -164,10 +163,8 @@ def attack_sweep(cfg: MedSecConfig, data_version: str, train, model, suite,
     specs: list[AttackSpec] = list(cfg.attack.attacks)
     with sweep_runner(cfg.runner, out) as runner:
         task = sweep_task(run_attack_task, key, out, cfg.runner.retries)
-        futures = runner.map(task, {"spec": specs, "cfg": unmapped(cfg),
-                                    "train": unmapped(share(runner, train)),
-                                    "model": unmapped(share(runner, model)),
-                                    "suite": unmapped(share(runner, suite))})
+        futures = runner.map(task, {"spec": specs, "cfg": unmapped(cfg), "train": unmapped(train),
+                                    "model": unmapped(model), "suite": unmapped(suite)})
         done = outcomes(futures)
     if not any(o.ok for o in done):
         raise RuntimeError(f"every attack failed; {specs[0].id}: {done[0].error}")

@@ -87,15 +87,6 @@ def sweep_runner(settings: RunnerConfig, out: str | Path = ".") -> Iterator[Task
         yield runner
 
 
-def share(runner: TaskRunner, value: Any) -> Any:
-    """``value`` as an argument every mapped task shares: on a Dask runner it is sent to the
-    workers once (``scatter``, broadcast) instead of once per task; unchanged otherwise."""
-    client = getattr(runner, "client", None) if type(runner).__name__ == "DaskTaskRunner" else None
-    if client is None:
-        return value
-    return client.scatter(value, broadcast=True, hash=False)
-
-
 def digest(*parts: Any) -> str:
     """sha256 of the JSON of ``parts`` (sorted keys; non-JSON values by ``str``)."""
     text = json.dumps(parts, sort_keys=True, default=str)
