@@ -48,8 +48,13 @@ def evaluate_flow(
         evaluation = evaluate_task(cfg, data, model, "test")
         log_metrics(evaluation.metrics)
         test = split(cfg, data, "test")
-        preds = evaluation.logits.argmax(1).numpy()
-        cm_fig = confusion_figure(evaluation.confusion, data.class_names, "test confusion")
+        if data.task == "multilabel":  # findings present at sigmoid >= 0.5; 2x2 pooled
+            preds = (evaluation.logits >= 0).long().numpy()
+            cm_fig = confusion_figure(evaluation.confusion.sum(axis=0), ["absent", "present"],
+                                      "test confusion (all findings, threshold 0.5)")
+        else:
+            preds = evaluation.logits.argmax(1).numpy()
+            cm_fig = confusion_figure(evaluation.confusion, data.class_names, "test confusion")
         grid = sample_grid(test.images, test.labels, data.class_names, preds,
                            title=f"{data.name} test samples")
         write_png(at(out, CONFUSION_PNG), cm_fig)

@@ -31,9 +31,17 @@ def confusion_figure(cm: np.ndarray, class_names: list[str], title: str = "") ->
     return fig
 
 
+def _label_text(label: np.ndarray | int, class_names: list[str]) -> str:
+    """A class name, or for a multi-hot row (L,) the present findings joined by ``+``."""
+    if np.ndim(label) == 1:
+        return "+".join(n for n, v in zip(class_names, label, strict=True) if v >= 0.5) or "none"
+    return class_names[int(label)]
+
+
 def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: list[str],
                 preds: np.ndarray | None = None, n: int = 16, title: str = "") -> Figure:
-    """Grid of up to ``n`` images (N, C, H, W) in [0,1] with true (and predicted) labels."""
+    """Grid of up to ``n`` images (N, C, H, W) in [0,1] with true (and predicted) labels
+    (int (N,), or multi-hot (N, L): the present findings joined by ``+``)."""
     n = min(n, len(images))
     cols, rows = min(8, n), int(np.ceil(n / min(8, n)))
     fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
@@ -43,8 +51,8 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: list[str],
         ax = axes.ravel()[i]
         img = np.transpose(images[i], (1, 2, 0))
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
-        pred = "" if preds is None else f"\np={class_names[int(preds[i])]}"
-        ax.set_title(f"y={class_names[int(labels[i])]}{pred}", fontsize=7)
+        pred = "" if preds is None else f"\np={_label_text(preds[i], class_names)}"
+        ax.set_title(f"y={_label_text(labels[i], class_names)}{pred}", fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -14,7 +14,8 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class ImageDataset:
-    """One split: images float32 in [0, 1] of shape (N, C, H, W); labels int64 of shape (N,).
+    """One split: images float32 in [0, 1] of shape (N, C, H, W); labels int64 of shape (N,)
+    (multi-label own data: multi-hot float32 (N, L) in {0, 1}, one column per finding).
 
     ``masks`` (optional) are integer segmentation masks of the images' spatial shape: (N, H, W)
     for (N, C, H, W) images, (N, D, H, W) for (N, C, D, H, W) volumes. ``images`` may be a
@@ -63,6 +64,12 @@ class LoadedDataset:
     verification: str  # "verified", "unverified (...)" or "synthetic"
     synthetic: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        """``multilabel`` (multi-hot (N, L) labels: several findings per image) or
+        ``multiclass`` (one int class per image)."""
+        return "multilabel" if np.asarray(self.splits["train"].labels).ndim == 2 else "multiclass"
 
     @property
     def in_channels(self) -> int:

@@ -150,14 +150,16 @@ def corruption_accuracy(predict: Callable[[torch.Tensor], torch.Tensor], images:
     """Accuracy under every corruption x severity: ``corruption_<name>_s<k>_acc``, their mean
     ``corruption_acc_mean`` and minimum ``corruption_acc_worst`` (all in [0, 1]).
 
-    ``predict`` maps float images (N, C, H, W) in [0, 1] to logits (N, K); ``labels`` (N,).
+    ``predict`` maps float images (N, C, H, W) in [0, 1] to logits (N, K); ``labels`` (N,)
+    (multi-hot (N, K): macro accuracy at sigmoid >= 0.5, the mean over the N x K decisions).
     """
     labels = np.asarray(labels)
     out: dict[str, float] = {}
     for j, spec in enumerate(specs):
         for severity in range(1, SEVERITIES + 1):
             x = torch.from_numpy(corrupt(images, spec, severity, seed + 1000 * j + severity))
-            pred = predict(x).argmax(1).cpu().numpy()
+            logits = predict(x).cpu()
+            pred = (logits >= 0).numpy() if labels.ndim == 2 else logits.argmax(1).numpy()
             out[f"corruption_{spec.name}_s{severity}_acc"] = float((pred == labels).mean())
     values = list(out.values())
     return out | {"corruption_acc_mean": float(np.mean(values)),

@@ -25,6 +25,7 @@ def check_victim(cfg: MedSecConfig, data: LoadedDataset, model: nn.Module,
                  checkpoint: str | Path) -> None:
     """DataError (with the attack core's reason) if the model or the test images cannot be
     attacked: probabilities instead of logits, a dense output, pixels outside [0, 1]."""
+    classifier.require_single_label(data, "attack")
     images, labels = splits(cfg, data)[0].head(cfg.attack.n_examples).tensors()
     try:
         check_classifier(model, images, labels)

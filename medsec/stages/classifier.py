@@ -39,10 +39,21 @@ def train(cfg: MedSecConfig, data: LoadedDataset, callbacks: Sequence[Callback] 
     return train_classifier(recipe(cfg), data, callbacks, progress, module, fit_strategy(cfg))
 
 
+def require_single_label(data: LoadedDataset, stage: str) -> None:
+    """ConfigError when ``data`` is multi-label (several findings per image): ``stage``
+    supports one class per image only."""
+    if data.task == "multilabel":
+        from medsec.errors import ConfigError
+
+        raise ConfigError(f"dataset.path: {data.name} is multi-label ({data.num_classes} "
+                          f"findings per image); the {stage} stage supports single-label data "
+                          "only (see README, Your own data)")
+
+
 def clinical_metrics(cfg: MedSecConfig, data: LoadedDataset, model, val_logits,
                      test_logits) -> dict[str, float]:
-    """The evaluate stage's extra columns of the trust report: for a binary task the test
-    sensitivity/specificity at the threshold chosen on the validation split (Youden's J;
+    """The evaluate stage's extra columns of the trust report: for a binary (single-label) task the
+    test sensitivity/specificity at the threshold chosen on the validation split (Youden's J;
     ``val_threshold``), and accuracy under the MedMNIST-C corruptions at 5 severities
     (``corruption_acc_mean``/``_worst`` and one ``corruption_<name>_s<k>_acc`` each) on the
     test split (truncated to ``dataset.max_eval``). Logits (N, K) of the val/test splits."""
@@ -54,7 +65,8 @@ def clinical_metrics(cfg: MedSecConfig, data: LoadedDataset, model, val_logits,
 
     out: dict[str, float] = {}
     val, test = split(cfg, data, "val"), split(cfg, data, "test")
-    if data.num_classes == 2 and len(set(val.labels.tolist())) == 2:
+    if (data.task == "multiclass" and data.num_classes == 2
+            and len(set(val.labels.tolist())) == 2):
         out |= operating_point(torch.softmax(val_logits.double(), 1)[:, 1].numpy(), val.labels,
                                torch.softmax(test_logits.double(), 1)[:, 1].numpy(),
                                test.labels)

@@ -32,6 +32,7 @@ def by_site(cfg: MedSecConfig, data: LoadedDataset) -> MedSecConfig:
 def run(cfg: MedSecConfig, data: LoadedDataset) -> FederatedResult:
     """Federate ``cfg``'s classifier for ``federated.rounds`` rounds (one client per site when
     the training split carries site keys)."""
+    classifier.require_single_label(data, "federated")
     return run_federation(by_site(cfg, data).federated, classifier.recipe(cfg), data)
 
 

@@ -75,7 +75,7 @@ def model_meta(recipe: ClassifierRecipe, data: LoadedDataset) -> dict[str, Any]:
         "num_classes": data.num_classes, "image_size": list(data.image_shape[1:]),
         "norm": recipe.model.norm, "dropout": recipe.model.dropout, "dataset": data.name,
         "data_version": data.version, "class_names": list(data.class_names),
-        "seed": recipe.seed,
+        "seed": recipe.seed, "task": data.task,
     }
 
 

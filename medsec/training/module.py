@@ -31,6 +31,18 @@ def random_shift(images: torch.Tensor, max_shift: int = 2) -> torch.Tensor:
     return padded[idx_n, torch.arange(images.shape[1]).view(1, -1, 1, 1), rows, cols]
 
 
+def classification_loss(logits: torch.Tensor, targets: torch.Tensor,
+                        reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy for int labels (N,) against logits (N, K); for multi-hot float targets
+    (N, L) in {0, 1} (several findings per image) binary cross-entropy with logits, averaged
+    over the L findings per image (``reduction="none"``: (N,))."""
+    if targets.ndim == 2:
+        loss = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype),
+                                                  reduction="none").mean(dim=1)
+        return loss if reduction == "none" else loss.mean() if reduction == "mean" else loss.sum()
+    return F.cross_entropy(logits, targets, reduction=reduction)
+
+
 class SupervisedModule(L.LightningModule):
     """The one training step for every supervised model (classifiers and segmenters).
 
@@ -135,14 +147,16 @@ class SupervisedModule(L.LightningModule):
 
 
 class ClassifierModule(SupervisedModule):
-    """Cross-entropy training of a classifier ``net`` (images -> logits (N, K)); ``augment``
+    """Cross-entropy training of a classifier ``net`` (images -> logits (N, K); BCE for
+    multi-hot labels (N, L), see :func:`classification_loss`); ``augment``
     shifts images by up to 2 pixels. Validation metrics: ``val_acc``, ``val_auc``,
     ``val_loss``, ... (see :func:`classification_metrics`)."""
 
     monitored = ("val_acc", "val_auc", "val_loss")
 
     def default_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, targets)
+        """Cross-entropy of int labels (N,); BCE-with-logits of multi-hot targets (N, L)."""
+        return classification_loss(logits, targets)
 
     def epoch_metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         return classification_metrics(logits, targets, self.num_classes, prefix="val_")

@@ -175,11 +175,13 @@ def test_too_few_patients_for_three_splits_is_an_error(tmp_path):
         prepare_dataset(data_source(_cfg(tmp_path)), tmp_path / "prepared")
 
 
-def test_multi_label_rows_are_refused_clearly(tmp_path):
+def test_several_labels_in_the_single_label_column_are_refused_clearly(tmp_path):
+    # multi-label manifests use the 'labels' column (tests/unit/test_multilabel.py)
     rows = manifest_dataset(tmp_path, n_patients=2, per_patient=1, size=16)
-    make_manifest(tmp_path, [{"path": r["path"], "labels": "lesion|effusion",
+    make_manifest(tmp_path, [{"path": r["path"], "label": "lesion|effusion",
                               "patient_id": r["patient_id"]} for r in rows])
-    with pytest.raises(DataError, match="multi-label manifests are not supported"):
+    with pytest.raises(DataError, match=r"img/p00_0\.png: 2 labels in the 'label' column; "
+                                        "several findings per image need the 'labels' column"):
         prepare_dataset(data_source(_cfg(tmp_path)), tmp_path / "prepared")
 
 

@@ -6,8 +6,10 @@
   (preparing never holds the data set in memory) and read back whole
   when the three files together fit ``memory_limit_mb``, else memory-mapped (stages stream
   the pages they touch);
-- ``<name>.npz``: per split ``labels`` int64 (N,), and the pseudonymous ``patient``, ``study``
-  and ``site`` keys (str, N) (never the raw identifiers, never file paths);
+- ``<name>.npz``: per split ``labels`` int64 (N,) (a multi-label manifest, ``labels`` column
+  ``"a|b"``: multi-hot float32 (N, L) in {0, 1}, one column per finding), and the
+  pseudonymous ``patient``, ``study`` and ``site`` keys (str, N)
+  (never the raw identifiers, never file paths);
 - ``dataset.json`` (written by :mod:`medsec.data.prepare`) with :func:`write_own`'s record.
 """
 
@@ -29,6 +31,7 @@ from medsec.data.sources.records import (
     Record,
     file_suffix,
     folder_records,
+    is_multi_label,
     manifest_records,
 )
 from medsec.data.splits import patient_splits, split_counts
@@ -97,23 +100,41 @@ class SourceSpec:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _class_names(spec: SourceSpec, records: list[Record]) -> list[str]:
+def _class_names(spec: SourceSpec, records: list[Record], multilabel: bool = False
+                 ) -> list[str]:
+    """The class (multi-label: finding) names: ``dataset.classes`` or the sorted labels seen."""
     multi = [r for r in records if len(r.labels) != 1]
-    if multi:
-        raise DataError(f"{multi[0].path}: {len(multi[0].labels)} labels; multi-label "
-                        "manifests are not supported yet (one class per image)")
+    if multi and not multilabel:
+        raise DataError(f"{multi[0].path}: {len(multi[0].labels)} labels in the 'label' column; "
+                        "several findings per image need the 'labels' column (\"a|b\")")
     if spec.classes:
         known = set(spec.classes)
         for record in records:
-            if record.labels[0] not in known:
-                raise DataError(f"{record.path}: unknown label {record.labels[0]!r}; "
-                                f"dataset.classes: {', '.join(spec.classes)}")
+            for label in record.labels:
+                if label not in known:
+                    raise DataError(f"{record.path}: unknown label {label!r}; "
+                                    f"dataset.classes: {', '.join(spec.classes)}")
         return list(spec.classes)
-    names = sorted({r.labels[0] for r in records})
+    names = sorted({label for r in records for label in r.labels})
     if len(names) < 2:
         raise DataError(f"{spec.path}: only {len(names)} class ({', '.join(names)}); a "
                         "classifier needs at least 2")
     return names
+
+
+def _targets(records: list[Record], classes: list[str], multilabel: bool
+             ) -> tuple[np.ndarray, list[int]]:
+    """Labels to store and the split strata: int64 (N,) class indices, or multi-hot float32
+    (N, L) in {0, 1} (stratum: the first finding, L when none)."""
+    index = {name: i for i, name in enumerate(classes)}
+    if not multilabel:
+        labels = [index[r.labels[0]] for r in records]
+        return np.asarray(labels, np.int64), labels
+    hot = np.zeros((len(records), len(classes)), np.float32)
+    for i, record in enumerate(records):
+        hot[i, [index[label] for label in record.labels]] = 1.0
+    strata = [int(row.argmax()) if row.any() else len(classes) for row in hot]
+    return hot, strata
 
 
 def write_own(spec: SourceSpec, out: Path) -> dict[str, Any]:
@@ -121,9 +142,9 @@ def write_own(spec: SourceSpec, out: Path) -> dict[str, Any]:
     the record for ``dataset.json``: name, source (relative), data_source, class names, image
     size, channels, split counts (images, patients), pseudonymisation method, storage."""
     records = spec.records()
-    classes = _class_names(spec, records)
-    index = {name: i for i, name in enumerate(classes)}
-    labels = [index[r.labels[0]] for r in records]
+    multilabel = spec.kind == "manifest" and is_multi_label(spec.root)
+    classes = _class_names(spec, records, multilabel)
+    targets, labels = _targets(records, classes, multilabel)
     pseudo, method = make_pseudonymizer()
     patients = [pseudo("patient", r.patient) for r in records]
     studies = [pseudo("study", f"{r.patient}/{r.study}") for r in records]
@@ -147,12 +168,13 @@ def write_own(spec: SourceSpec, out: Path) -> dict[str, Any]:
                 "fortran_order": False, "shape": shape})
             for i in members:
                 handle.write(np.ascontiguousarray(load_image(records[i], spec.read)).tobytes())
-        arrays[f"{split}_labels"] = np.asarray([labels[i] for i in members], np.int64)
+        arrays[f"{split}_labels"] = targets[np.asarray(members, np.int64)]
         for key, values in (("patient", patients), ("study", studies), ("site", sites)):
             arrays[f"{split}_{key}"] = np.asarray([values[i] for i in members], dtype="<U17")
     save_npz_deterministic(out / f"{spec.name}.npz", arrays)
     return {"name": spec.name, "source": spec.path, "data_source": spec.data_source_tag(),
-            "class_names": classes, "image_size": size, "channels": channels,
+            "class_names": classes, "task": "multilabel" if multilabel else "multiclass",
+            "image_size": size, "channels": channels,
             "patients": counts, "pseudonymisation": method,
             "sites": len({s for s in sites if s}), "version": own_version(out, spec.name)}
 

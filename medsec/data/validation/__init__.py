@@ -58,6 +58,8 @@ def validate_dataset(data: LoadedDataset | dict[str, ImageDataset], num_classes:
         expected_shape = np.asarray(first.images).shape[1:]
     shape = tuple(int(s) for s in expected_shape)
     names = [s for s in SPLITS if s in splits] + [s for s in splits if s not in SPLITS]
+    if any(np.ndim(splits[s].labels) == 2 for s in names):  # multi-hot: L findings + "none"
+        num_classes = int(num_classes) + 1  # (see fingerprints.multi_hot_strata)
     images = fingerprints.image_table({s: splits[s] for s in names})
     classes = fingerprints.class_table(images, names, int(num_classes))
     image_checks = checks.image_checks(int(num_classes), fingerprints.shape_str(shape), names)

@@ -54,11 +54,24 @@ def _pixel_stats(flat: np.ndarray) -> tuple[np.ndarray, ...]:
     return lo, hi, mean, n_nonfinite.astype(np.int64)
 
 
+def multi_hot_strata(labels: np.ndarray) -> np.ndarray:
+    """Multi-hot labels (N, L) as one value per image for the label checks: the index of the
+    first finding present, ``L`` ("no finding") when none, -1 when a value is not 0/1 (out of
+    range: fails "labels in range"), NaN when a value is NaN (fails "labels present")."""
+    values = labels.astype(np.float64)
+    out = np.where(values.any(axis=1), values.argmax(axis=1), values.shape[1]).astype(np.float64)
+    out[~np.isin(values, (0.0, 1.0)).all(axis=1)] = -1
+    out[np.isnan(values).any(axis=1)] = np.nan
+    return out if np.isnan(out).any() else out.astype(np.int64)
+
+
 def _labels(split: str, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """The labels as a flat (N,) array (int64 when integral); DataError on a length mismatch."""
     if images.ndim < 1:
         raise DataError(f"split {split!r}: images must be an array (N, C, H, W); got a scalar")
     n = int(images.shape[0])
+    if labels.ndim == 2 and labels.shape[0] == n and labels.shape[1] > 1:
+        return multi_hot_strata(labels)
     if labels.size != n:
         raise DataError(f"split {split!r}: {n} image(s) but {labels.size} label(s) (labels shape "
                         f"{labels.shape}); expected one label per image")
