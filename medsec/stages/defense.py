@@ -28,6 +28,7 @@ def eval_split(cfg: MedSecConfig, data: LoadedDataset, model: nn.Module,
                model_name: str | None) -> tuple[Tensor, Tensor]:
     """The scored test images (N, C, H, W) in [0, 1] and labels (N,): the first
     ``defense.eval.max_examples`` of the test split. Checks the undefended model first."""
+    classifier.require_single_label(data, "defense")
     if model_name != cfg.model.name:
         raise DataError(f"the undefended checkpoint is a {model_name!r} but the config trains "
                         f"{cfg.model.name!r}: retrain first")

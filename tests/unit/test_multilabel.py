@@ -147,11 +147,13 @@ def test_invalid_multi_hot_values_fail_validation(prepared):
     assert any("labels outside" in f for f in report.hard_failures), report.hard_failures
 
 
-def test_attack_and_federated_refuse_multi_label_in_one_line(prepared):
+def test_attack_federated_defense_refuse_multi_label_in_one_line(prepared):
     cfg, data, _, _ = prepared
     with pytest.raises(ConfigError, match="multi-label .* attack stage supports single-label"):
         attack_stage.check_victim(cfg, data, torch.nn.Identity(), "models/classifier.pt")
-    from medsec.stages import federated
+    from medsec.stages import defense, federated
 
     with pytest.raises(ConfigError, match="federated stage supports single-label"):
         federated.run(cfg, data)
+    with pytest.raises(ConfigError, match="defense stage supports single-label"):
+        defense.eval_split(cfg, data, torch.nn.Identity(), cfg.model.name)
