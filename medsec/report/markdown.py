@@ -12,7 +12,7 @@ def fmt(cell: Cell) -> str:
         return cell.text
     if cell.value is None:
         return "—"
-    out = f"{cell.value:.3g}" if abs(cell.value) >= 100 else f"{cell.value:.3f}"
+    out = f"{cell.value:.0f}" if abs(cell.value) >= 100 else f"{cell.value:.3f}"
     if cell.low is not None and cell.high is not None:
         out += f" [{cell.low:.3f}, {cell.high:.3f}]"
     return out
