@@ -36,5 +36,6 @@ def test_federated_flow_tracks_rounds_baseline_and_model(tmp_path, monkeypatch, 
         "model/federated.pt"]
     on_disk = json.loads((tmp_path / "metrics" / "federated.json").read_text())
     assert on_disk["test_acc"] == pytest.approx(metrics["test_acc"])
-    assert on_disk["centralized_epochs"] == 2
+    full = json.loads((tmp_path / "reports" / "scorecards" / "federated.json").read_text())
+    assert full["centralized_epochs"] == 2 and "centralized_epochs" not in on_disk
     assert (tmp_path / "models" / "federated.pt").is_file()
