@@ -178,7 +178,7 @@ class RecipeSpec:
 def train_on_mask(spec: RecipeSpec, pool: AuditPool, in_mask: np.ndarray, seed: int) -> Any:
     """Train ``spec``'s recipe on the pool images of ``in_mask`` (N,) with ``seed``; returns
     the project's ``TrainedClassifier`` (model, meta, fit)."""
-    from medsec.privacy.audit import quiet_training
+    from medsec.privacy.quiet import quiet_training
     from medsec.privacy.training import fit_strategy
     from medsec.training.job import train_classifier
 
