@@ -38,7 +38,7 @@ def prefect_api():
     """One real Prefect server for the module, exported so Dask workers report to it."""
     from flows.server import prefect_server
 
-    with prefect_server() as url:
+    with prefect_server(timeout=400) as url:  # slow to start on a loaded machine
         yield url
 
 
@@ -154,3 +154,32 @@ def test_unreachable_scheduler_fails_before_any_work(tmp_path, monkeypatch, phan
     mlflow.set_tracking_uri(tracking_uri)
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_failed_attack_is_reported_and_the_sweep_goes_on(tmp_path, monkeypatch, phantom_dir,
+                                                         tracking_uri, victim):
+    import tasks.attack
+
+    real = tasks.attack.run_spec
+
+    def flaky(spec, *args):  # fault injection: one attack raises, in its own task
+        if spec.id == "bim":
+            raise ValueError("injected fault: bim ran out of budget\nsecond line")
+        return real(spec, *args)
+
+    monkeypatch.setattr(tasks.attack, "run_spec", flaky)
+    monkeypatch.chdir(tmp_path)
+    out = _sweep(tmp_path / "out", phantom_dir, victim, "runner.retries=1")
+    assert out["status"]["bim"] == "failed: ValueError: injected fault: bim ran out of budget"
+    assert {k for k, v in out["status"].items() if v == "ok"} == {"fgsm", "pgd", "mim"}
+    metrics = out["metrics"]
+    assert metrics["attacks_failed"] == 1 and "mim_eps8_robust_acc" in metrics
+    assert not any(k.startswith("bim_") for k in metrics)
+    mlflow.set_tracking_uri(tracking_uri)
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    parent = next(r for r in runs if r.data.tags.get("medsec.attack") == "suite")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["medsec.attack.failed"] == "bim"
+    (bim,) = [r for r in runs if r.data.tags.get("medsec.attack_id") == "bim"]
+    assert bim.info.status == "FAILED"
+    assert bim.data.tags["medsec.attack.error"].startswith("ValueError: injected fault")
