@@ -32,11 +32,13 @@ from tasks.deepfake import (
     detector_task,
     generator_report_task,
     load_victim_task,
+    private_canary_task,
     private_generator_task,
     publish_dataset_task,
     tamper_task,
     train_generator_task,
 )
+from tasks.privacy import log_canary_audit
 from tasks.tracking import log_artifact, log_figure, log_metrics, temp_artifact_dir, tracked_run
 
 DEEPFAKE_DIR = Path("outputs") / "deepfakes"
@@ -144,6 +146,14 @@ def deepfake_flow(
                 log_figure(class_grid(images.numpy(), labels.numpy(), data.class_names,
                                       title=f"DP generator, target epsilon {epsilon:g}"),
                            f"deepfake/samples_dp_eps{tag}.png")
+                audit = private_canary_task(cfg, ref, epsilon)  # deepfake.canary
+                if audit is not None:  # its own child run, tagged medsec.audit=canary
+                    metrics[f"dp_eps{tag}_epsilon_audit_lower"] = audit.epsilon_audit_lower
+                    with tracked_run("deepfake", cfg, data.version, nested=True,
+                                     run_name=f"deepfake-dp-eps{tag}-canary",
+                                     tags=_tags(cfg, data.verification)
+                                     | {"medsec.privacy": f"dp_gan_eps_{epsilon:g}"}):
+                        log_canary_audit(audit, f"deepfake/canary_audit_eps{tag}.json")
         if utility:
             _save_png(utility_figure(utility, metrics["real_test_acc"], metrics["tstr_acc"]),
                       "dp_utility.png")

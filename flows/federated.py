@@ -6,10 +6,11 @@ from prefect import flow
 
 from flows.outputs import METRICS, MODELS, PLOTS, REPORTS, write_metrics
 from flows.train import history_csv
-from medsec.io import write_text
+from medsec.io import write_json, write_text
 from medsec.stages.federated import by_site
 from tasks.common import load_config_task, load_dataset_task
 from tasks.federated import (
+    canary_task,
     centralized_task,
     federated_tags,
     federated_task,
@@ -17,6 +18,7 @@ from tasks.federated import (
     gradient_inversion_task,
     log_federation,
 )
+from tasks.privacy import log_canary_audit
 from tasks.tracking import log_artifact, tracked_run
 
 FEDERATED_CKPT = MODELS / "federated.pt"
@@ -29,7 +31,8 @@ FEDERATED_REPORT_DIR = REPORTS / "federated"
 def federated_flow(
     config: str | None = None, preset: str | None = None, overrides: list[str] | None = None,
 ) -> dict:
-    """Write ``models/federated.pt``, ``metrics/federated.json`` and the per-round CSV."""
+    """Write ``models/federated.pt``, ``metrics/federated.json``, the per-round CSV and
+    ``reports/federated/`` (gradient inversion, canary audit: when enabled)."""
     cfg = load_config_task(config, preset, overrides)
     data = load_dataset_task(cfg)
     cfg = by_site(cfg, data)  # own data with site keys: one client per site (partition=site)
@@ -38,6 +41,7 @@ def federated_flow(
         result = federated_task(cfg, data)
         baseline = centralized_task(cfg, data) if cfg.federated.compare_centralized else None
         metrics = federation_metrics(result, baseline)
+        FEDERATED_REPORT_DIR.mkdir(parents=True, exist_ok=True)  # a DVC out, even when empty
         if cfg.federated.gradient_inversion.enabled:  # the server's reconstruction attack
             from medsec.privacy.gradient_inversion import inversion_metrics, write_inversion_report
 
@@ -45,6 +49,15 @@ def federated_flow(
             metrics |= inversion_metrics(rows)
             for path in write_inversion_report(rows, FEDERATED_REPORT_DIR):
                 log_artifact(path, "federated")
+        audit = canary_task(cfg, data)  # federated.canary with client DP: hospital 0 audited
+        if audit is not None:  # its own child run, tagged medsec.audit=canary
+            metrics |= {"client_dp_epsilon_audit_lower": audit.epsilon_audit_lower,
+                        "client_dp_audit_epsilon": audit.epsilon}
+            with tracked_run("federated", cfg, data.version, nested=True,
+                             tags=federated_tags(cfg, data.verification),
+                             run_name=f"federated-{cfg.dataset.name}-client0-canary"):
+                log_canary_audit(audit, "federated/canary_audit.json")
+            write_json(FEDERATED_REPORT_DIR / "canary_audit.json", audit.to_dict())
         keys = sorted({k for row in result.history for k in row},
                       key=lambda k: (k != "round", k))
         write_text(FEDERATED_HISTORY, history_csv(result.history, keys))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 from torch import nn
@@ -20,6 +20,9 @@ from medsec.errors import DataError
 from medsec.stages import deepfake as stage
 from medsec.training.checkpoint import load_classifier
 from tasks.tracking import log_metrics
+
+if TYPE_CHECKING:
+    from medsec.privacy.canary_audit import CanaryAudit
 
 
 @task(name="load-victim")
@@ -84,3 +87,10 @@ def tamper_task(cfg: MedSecConfig, ref: RealReference, victim: nn.Module) -> Tam
 def private_generator_task(cfg: MedSecConfig, ref: RealReference, epsilon: float
                            ) -> tuple[dict[str, float], TrainedGan]:
     return stage.private_report(cfg, ref, epsilon)
+
+
+@task(name="private-generator-canary-audit")
+def private_canary_task(cfg: MedSecConfig, ref: RealReference, epsilon: float
+                        ) -> CanaryAudit | None:
+    """One-run DP audit of the DP-GAN at ``epsilon`` (``deepfake.canary``; None when off)."""
+    return stage.canary_audit(cfg, ref, epsilon)

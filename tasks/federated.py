@@ -4,6 +4,7 @@ the federated stage's tags and tracking, shared by the simulation and the deploy
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import task
 
@@ -14,6 +15,9 @@ from medsec.federated.simulation import FederatedResult
 from medsec.privacy.gradient_inversion import InversionRow
 from medsec.stages import federated as stage
 from tasks.tracking import log_artifact, log_dict, log_metrics
+
+if TYPE_CHECKING:
+    from medsec.privacy.canary_audit import CanaryAudit
 
 
 @task(name="federated-train")
@@ -31,6 +35,12 @@ def centralized_task(cfg: MedSecConfig, data: LoadedDataset) -> dict[str, float]
 def gradient_inversion_task(cfg: MedSecConfig, data: LoadedDataset) -> list[InversionRow]:
     """The server's gradient inversion of one client update (``stage.gradient_inversion``)."""
     return stage.gradient_inversion(cfg, data)
+
+
+@task(name="federated-canary-audit")
+def canary_task(cfg: MedSecConfig, data: LoadedDataset) -> CanaryAudit | None:
+    """One-run DP audit of hospital 0's client DP (``stage.canary_audit``; None when off)."""
+    return stage.canary_audit(cfg, data)
 
 
 def log_round_metrics(history: list[dict[str, float]]) -> None:

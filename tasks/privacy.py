@@ -188,14 +188,15 @@ def canary_task(cfg: MedSecConfig, data: LoadedDataset) -> CanaryAudit | None:
     return stage.canary_audit(cfg, data)
 
 
-def log_canary_audit(audit: CanaryAudit) -> dict[str, float]:
+def log_canary_audit(audit: CanaryAudit, artifact: str = "privacy/canary_audit.json"
+                     ) -> dict[str, float]:
     """The audit's finite numbers as metrics (``epsilon_audit_lower``, ``epsilon``, ``delta``,
-    ``audit_*``), the tag ``medsec.audit=canary`` and the per-rule detail as
-    ``privacy/canary_audit.json``; returns the metrics."""
+    ``audit_*``), the tag ``medsec.audit=canary`` and the per-rule detail as ``artifact``;
+    returns the metrics (shared by the privacy, deepfake and federated stages)."""
     import math
 
     metrics = {k: v for k, v in audit.metrics().items() if math.isfinite(v)}
     log_metrics(metrics)
     set_tags({"medsec.audit": "canary"})
-    log_dict(audit.to_dict(), "privacy/canary_audit.json")
+    log_dict(audit.to_dict(), artifact)
     return metrics

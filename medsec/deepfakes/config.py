@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from medsec.config_base import StrictModel
+from medsec.privacy.leakage_config import CanaryAuditConfig
 
 
 class GanConfig(StrictModel):
@@ -124,6 +125,9 @@ class DeepfakeConfig(StrictModel):
     ``num_threads``: torch intra-op threads for the whole stage (None: ``train.num_threads``,
     else torch's default); its networks are so small that one thread is fastest, and on a
     shared CPU several threads stall each other (measured 2-10x slower).
+    ``canary``: one-run DP audit (Steinke et al. 2023) of the DP-GAN's discriminator at each
+    epsilon of ``dp.epsilons``, in one extra GAN training with gradient canaries (off by
+    default; ``canary.epochs`` None = ``dp.epochs``).
     """
 
     gan: GanConfig = GanConfig()
@@ -137,3 +141,4 @@ class DeepfakeConfig(StrictModel):
     knn_k: int = Field(default=3, gt=0, le=50)
     max_eval: int = Field(default=1000, gt=10)
     num_threads: int | None = Field(default=1, gt=0)
+    canary: CanaryAuditConfig = CanaryAuditConfig()

@@ -10,13 +10,14 @@ same settings and data give the same numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from medsec.data.types import ImageDataset, LoadedDataset
 from medsec.deepfakes.classify import fit_on
-from medsec.deepfakes.config import DeepfakeConfig
+from medsec.deepfakes.config import DeepfakeConfig, GanConfig
 from medsec.deepfakes.dataset import fake_splits
 from medsec.deepfakes.detector import detection_auc, detection_split, train_detector
 from medsec.deepfakes.evaluate import (
@@ -38,6 +39,9 @@ from medsec.deepfakes.tamper import (
 from medsec.privacy.config import DPConfig
 from medsec.training.config import ClassifierRecipe
 from medsec.training.predict import predict_logits
+
+if TYPE_CHECKING:
+    from medsec.privacy.canary_audit import CanaryAudit
 
 # Offsets from deepfake.dataset.sample_seed for the fakes of each purpose (disjoint latents).
 SEED_QUALITY, SEED_DET_TRAIN, SEED_DET_VAL, SEED_DET_TEST, SEED_UNSEEN = 100, 200, 300, 400, 500
@@ -143,15 +147,39 @@ def tamper_report(dcfg: DeepfakeConfig, recipe: ClassifierRecipe, ref: RealRefer
     return TamperReport(metrics, result, before, after, trained)
 
 
+def private_settings(dcfg: DeepfakeConfig, epsilon: float) -> tuple[DPConfig, GanConfig]:
+    """The DP-GAN at target ``epsilon``: its discriminator's DP-SGD settings (``deepfake.dp``)
+    and the GAN config with the DP (expected Poisson) batch size."""
+    dp = dcfg.dp
+    settings = DPConfig(enabled=True, target_epsilon=epsilon, delta=dp.delta,
+                        max_grad_norm=dp.max_grad_norm, accountant=dp.accountant)
+    return settings, dcfg.gan.model_copy(update={"batch_size": dp.batch_size})
+
+
+def private_audit(dcfg: DeepfakeConfig, ref: RealReference, epsilon: float
+                  ) -> CanaryAudit | None:
+    """One-run DP audit (``deepfake.canary``; None when disabled) of the DP-GAN at target
+    ``epsilon``: one extra GAN training with the same settings as :func:`private_report`
+    (``canary.epochs`` overrides ``dp.epochs``) and ``canary.num_canaries`` gradient canaries
+    in the discriminator; the audit's ``epsilon`` is that run's accountant epsilon."""
+    canary = dcfg.canary
+    if not canary.enabled:
+        return None
+    from medsec.deepfakes.canary import audit_gan
+
+    settings, gan_cfg = private_settings(dcfg, epsilon)
+    audit, _ = audit_gan(ref.train, len(ref.class_names), gan_cfg, settings,
+                         canary.num_canaries, canary.guesses, canary.confidence, canary.seed,
+                         epochs=canary.epochs or dcfg.dp.epochs)
+    return audit
+
+
 def private_report(dcfg: DeepfakeConfig, recipe: ClassifierRecipe, ref: RealReference,
                    epsilon: float) -> tuple[dict[str, float], TrainedGan]:
     """A GAN whose discriminator is trained with DP-SGD at ``epsilon``; its metrics (see
     :func:`generator_report`) prefixed ``dp_eps{tag}_`` plus the epsilon actually spent."""
-    dp = dcfg.dp
-    settings = DPConfig(enabled=True, target_epsilon=epsilon, delta=dp.delta,
-                        max_grad_norm=dp.max_grad_norm, accountant=dp.accountant)
-    gan_cfg = dcfg.gan.model_copy(update={"batch_size": dp.batch_size})
-    gan = train_gan(ref.train, len(ref.class_names), gan_cfg, dp=settings, epochs=dp.epochs)
+    settings, gan_cfg = private_settings(dcfg, epsilon)
+    gan = train_gan(ref.train, len(ref.class_names), gan_cfg, dp=settings, epochs=dcfg.dp.epochs)
     prefix = f"dp_eps{eps_tag(epsilon)}_"
     metrics = generator_report(dcfg, recipe, gan.generator, ref, prefix=prefix)
     metrics |= {f"{prefix}epsilon": float(gan.epsilon or 0.0), f"{prefix}delta": gan.delta,

@@ -10,15 +10,17 @@ hospital sends (the honest-but-curious server's view, without secure aggregation
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from torch import nn
 
-from medsec.data.types import ImageDataset
-from medsec.federated.config import ClientDPConfig
+from medsec.data.types import ImageDataset, LoadedDataset
+from medsec.federated.config import ClientDPConfig, FederatedConfig
 from medsec.federated.local import LocalTraining, train_locally
 from medsec.privacy.canary_audit import CanaryAudit, CanaryCallback
 from medsec.privacy.plan import resolve_delta
+from medsec.training.config import ClassifierRecipe
 
 
 def audit_client_dp(net: nn.Module, train: ImageDataset, val: ImageDataset, num_classes: int,
@@ -35,3 +37,26 @@ def audit_client_dp(net: nn.Module, train: ImageDataset, val: ImageDataset, num_
                            callbacks=[callback])
     delta = resolve_delta(dp.delta, len(train))
     return callback.audit(delta, float(result.epsilon), guesses, confidence)
+
+
+def audit_federation(fed: FederatedConfig, recipe: ClassifierRecipe, data: LoadedDataset,
+                     client: int = 0) -> CanaryAudit | None:
+    """The federated stage's audit (``fed.canary``; None unless it and ``fed.client_dp`` are
+    enabled): hospital ``client``'s first round of local DP-SGD, as the federation sets it up
+    (its partition of the training data, its validation share, ``local_epochs`` epochs, or
+    ``canary.epochs``), from the federation's seeded initial weights, with
+    ``canary.num_canaries`` gradient canaries."""
+    canary = fed.canary
+    if not (canary.enabled and fed.client_dp.enabled):
+        return None
+    from medsec.federated.simulation import setup_federation
+    from medsec.training.fit import seed_everything
+
+    site = setup_federation(fed, recipe, data).sites[client]
+    spec = site.training
+    if canary.epochs is not None:
+        spec = dataclasses.replace(spec, epochs=canary.epochs)
+    seed_everything(site.seed)  # the federation's initial model (setup_federation's seed)
+    return audit_client_dp(site.build_net(), site.train, site.val, site.num_classes, spec,
+                           fed.client_dp, canary.num_canaries, canary.guesses,
+                           canary.confidence, canary.seed)

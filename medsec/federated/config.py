@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from medsec.config_base import StrictModel
-from medsec.privacy.leakage_config import GradientInversionConfig
+from medsec.privacy.leakage_config import CanaryAuditConfig, GradientInversionConfig
 
 Partition = Literal["iid", "label_skew", "dirichlet", "site"]
 StrategyName = Literal["fedavg", "fedprox", "krum", "trimmed_mean", "median"]
@@ -120,6 +120,8 @@ class FederatedConfig(StrictModel):
     replies a round fails with an error naming the failed clients. ``assumed_malicious`` is
     the ``f`` Krum tolerates (needs ``num_clients >= 2 f + 3``). ``gradient_inversion``: the
     server's reconstruction attack on one client update (off by default; see README).
+    ``canary``: one-run DP audit (Steinke et al. 2023) of hospital 0's client DP (one round of
+    its local DP-SGD with gradient canaries); runs only when ``client_dp`` is enabled.
     """
 
     num_clients: int = Field(default=3, ge=1, le=1000)
@@ -143,6 +145,7 @@ class FederatedConfig(StrictModel):
     he: HEConfig = HEConfig()
     faults: FaultConfig = FaultConfig()
     gradient_inversion: GradientInversionConfig = GradientInversionConfig()
+    canary: CanaryAuditConfig = CanaryAuditConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> FederatedConfig:

@@ -4,6 +4,8 @@ attacker's surrogate)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
 from medsec.config import MedSecConfig
@@ -14,6 +16,9 @@ from medsec.deepfakes.gan import TrainedGan
 from medsec.deepfakes.networks import ConditionalGenerator
 from medsec.stages import classifier
 from medsec.training.config import ClassifierRecipe
+
+if TYPE_CHECKING:
+    from medsec.privacy.canary_audit import CanaryAudit
 
 
 def recipe(cfg: MedSecConfig) -> ClassifierRecipe:
@@ -47,3 +52,9 @@ def private_report(cfg: MedSecConfig, ref: RealReference, epsilon: float
                    ) -> tuple[dict[str, float], TrainedGan]:
     return pipeline.private_report(cfg.deepfake, recipe(cfg), ref, epsilon)
 
+
+
+def canary_audit(cfg: MedSecConfig, ref: RealReference, epsilon: float) -> CanaryAudit | None:
+    """One-run DP audit of the DP-GAN at target ``epsilon`` (``deepfake.canary``; None when
+    disabled): see :func:`medsec.deepfakes.pipeline.private_audit`."""
+    return pipeline.private_audit(cfg.deepfake, ref, epsilon)

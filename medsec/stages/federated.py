@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shlex
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from medsec.config import MedSecConfig, load_config
 from medsec.data.registry import load_dataset
@@ -16,6 +17,9 @@ from medsec.federated.simulation import FederatedResult, run_federation
 from medsec.privacy.gradient_inversion import InversionRow
 from medsec.stages import classifier
 from medsec.training.job import evaluate_classifier, train_classifier
+
+if TYPE_CHECKING:
+    from medsec.privacy.canary_audit import CanaryAudit
 
 
 def by_site(cfg: MedSecConfig, data: LoadedDataset) -> MedSecConfig:
@@ -84,3 +88,13 @@ def gradient_inversion(cfg: MedSecConfig, data: LoadedDataset) -> list[Inversion
     need = max(gi.batch_sizes) * gi.secagg_clients
     images, labels = train.tensors()
     return run_gradient_inversion(net, images[: 4 * need], labels[: 4 * need], gi)
+
+
+def canary_audit(cfg: MedSecConfig, data: LoadedDataset) -> CanaryAudit | None:
+    """One-run DP audit of hospital 0's client DP (``federated.canary`` and
+    ``federated.client_dp`` enabled; None otherwise): see
+    :func:`medsec.federated.canary.audit_federation`."""
+    from medsec.federated.canary import audit_federation
+
+    classifier.require_single_label(data, "federated")
+    return audit_federation(by_site(cfg, data).federated, classifier.recipe(cfg), data)

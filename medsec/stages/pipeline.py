@@ -134,17 +134,20 @@ STAGES: tuple[Stage, ...] = (
            plots=("plots/confusion.png", "plots/samples.png")),
     _stage("federated", "federated:federated_flow", f"{_CLASSIFIER} federated",
            f"{_P} reports/validation medsec/federated medsec/training",
-           "tasks/federated stages/federated stages/classifier", outs="models/federated.pt",
+           "tasks/federated stages/federated stages/classifier",
+           outs="models/federated.pt reports/federated",
            metrics="metrics/federated.json", deployed=True,
            headline="test_acc test_auc acc_gap_vs_centralized centralized_test_acc rounds "
-                    "clients_failed epsilon gradinv_psnr gradinv_ssim",
+                    "clients_failed epsilon gradinv_psnr gradinv_ssim "
+                    "client_dp_epsilon_audit_lower client_dp_audit_epsilon",
            plots=(_csv_plot("plots/federated_history.csv", "round", "test_acc"),)),
     _stage("deepfake", "deepfake:deepfake_flow", f"{_CLASSIFIER} deepfake",
            f"{_CLF} medsec/deepfakes medsec/metrics/generative.py medsec/training",
            "tasks/deepfake stages/deepfake stages/classifier", outs="outputs/deepfakes",
            metrics="metrics/deepfake.json", deployed=True,
            headline="detector_auc_seen detector_auc_unseen tamper_flip_rate fd_classifier "
-                    "tstr_acc gen_mia_auc dp_eps*_epsilon dp_eps*_tstr_acc dp_eps*_gen_mia_auc"),
+                    "tstr_acc gen_mia_auc dp_eps*_epsilon dp_eps*_tstr_acc dp_eps*_gen_mia_auc "
+                    "dp_eps*_epsilon_audit_lower"),
     _stage("defense", "defense:defense_flow", f"{_CLASSIFIER} defense",
            f"{_CLF} medsec/defenses medsec/attacks medsec/models medsec/training",
            "tasks/defense tasks/attack tasks/train stages/defense stages/classifier",

@@ -37,10 +37,17 @@ def test_deepfake_flow_tracks_everything(tmp_path, monkeypatch, phantom_dir, tra
     result = deepfake_flow(preset="tiny", overrides=overrides)
 
     mlflow.set_tracking_uri(tracking_uri)
-    runs = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
-            if r.data.tags["medsec.stage"] == "deepfake"]
+    staged = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+              if r.data.tags["medsec.stage"] == "deepfake"]
+    runs = [r for r in staged if "mlflow.parentRunId" not in r.data.tags]
     assert len(runs) == 1 and runs[0].info.run_id == result["run_id"]
     run = runs[0]
+    # the tiny preset's one-run DP audit of the DP-GAN: a child run tagged medsec.audit=canary
+    (canary,) = [r for r in staged if r.data.tags.get("mlflow.parentRunId") == run.info.run_id]
+    assert canary.data.tags["medsec.audit"] == "canary"
+    assert 0.0 <= canary.data.metrics["epsilon_audit_lower"] <= canary.data.metrics["epsilon"]
+    assert run.data.metrics["dp_eps8_epsilon_audit_lower"] == pytest.approx(
+        canary.data.metrics["epsilon_audit_lower"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["medsec.attack"] == "deepfake_tamper"
     assert run.data.tags["medsec.privacy"] == "dp_gan_eps_8"
@@ -83,4 +90,5 @@ def test_deepfake_flow_tracks_everything(tmp_path, monkeypatch, phantom_dir, tra
     write_phantoms(other / "phantoms.npz", 96, 48, 48, 32, 1)
     with pytest.raises(DataError, match="run the train stage first"):
         deepfake_flow(preset="tiny", overrides=[f"dataset.data_dir={other}", *OVERRIDES])
-    assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == 2
+    # still the train run, the deepfake run and its canary child
+    assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == 3
