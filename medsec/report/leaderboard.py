@@ -192,7 +192,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("epsilon_audit_lower", "ε audited ≥", "95% lower bound on epsilon from a one-run "
            "canary audit (Steinke et al. 2023).",
            metric(("privacy:canary", "epsilon_audit_lower"), ("privacy", "epsilon_audit_lower"),
-                  ("train", "epsilon_audit_lower"), ("federated", "epsilon_audit_lower")),
+                  ("train", "epsilon_audit_lower"), ("federated", "epsilon_audit_lower"),
+                  ("federated", "client_dp_epsilon_audit_lower")),
            "privacy"),
     Column("train_seconds", "Train s", "Training wall-clock seconds (fit only).",
            metric(("train", "fit_seconds"), ("privacy", "fit_seconds"),
@@ -346,13 +347,14 @@ def segmentation_table(records: list[RunRecord]) -> Table | None:
 _DF = (("detector_auc_seen", "Detector AUROC (seen GAN)"),
        ("detector_auc_unseen", "Detector AUROC (unseen GAN)"),
        ("tamper_flip_rate", "Tamper flip rate"), ("fd_classifier", "Fréchet distance"),
-       ("tstr_acc", "TSTR ACC"), ("gen_mia_auc", "Generator MIA AUC"), ("epsilon", "ε"))
+       ("tstr_acc", "TSTR ACC"), ("gen_mia_auc", "Generator MIA AUC"), ("epsilon", "ε"),
+       ("epsilon_audit_lower", "ε audited ≥"))
 
 
 def deepfake_table(records: list[RunRecord]) -> Table | None:
     """DeepFake detection/tampering of the latest deepfake run; DP-GAN variants (metrics
     ``dp_eps<k>_*``) as extra rows."""
-    runs = [r for r in _latest(records) if r.stage == "deepfake"]
+    runs = [r for r in _latest(records) if r.stage == "deepfake" and r.tag("audit") != "canary"]
     if not runs:
         return None
     run = runs[0]
@@ -366,6 +368,8 @@ def deepfake_table(records: list[RunRecord]) -> Table | None:
                 cells[key] = Cell(reason="detector/tamper are scored on the non-private GAN only")
             elif not prefix and key == "epsilon":
                 cells[key] = Cell(text="non-private (∞)", run_id=run.run_id)
+            elif not prefix and key == "epsilon_audit_lower":
+                cells[key] = Cell(reason="the non-private GAN is not canary-audited")
             else:
                 cells[key] = metric(("deepfake", name))({"deepfake": run})
         rows.append((f"GAN{' DP ' + prefix[3:-1] if prefix else ''}", cells))

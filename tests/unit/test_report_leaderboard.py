@@ -185,3 +185,14 @@ def test_canary_and_checkpoint_audits_land_on_their_model_rows():
     assert dp.cells["epsilon_audit_lower"].run_id == records[-2].run_id
     assert rows["standard"].cells["mia_auc"].value == 0.61
     assert rows["standard"].cells["test_acc"].value == 0.9  # still the evaluate stage's
+
+
+def test_deepfake_table_ignores_its_canary_child_run():
+    main = rec("deepfake", {"detector_auc_seen": 0.9, "tstr_acc": 0.8, "dp_eps8_tstr_acc": 0.6,
+                            "dp_eps8_epsilon": 7.9, "dp_eps8_epsilon_audit_lower": 0.4})
+    canary = rec("deepfake", {"epsilon_audit_lower": 0.4}, audit="canary")
+    (board,) = build([main, canary])
+    rows = dict(board.deepfake.rows)
+    assert rows["GAN"]["detector_auc_seen"].value == 0.9
+    assert rows["GAN DP eps8"]["epsilon_audit_lower"].value == 0.4
+    assert rows["GAN DP eps8"]["detector_auc_seen"].reason
