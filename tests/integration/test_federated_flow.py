@@ -39,3 +39,32 @@ def test_federated_flow_tracks_rounds_baseline_and_model(tmp_path, monkeypatch, 
     full = json.loads((tmp_path / "reports" / "scorecards" / "federated.json").read_text())
     assert full["centralized_epochs"] == 2 and "centralized_epochs" not in on_disk
     assert (tmp_path / "models" / "federated.pt").is_file()
+
+
+def test_federated_flow_audits_client_dp_with_canaries(tmp_path, monkeypatch, phantom_dir,
+                                                       tracking_uri):
+    """``federated.canary`` with client DP: a child run tagged ``medsec.audit=canary`` whose
+    lower bound stays below the audited round's epsilon, the same numbers in the parent run,
+    ``metrics/federated.json`` and ``reports/federated/canary_audit.json``."""
+    monkeypatch.chdir(tmp_path)
+    overrides = [f"dataset.data_dir={phantom_dir}", "federated.num_clients=2",
+                 "federated.rounds=1", "train.batch_size=32", "train.num_threads=1",
+                 "model.name=small_cnn", "model.norm=group", "federated.compare_centralized=false",
+                 "federated.client_dp.enabled=true", "federated.client_dp.noise_multiplier=1.0",
+                 "federated.canary.enabled=true", "federated.canary.num_canaries=50"]
+    result = federated_flow(overrides=overrides)
+    mlflow.set_tracking_uri(tracking_uri)
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    (child,) = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.run_id == result["run_id"] and child.info.status == "FINISHED"
+    assert child.data.tags["medsec.audit"] == "canary"
+    audit = child.data.metrics
+    assert 0.0 <= audit["epsilon_audit_lower"] <= audit["epsilon"] < float("inf")
+    assert parent.data.metrics["client_dp_epsilon_audit_lower"] == pytest.approx(
+        audit["epsilon_audit_lower"])
+    assert parent.data.metrics["client_dp_audit_epsilon"] == pytest.approx(audit["epsilon"])
+    on_disk = json.loads((tmp_path / "metrics" / "federated.json").read_text())
+    assert on_disk["client_dp_epsilon_audit_lower"] == pytest.approx(audit["epsilon_audit_lower"])
+    detail = json.loads((tmp_path / "reports" / "federated" / "canary_audit.json").read_text())
+    assert detail["num_canaries"] == 50
