@@ -28,7 +28,9 @@ class CanaryAuditConfig(StrictModel):
     across the ``k`` values (Bonferroni), so the maximum stays a valid bound. With ``enabled``
     the privacy stage audits every sweep point (non-private baseline: claimed epsilon
     infinite) in one extra training run of the same recipe with the canaries; ``epochs`` None =
-    the recipe's epochs.
+    the recipe's epochs. The same settings drive ``deepfake.canary`` (the DP-GAN's
+    discriminator at each epsilon; ``epochs`` None = ``deepfake.dp.epochs``) and
+    ``federated.canary`` (hospital 0's first round of client DP; None = ``local_epochs``).
     """
 
     enabled: bool = False
