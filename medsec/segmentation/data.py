@@ -7,6 +7,7 @@ Arrays follow the project conventions: images float32 in [0, 1], channels first,
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from medsec.errors import DataError
 from medsec.io import arrays_digest
 
 IMAGE_SUFFIXES = (".png", ".nii", ".nii.gz")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -135,19 +138,53 @@ def phantom_volumes(n_train: int, n_val: int, n_test: int, size: int = 16,
     return SegData("phantoms3d", splits, 2, version)
 
 
-def _read_file(path: Path) -> np.ndarray:
-    """Raw array of a PNG (H, W[, C]) or NIfTI ((H, W) / (D, H, W) as stored) file."""
+def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A NIfTI file as (array float32, affine (4, 4)), reoriented to RAS.
+
+    nibabel's ``as_closest_canonical`` flips/transposes the voxel axes so that they point
+    Right, Anterior, Superior, whatever orientation (LAS, LPS, PIS...) the file was stored in;
+    the same anatomy therefore gives the same array. A trailing singleton 4th axis
+    (X, Y, Z, 1) is dropped; any other 4-D file (time series, multi-channel) is a DataError.
+    """
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    if len(img.shape) > 3:
+        img = nib.funcs.squeeze_image(img)
+        if len(img.shape) > 3:
+            raise DataError(f"{path}: 4-D NIfTI of shape {tuple(img.shape)} is not supported "
+                            f"(time series or several channels); save one 3-D volume per file")
+    img = nib.as_closest_canonical(img)
+    return np.asarray(img.get_fdata(dtype=np.float32)), np.asarray(img.affine, np.float64)
+
+
+def _read_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw array of a PNG (H, W[, C]) or NIfTI ((H, W) / (D, H, W) in RAS voxel order, see
+    :func:`_read_nifti`) file, with the NIfTI affine (None for PNG)."""
     try:
         if path.name.lower().endswith(".png"):
             from PIL import Image
 
             with Image.open(path) as img:
-                return np.asarray(img)
-        import nibabel as nib
-
-        return np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
+                return np.asarray(img), None
+        return _read_nifti(path)
+    except DataError:
+        raise
     except Exception as exc:  # noqa: BLE001 (any reader failure is a data error)
         raise DataError(f"{path}: cannot read image: {exc}") from exc
+
+
+def _check_same_space(image_affine: np.ndarray | None, mask_affine: np.ndarray | None,
+                      where: str) -> None:
+    """Image and mask must both be NIfTI (same RAS affine, 0.01 mm tolerance) or both PNG."""
+    if (image_affine is None) != (mask_affine is None):
+        raise DataError(f"{where}: image and mask must both be NIfTI or both PNG")
+    if image_affine is not None and mask_affine is not None and not np.allclose(
+            image_affine, mask_affine, rtol=0.0, atol=1e-2):
+        raise DataError(f"{where}: image and mask affines differ after reorienting to RAS "
+                        f"({np.round(image_affine, 3).tolist()} vs "
+                        f"{np.round(mask_affine, 3).tolist()}); save the mask with the "
+                        f"image's affine")
 
 
 def _to_unit(raw: np.ndarray, path: Path) -> np.ndarray:
@@ -171,8 +208,12 @@ def read_image_mask_folder(directory: str | Path) -> tuple[SegSplit, list[str]]:
     """Read ``directory/images/*`` and ``directory/masks/*`` (PNG or NIfTI), paired by name.
 
     Images become (N, 1, *S) float32 in [0, 1] (PNG RGB is averaged to grey); masks (N, *S)
-    int64. Raises DataError naming the files for unpaired names, shape mismatches, non-integer
-    mask values or images of different shapes. Returns the split and the sorted pair names.
+    int64 as stored (label values are checked by :func:`load_segmentation_folder`). NIfTI
+    files are reoriented to RAS, image and mask each by its own affine, so both stay aligned
+    whatever orientation they were saved in. Raises DataError naming the files for unpaired
+    names, a NIfTI/PNG mix, image and mask affines that differ, 4-D NIfTI, shape mismatches,
+    non-integer mask values or images of different shapes. Returns the split and the sorted
+    pair names.
     """
     root = Path(directory)
     img_dir, mask_dir = root / "images", root / "masks"
@@ -189,14 +230,16 @@ def read_image_mask_folder(directory: str | Path) -> tuple[SegSplit, list[str]]:
                         f"masks without image {only_mask[:5]}")
     out_images, out_masks = [], []
     for name in sorted(images):
-        image = _to_unit(_read_file(images[name]), images[name])
+        where = f"{images[name].name} / {masks[name].name}"
+        image_raw, image_affine = _read_file(images[name])
+        image = _to_unit(image_raw, images[name])
         if image.ndim == 3 and images[name].name.lower().endswith(".png"):
             image = image[..., :3].mean(axis=-1)  # RGB(A) -> grey
-        mask_raw = _read_file(masks[name])
+        mask_raw, mask_affine = _read_file(masks[name])
         if mask_raw.ndim == 3 and masks[name].name.lower().endswith(".png"):
             mask_raw = mask_raw[..., 0]
-        mask = check_pair(image[None], mask_raw.astype(np.float64), f"{images[name].name} / "
-                          f"{masks[name].name}")
+        _check_same_space(image_affine, mask_affine, where)
+        mask = check_pair(image[None], mask_raw.astype(np.float64), where)
         if out_images and image.shape != out_images[0].shape[1:]:
             raise DataError(f"{images[name]}: shape {image.shape} differs from the first image "
                             f"{out_images[0].shape[1:]}; resample to one shape first")
@@ -205,16 +248,50 @@ def read_image_mask_folder(directory: str | Path) -> tuple[SegSplit, list[str]]:
     return SegSplit(np.stack(out_images), np.stack(out_masks)), sorted(images)
 
 
-def load_segmentation_folder(root: str | Path) -> SegData:
+def _mask_labels(root: Path, splits: dict[str, SegSplit], names: dict[str, list[str]],
+                 num_classes: int | None) -> tuple[dict[str, SegSplit], int]:
+    """Check the label values of all masks; returns the splits and the number of classes.
+
+    - A binary label set {0, v} with v > 1 (e.g. masks stored as 0/255) that ``num_classes``
+      does not cover is mapped to {0, 1} (a logged warning): 2 classes.
+    - Without ``num_classes`` the labels must be 1..K-1 besides background 0, with no gap
+      (a gap, e.g. {0, 1, 255}, would make a K=256-class model with NaN metrics): otherwise
+      a DataError names a mask file holding an unexpected value and its values. With
+      ``num_classes`` values beyond it are left to the Great Expectations validation.
+    """
+    per_mask = {(s, i): np.unique(m) for s, sp in splits.items() for i, m in enumerate(sp.masks)}
+    values = sorted({int(v) for u in per_mask.values() for v in u})
+    foreground = [v for v in values if v != 0]
+    if (len(foreground) == 1 and foreground[0] > 1
+            and (num_classes is None or foreground[0] >= num_classes)):
+        v = foreground[0]
+        logger.warning("segmentation folder %s: binary masks stored as 0/%d; mapped to 0/1",
+                       root.name, v)
+        return {s: SegSplit(sp.images, (sp.masks == v).astype(np.int64))
+                for s, sp in splits.items()}, 2
+    if num_classes is None:
+        k = next(c for c in range(1, len(values) + 2) if c not in values)  # first gap
+        for (split, i), found in per_mask.items():
+            if found.size and int(found.max()) >= k:
+                mask_file = _list(root / split / "masks")[names[split][i]]
+                raise DataError(
+                    f"{mask_file}: mask values {found.tolist()} are not class indices "
+                    f"0..{k - 1} (all masks hold {values}); store masks as 0..K-1 (binary "
+                    f"0/255 masks are mapped to 0/1) or set segmentation.num_classes")
+    return splits, max(2, (values[-1] if values else 0) + 1)
+
+
+def load_segmentation_folder(root: str | Path, num_classes: int | None = None) -> SegData:
     """A folder with ``train/``, ``val/``, ``test/`` subfolders, each as in
-    :func:`read_image_mask_folder`."""
+    :func:`read_image_mask_folder`; mask labels checked (and 0/255 masks mapped to 0/1) as in
+    :func:`_mask_labels`. ``num_classes``: the declared class count (None: inferred)."""
     root = Path(root)
     read = {s: read_image_mask_folder(root / s) for s in ("train", "val", "test")}
     splits = {s: split for s, (split, _) in read.items()}
     shapes = {s: sp.images.shape[1:] for s, sp in splits.items()}
     if len(set(shapes.values())) != 1:
         raise DataError(f"{root}: splits have different image shapes {shapes}")
-    num_classes = max(2, max(int(s.masks.max()) for s in splits.values()) + 1)
+    names = {s: names for s, (_, names) in read.items()}
+    splits, inferred = _mask_labels(root, splits, names, num_classes)
     version = arrays_digest(*(a for s in splits.values() for a in (s.images, s.masks)))
-    return SegData(root.name, splits, num_classes, version,
-                   names={s: names for s, (_, names) in read.items()})
+    return SegData(root.name, splits, inferred, version, names=names)

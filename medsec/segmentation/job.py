@@ -53,7 +53,7 @@ def load_seg_data(cfg: SegmentationConfig, loaded: LoadedDataset | None = None) 
     else:
         if not cfg.folder:
             raise ConfigError("segmentation.data=folder needs segmentation.folder")
-        data = load_segmentation_folder(cfg.folder)
+        data = load_segmentation_folder(cfg.folder, cfg.num_classes)
     if cfg.num_classes is not None:
         data = replace(data, num_classes=cfg.num_classes)
     return data

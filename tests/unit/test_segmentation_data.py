@@ -307,3 +307,117 @@ def test_adversarial_set_loader_errors(tmp_path) -> None:
         load_seg_adversarial(tmp_path / "a.npz")
     (tmp_path / "a.json").write_text(json.dumps({"format": FORMAT}))
     assert len(load_seg_adversarial(tmp_path / "a.npz")) == 2
+
+
+def _nifti_pair(root, image, mask, image_affine, mask_affine=None, name: str = "vol") -> None:
+    nib = pytest.importorskip("nibabel")
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(image, image_affine), root / "images" / f"{name}.nii.gz")
+    nib.save(nib.Nifti1Image(mask, image_affine if mask_affine is None else mask_affine),
+             root / "masks" / f"{name}.nii.gz")
+
+
+def _asymmetric_volume() -> tuple[np.ndarray, np.ndarray]:
+    """(image (6, 5, 4) float32 in [0, 1], mask (6, 5, 4) with a lesion off every mid-plane)."""
+    image = np.random.default_rng(1).random((6, 5, 4)).astype(np.float32)
+    mask = np.zeros((6, 5, 4), np.float32)
+    mask[0:2, 3:5, 1:2] = 1
+    return image, mask
+
+
+def test_nifti_non_ras_affines_are_reoriented(tmp_path) -> None:
+    """Found on the old code: a LAS volume (x flipped, negative x in the affine) loaded as
+    stored, i.e. mirrored against the same anatomy saved RAS (Dice 0.01 between them). Each
+    file is now reoriented to RAS (nibabel ``as_closest_canonical``), so the same anatomy in
+    any orientation gives identical arrays, and image and mask stay aligned even when they
+    were saved in different orientations."""
+    image, mask = _asymmetric_volume()
+    ras = np.diag([2.0, 2.0, 3.0, 1.0])
+    las = ras.copy()
+    las[0, 0], las[0, 3] = -2.0, 2.0 * (image.shape[0] - 1)  # same world coordinates
+    # PIS: voxel axes (y, x, z) with y pointing posterior: a transposed, flipped store
+    pis = np.zeros((4, 4))
+    pis[1, 0], pis[0, 1], pis[2, 2], pis[3, 3] = -2.0, 2.0, 3.0, 1.0
+    pis[1, 3] = 2.0 * (image.shape[1] - 1)
+
+    def pis_of(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(a.transpose(1, 0, 2)[::-1])
+
+    _nifti_pair(tmp_path / "ras", image, mask, ras)
+    _nifti_pair(tmp_path / "las", np.ascontiguousarray(image[::-1]),
+                np.ascontiguousarray(mask[::-1]), las)
+    _nifti_pair(tmp_path / "pis", pis_of(image), pis_of(mask), pis)
+    # image stored LAS, mask stored RAS: the same anatomy
+    _nifti_pair(tmp_path / "mixed", np.ascontiguousarray(image[::-1]), mask, las, ras)
+    ref, _ = read_image_mask_folder(tmp_path / "ras")
+    assert np.array_equal(ref.images[0, 0], image) and np.array_equal(ref.masks[0], mask)
+    for case in ("las", "pis", "mixed"):
+        got, _ = read_image_mask_folder(tmp_path / case)
+        assert np.array_equal(got.images, ref.images), case
+        assert np.array_equal(got.masks, ref.masks), case
+
+
+def test_nifti_image_and_mask_in_different_spaces_rejected(tmp_path) -> None:
+    image, mask = _asymmetric_volume()
+    _nifti_pair(tmp_path, image, mask, np.diag([2.0, 2.0, 3.0, 1.0]), np.eye(4))
+    with pytest.raises(DataError, match=r"vol\.nii\.gz / vol\.nii\.gz: .*affine"):
+        read_image_mask_folder(tmp_path)
+
+
+def test_nifti_4d_named_error(tmp_path) -> None:
+    """A 4-D NIfTI (time series / multi-channel) is rejected naming the file; a trailing
+    singleton 4th axis (X, Y, Z, 1) is squeezed."""
+    image, mask = _asymmetric_volume()
+    _nifti_pair(tmp_path / "single", image[..., None], mask[..., None], np.eye(4))
+    split, _ = read_image_mask_folder(tmp_path / "single")
+    assert split.images.shape == (1, 1, 6, 5, 4) and np.array_equal(split.masks[0], mask)
+    _nifti_pair(tmp_path / "series", np.stack([image, image], -1), np.stack([mask, mask], -1),
+                np.eye(4))
+    with pytest.raises(DataError, match=r"vol\.nii\.gz: 4-D NIfTI of shape \(6, 5, 4, 2\)"):
+        read_image_mask_folder(tmp_path / "series")
+
+
+def _label_folder(root, values: dict[tuple[str, int], tuple[int, ...]]) -> None:
+    """PNG folder, 2 pairs per split; ``values[(split, i)]`` are the mask's labels (default
+    (0, 1)), painted in 4x4 blocks."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        for i in range(2):
+            mask = np.zeros((16, 16), np.uint8)
+            for k, v in enumerate(values.get((split, i), (0, 1))):
+                mask[4 * k:4 * k + 4, 0:4] = v
+            _write_png_pair(root / split, f"case{i}", rng.integers(0, 256, (16, 16),
+                                                                   dtype=np.uint8), mask)
+
+
+def test_binary_masks_stored_as_0_255_are_mapped(tmp_path, caplog) -> None:
+    """Found on the old code: 0/255 masks gave a 256-class model (NaN metrics, FINISHED run).
+    A binary {0, v} label set is now mapped to {0, 1} with a logged note."""
+    everywhere = {(s, i): (0, 255) for s in ("train", "val", "test") for i in range(2)}
+    everywhere[("test", 1)] = (0,)  # an empty mask stays empty
+    _label_folder(tmp_path, everywhere)
+    with caplog.at_level("WARNING", logger="medsec.segmentation.data"):
+        data = load_segmentation_folder(tmp_path)
+    assert data.num_classes == 2
+    for name, split in data.splits.items():
+        assert set(np.unique(split.masks)) <= {0, 1}, name
+    assert int(data.splits["train"].masks.sum()) == 2 * 16
+    assert int(data.splits["test"].masks[1].sum()) == 0
+    assert any("255" in r.getMessage() and "0/1" in r.getMessage() for r in caplog.records)
+    # a declared num_classes that already covers the value keeps the labels as they are
+    from medsec.segmentation.job import load_seg_data
+
+    cfg = SegmentationConfig(data="folder", folder=str(tmp_path), num_classes=256)
+    assert int(load_seg_data(cfg).splits["train"].masks.max()) == 255
+
+
+def test_unexpected_mask_labels_rejected(tmp_path) -> None:
+    """Labels that are neither 0..K-1 nor a binary {0, v} set: one DataError naming a file
+    holding the unexpected value and the values found (exit code 2 before any MLflow run)."""
+    _label_folder(tmp_path, {("val", 1): (0, 1, 255)})
+    with pytest.raises(DataError, match=r"case1\.png: mask values \[0, 1, 255\].*0\.\.1"):
+        load_segmentation_folder(tmp_path)
+    # contiguous multi-class labels load as they are (num_classes inferred)
+    _label_folder(tmp_path / "three", {("val", 1): (0, 1, 2)})
+    assert load_segmentation_folder(tmp_path / "three").num_classes == 3
