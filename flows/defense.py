@@ -144,11 +144,13 @@ class _DefenseFailed(Exception):
 
 
 def log_failed_defense(cfg: MedSecConfig, data_version: str, tags: dict[str, str],
-                       error: str | None, run_name: str) -> str:
-    """One run for a defense that failed, ended FAILED, with ``medsec.defense.error``."""
+                       error: str | None, run_name: str, stage: str = "defense",
+                       nested: bool = False) -> str:
+    """One run for a sweep item that failed (a defense; ``stage`` e.g. a privacy sweep
+    point), ended FAILED, with ``medsec.<stage>.error``."""
     try:
-        with tracked_run("defense", cfg, data_version, run_name=run_name,
-                         tags=tags | {"medsec.defense.error": str(error)}) as run:
+        with tracked_run(stage, cfg, data_version, run_name=run_name, nested=nested,
+                         tags=tags | {f"medsec.{stage}.error": str(error)}) as run:
             raise _DefenseFailed
     except _DefenseFailed:
         pass

@@ -10,20 +10,25 @@ a summary run (``medsec.privacy=sweep``) with the privacy-utility table and curv
 table goes to ``metrics/privacy.json`` and ``reports/privacy/``.
 
 ``privacy-audit`` (``medsec stage audit``, ``medsec.audit=checkpoint``): audit an existing
-checkpoint (``privacy.audit.checkpoint``, default ``models/classifier.pt``), e.g. a defended
-model: with the recipe protocol when its card records its pool members (``audit_members``),
-else its training split against held-out images; the JSON states what the sizes resolve.
+checkpoint (``privacy.audit.checkpoint``, default ``models/classifier.pt``, or a registered
+model ``models:/medsec-<dataset>-<model>@champion``: the checkpoint its training run logged),
+e.g. a defended model: with the recipe protocol when its card records its pool members
+(``audit_members``), else its training split against held-out images; the JSON states what
+the sizes resolve.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
+from flows.defense import log_failed_defense
 from flows.outputs import METRICS, REPORTS, write_metrics
 from medsec.config import MedSecConfig
 from medsec.data.types import LoadedDataset
@@ -35,14 +40,13 @@ from tasks.privacy import (
     audit_data_task,
     audit_pool_task,
     audit_task,
-    canary_task,
     log_audit,
     log_canary_audit,
     log_dp_record,
     log_recipe_audit,
+    mapped_points,
     mapped_references,
-    recipe_audit_task,
-    recipe_side_task,
+    resolve_checkpoint,
 )
 from tasks.runners import check_runner
 from tasks.tracking import (
@@ -82,17 +86,18 @@ def _evaluate_and_audit(cfg: MedSecConfig, data: LoadedDataset, model: Any,
     return test, result
 
 
-def _sweep_point(point: Any, data: LoadedDataset, pool: Any, tags: dict[str, str]
-                 ) -> tuple[dict[str, Any], str]:
-    """Recipe-audit one sweep point in a child run (target on a random half of ``pool``,
-    test metrics, reference models, attacks); returns (table row, run id)."""
+def _log_point(point: Any, done: Any, data: LoadedDataset, tags: dict[str, str]
+               ) -> tuple[dict[str, Any], str]:
+    """Log one completed sweep point (``done``: its ``PointResult``) in a child run (target
+    checkpoint, DP record, test metrics, recipe audit, one-run DP audit in its own run);
+    returns (table row, run id)."""
     from medsec.privacy.report import summary_row
 
-    cfg = point.cfg
+    cfg, result, side, canary = point.cfg, done.result, done.side, done.canary
     name = f"privacy-{point.label}-{cfg.dataset.name}-{cfg.model.name}"
-    with tracked_run("privacy", cfg, data.version, tags=tags | {"medsec.privacy": point.label},
+    with tracked_run("privacy", cfg, data.version, tags=tags | {
+            "medsec.privacy": point.label, "medsec.privacy.status": "ok"},
                      run_name=name, nested=True) as run:
-        result = recipe_audit_task(cfg, data, pool, point.adversarial)
         trained = result.target
         record = trained.meta["privacy"]
         for epoch, epsilon in enumerate(record.get("epsilon_per_epoch", [])):
@@ -100,22 +105,26 @@ def _sweep_point(point: Any, data: LoadedDataset, pool: Any, tags: dict[str, str
         log_dp_record(record)
         log_metrics({"best_epoch": trained.fit.best_epoch, "fit_seconds": trained.fit.seconds})
         _log_checkpoint(trained.model, trained.meta)
-        test = evaluate_task(cfg, data, trained.model, "test").metrics
-        log_metrics(test)
-        side = recipe_side_task(cfg, data, pool, result)
+        log_metrics(done.test)
         log_recipe_audit(result, side, list(data.class_names), f"{data.name}, {point.label}",
                          PRIVACY_REPORT_DIR / f"mia_roc_{point.label}.png")
-        canary = canary_task(cfg, data)  # one-run DP audit: its own run, medsec.audit=canary
-        if canary is not None:
+        if canary is not None:  # one-run DP audit: its own run, medsec.audit=canary
             with tracked_run("privacy", cfg, data.version, run_name=f"{name}-canary",
                              tags=tags | {"medsec.privacy": point.label}, nested=True):
                 log_canary_audit(canary)
     metrics = result.metrics | (side.metrics if side is not None else {})
-    row = summary_row(point.label, point.target_epsilon, record, test, metrics, result.declared)
+    row = summary_row(point.label, point.target_epsilon, record, done.test, metrics,
+                      result.declared)
     if canary is not None:
         row["epsilon_audit_lower"] = canary.epsilon_audit_lower
         row["audit_num_canaries"] = canary.num_canaries
     return row, run.info.run_id
+
+
+def _failed_lines(failed: dict[str, str]) -> str:
+    """Markdown status lines naming each failed sweep point ('' when none failed)."""
+    return "".join(f"\n- sweep point {label}: failed: {error} (not in the table; the sweep "
+                   "went on)\n" for label, error in failed.items())
 
 
 @flow(name="privacy")
@@ -141,12 +150,23 @@ def privacy_flow(
     name = f"privacy-sweep-{cfg.dataset.name}-{cfg.model.name}"
     with tracked_run("privacy", cfg, data.version, tags=tags | {"medsec.privacy": "sweep"},
                      run_name=name) as parent:
-        rows, runs = [], {}
-        for point in points:
-            row, runs[point.label] = _sweep_point(point, data, pool, tags)
+        rows, runs, failed = [], {}, {}
+        for point, outcome in zip(points, mapped_points(cfg, data, points, pool), strict=True):
+            if not outcome.ok:  # one FAILED child run with the error line; the sweep goes on
+                failed[point.label] = str(outcome.error)
+                runs[point.label] = log_failed_defense(
+                    point.cfg, data.version, tags | {"medsec.privacy": point.label,
+                                                     "medsec.privacy.status": "failed"},
+                    outcome.error, f"privacy-{point.label}-{cfg.dataset.name}-{cfg.model.name}",
+                    stage="privacy", nested=True)
+                continue
+            row, runs[point.label] = _log_point(point, outcome.value, data, tags)
             rows.append(row)
+        if not rows:
+            raise RuntimeError(f"every privacy sweep point failed: {failed}")
         title = f"Privacy-utility table: {data.name}, {cfg.model.name} (GroupNorm)"
-        write_text(PRIVACY_REPORT_DIR / "privacy_utility.md", table_markdown(rows, title))
+        write_text(PRIVACY_REPORT_DIR / "privacy_utility.md",
+                   table_markdown(rows, title) + _failed_lines(failed))
         write_text(PRIVACY_REPORT_DIR / "privacy_utility.csv", table_csv(rows))
         _save_png(privacy_utility_figure(rows), PRIVACY_REPORT_DIR / "privacy_utility.png")
         table = {row["privacy"]: {k: v for k, v in row.items() if k != "privacy"}
@@ -155,7 +175,9 @@ def privacy_flow(
         for path in sorted(PRIVACY_REPORT_DIR.iterdir()):
             log_artifact(path, "privacy")
         log_dict({"table": table, "runs": runs}, "privacy/privacy.json")
-    return {"summary_run_id": parent.info.run_id, "runs": runs, "table": table}
+    status = {label: "ok" for label in table} | {k: f"failed: {v}" for k, v in failed.items()}
+    return {"summary_run_id": parent.info.run_id, "runs": runs, "table": table,
+            "status": status}
 
 
 def _check_members(path: str, meta: dict[str, Any], cfg: MedSecConfig,
@@ -178,7 +200,8 @@ def audit_flow(
     config: str | None = None, preset: str | None = None, overrides: list[str] | None = None,
     checkpoint: str | None = None,
 ) -> dict:
-    """Audit ``checkpoint`` (default ``privacy.audit.checkpoint``) with ``privacy.audit``;
+    """Audit ``checkpoint`` (default ``privacy.audit.checkpoint``; a path or a registered
+    model ``models:/<name>@<alias>``) with ``privacy.audit``;
     one MLflow run (``medsec.stage=privacy``) and ``reports/privacy_audit/<name>.json``."""
     from medsec.io import file_digest
     from medsec.privacy.sweep import record_label
@@ -186,18 +209,23 @@ def audit_flow(
     cfg = load_config_task(config, preset, overrides)
     check_runner(cfg.runner)
     data = load_dataset_task(cfg)
-    path = checkpoint or cfg.privacy.audit.checkpoint
-    model, meta = load_classifier(path)
+    path = checkpoint or cfg.privacy.audit.checkpoint  # a file, or models:/<name>@<alias>
+    with tempfile.TemporaryDirectory(prefix="medsec-audit-") as tmp:
+        local, source_run = resolve_checkpoint(path, cfg, tmp)
+        model, meta = load_classifier(local)
+        md5 = file_digest(local)
     _check_members(path, meta, cfg, data)
     label = record_label(meta.get("privacy"))
     tags = {"medsec.verification": data.verification, "medsec.privacy": label,
-            "medsec.privacy.checkpoint": str(path),
-            "medsec.privacy.checkpoint_md5": file_digest(path)}
+            "medsec.privacy.checkpoint": str(path), "medsec.privacy.checkpoint_md5": md5}
+    if source_run is not None:  # a registered model: the run that trained and logged it
+        tags["medsec.source_run_id"] = source_run
     if meta.get("defense"):
         tags["medsec.defense"] = str(meta["defense"])
     audited = cfg.model_copy(update={"model": cfg.model.model_copy(
         update={"name": meta["model_name"], "norm": meta["norm"], "dropout": meta["dropout"]})})
-    stem = Path(path).stem
+    stem = (Path(path).stem if source_run is None  # models:/name@alias -> name-alias
+            else re.sub(r"[^A-Za-z0-9_.-]+", "-", path[len("models:/"):]))
     from medsec.metrics.privacy import resolution_note
     from medsec.stages import privacy as stage
 

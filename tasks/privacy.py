@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from medsec.config import MedSecConfig, RunnerConfig
 from medsec.data.types import LoadedDataset
 from medsec.stages import privacy as stage
+from medsec.stages.privacy import SweepPoint
 from tasks.tracking import log_dict, log_figure, log_metrics, log_params, set_tags
 
 if TYPE_CHECKING:  # the audit imports sklearn/Opacus: only when a privacy flow runs
@@ -26,6 +28,7 @@ if TYPE_CHECKING:  # the audit imports sklearn/Opacus: only when a privacy flow 
         RecipeSpec,
         ReferenceRunner,
     )
+    from tasks.runners import Outcome
 
 
 @task(name="privacy-audit-data", cache_policy=NO_CACHE)
@@ -81,18 +84,61 @@ def mapped_references(settings: RunnerConfig, out: str | Path = ".") -> Referenc
     return run
 
 
-@task(name="privacy-recipe-audit", cache_policy=NO_CACHE)
-def recipe_audit_task(cfg: MedSecConfig, data: LoadedDataset, pool: AuditPool,
-                      adversarial: Any = None) -> RecipeAuditResult:
-    """The recipe audit of ``cfg``; its reference models are mapped tasks on ``runner``."""
-    return stage.recipe_audit(cfg, data, pool, runner=mapped_references(cfg.runner),
-                              adversarial=adversarial)
+@dataclass
+class PointResult:
+    """One sweep point's outcome: the recipe audit (with its target), the target's test
+    metrics, the side attacks (None when not configured) and the one-run DP audit (None when
+    ``privacy.canary`` is off)."""
+
+    result: RecipeAuditResult
+    test: dict[str, float]
+    side: AuditResult | None
+    canary: CanaryAudit | None
 
 
-@task(name="privacy-side-attacks", cache_policy=NO_CACHE)
-def recipe_side_task(cfg: MedSecConfig, data: LoadedDataset, pool: AuditPool,
-                     result: RecipeAuditResult) -> AuditResult | None:
-    return stage.recipe_side_attacks(cfg, data, pool, result)
+@task(name="privacy-point", cache_policy=NO_CACHE, task_run_name="privacy-{label}")
+def point_task(label: str, point: SweepPoint, data: LoadedDataset,
+               pool: AuditPool) -> PointResult:
+    """One sweep point (``label``: ``none``, ``dp-eps8``, ...): its recipe audit (reference
+    models mapped on ``runner``), test metrics, side attacks and one-run DP audit."""
+    from tasks.train import evaluate_task
+
+    cfg = point.cfg
+    result = stage.recipe_audit(cfg, data, pool, runner=mapped_references(cfg.runner),
+                                adversarial=point.adversarial)
+    test = evaluate_task(cfg, data, result.target.model, "test").metrics
+    return PointResult(result, test, stage.recipe_side_attacks(cfg, data, pool, result),
+                       stage.canary_audit(cfg, data))
+
+
+def mapped_points(cfg: MedSecConfig, data: LoadedDataset, points: list[SweepPoint],
+                  pool: AuditPool, out: str | Path = ".") -> list[Outcome]:
+    """Every sweep point its own ``privacy-<label>`` task, retried (``runner.retries``),
+    cached on (label, target epsilon, adversarial recipe, the point's seed/dataset/model/
+    train/privacy sections, data version), results persisted under ``<out>/.prefect/results``;
+    one :class:`~tasks.runners.Outcome` per point (a failed point does not stop the others).
+
+    The points run one at a time on an in-process runner (the training seeds process-global
+    RNGs, so two points in threads would not reproduce); each point's reference models are
+    the parallel part, mapped on the configured runner (the flow's, or Dask)."""
+    from prefect import unmapped
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from tasks.runners import outcomes, sweep_task
+
+    sections = {"seed", "dataset", "model", "train", "privacy"}
+
+    def key(params: dict[str, Any]) -> tuple:
+        point = params["point"]
+        adv = None if point.adversarial is None else point.adversarial.model_dump(mode="json")
+        return (point.label, point.target_epsilon, adv,
+                point.cfg.model_dump(mode="json", include=sections), data.version)
+
+    task = sweep_task(point_task, key, out, cfg.runner.retries)
+    with ThreadPoolTaskRunner(max_workers=1) as runner:
+        futures = runner.map(task, {"label": [p.label for p in points], "point": points,
+                                    "data": unmapped(data), "pool": unmapped(pool)})
+        return outcomes(futures)
 
 
 @task(name="privacy-audit", cache_policy=NO_CACHE)
@@ -200,3 +246,49 @@ def log_canary_audit(audit: CanaryAudit, artifact: str = "privacy/canary_audit.j
     set_tags({"medsec.audit": "canary"})
     log_dict(audit.to_dict(), artifact)
     return metrics
+
+
+REGISTERED = "models:/"
+CHECKPOINT_ARTIFACT = "model/classifier.pt"
+"""Where the train stage logs its checkpoint (with its card) in the run it registers."""
+
+
+def resolve_checkpoint(source: str, cfg: MedSecConfig, dest: str | Path) -> tuple[str, str | None]:
+    """A checkpoint to audit: a file path as is, or a registered model
+    (``models:/<name>@<alias>`` or ``models:/<name>/<version>``, e.g.
+    ``models:/medsec-pneumoniamnist-small_cnn@champion``) resolved to the checkpoint artifact
+    (``model/classifier.pt``, its card with any recorded audit members) of the run that logged
+    that model version, downloaded under ``dest``. Returns (local path, that run id or None).
+    ConfigError (one line) when the model or version is not registered, DataError when its
+    run has no checkpoint."""
+    import re
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from medsec.errors import ConfigError, DataError
+    from tasks.tracking import check_tracking_server
+
+    if not source.startswith(REGISTERED):
+        return source, None
+    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/@]+)|/(\d+))", source)
+    if match is None:
+        raise ConfigError(f"privacy.audit.checkpoint: {source!r} is not models:/<name>@<alias> "
+                          "or models:/<name>/<version>")
+    name, alias, version = match.groups()
+    client = MlflowClient(tracking_uri=check_tracking_server(cfg))
+    try:
+        found = (client.get_model_version_by_alias(name, alias) if alias
+                 else client.get_model_version(name, version))
+    except MlflowException as exc:
+        reason = (str(exc.message).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"privacy.audit.checkpoint: {source} is not registered in the "
+                          f"tracking store ({reason})") from None
+    if not found.run_id:
+        raise DataError(f"{source}: model version {found.version} has no training run")
+    try:
+        path = client.download_artifacts(found.run_id, CHECKPOINT_ARTIFACT, str(dest))
+    except (MlflowException, OSError):
+        raise DataError(f"{source}: run {found.run_id} (version {found.version}) has no "
+                        f"{CHECKPOINT_ARTIFACT} artifact to audit") from None
+    return path, found.run_id
