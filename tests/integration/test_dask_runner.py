@@ -139,8 +139,9 @@ def test_dask_sweeps_equal_in_process_and_survive_a_killed_worker(
     with get_client(sync_client=True) as client:  # only this run had stored results to reuse
         cached = client.read_task_runs(task_run_filter=TaskRunFilter(
             name={"like_": "attack-"}, state={"name": {"any_": ["Cached"]}}))
-    assert sorted(r.name for r in cached) == ["attack-bim", "attack-fgsm", "attack-mim",
-                                              "attack-pgd"]
+    # every attack served from the store (a task retried after the killed worker may also
+    # have been served from it, so names can repeat)
+    assert {r.name for r in cached} == {"attack-bim", "attack-fgsm", "attack-mim", "attack-pgd"}
 
 
 def test_unreachable_scheduler_fails_before_any_work(tmp_path, monkeypatch, phantom_dir,

@@ -50,7 +50,8 @@ def test_benchmark_flow_tracks_everything(tmp_path, monkeypatch, phantom_dir, tr
     assert {"model", "curves"} <= artifacts
     assert {a.path for a in client.list_artifacts(evaluate.info.run_id)} == {"evaluation"}
     model_files = [a.path for a in client.list_artifacts(train.info.run_id, "model")]
-    assert model_files == ["model/classifier.pt"]
+    # the checkpoint beside the MLflow model (log_model: MLmodel, weights, signature, example)
+    assert {"model/classifier.pt", "model/MLmodel"} <= set(model_files), model_files
     # every output lands in the run's own directory, none in the DVC layout
     run_dir = Path(result["run_dir"])
     assert run_dir.parent == Path("runs")
