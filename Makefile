@@ -11,12 +11,13 @@ $(VENV)/.installed: pyproject.toml
 	# CPU torch first: a bare torch requirement would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test]"
-	# Federated extra without its over-tight pins (see pyproject.toml).
-	$(PY) -m pip install -q --no-deps flwr==1.42.0 ray==2.55.1 tenseal==0.3.18
-	# ...but with flwr's own bounds for the runtime dependencies it does need.
+	# flwr's runtime dependencies that the rest of the stack does not bring, within its bounds,
+	# installed BEFORE flwr so pip's resolver has no flwr pins to complain about...
 	$(PY) -m pip install -q "grpcio>=1.70,<2" "grpcio-health-checking>=1.70,<2" \
 		"iterators>=0.0.2,<0.0.3" "pycryptodome>=3.18,<4" "tomli>=2.0.1,<3" "tomli-w>=1,<2" \
 		msgpack jsonschema
+	# ...then the federated extra without its over-tight pins (see pyproject.toml).
+	$(PY) -m pip install -q --no-deps flwr==1.42.0 ray==2.55.1 tenseal==0.3.18
 	# MedMNIST-C reference corruptions (trust report): the wheel pins torchvision and Wand,
 	# which do not load here; its corruption functions need neither (see README).
 	$(PY) -m pip install -q --no-deps medmnistc==0.1.0
