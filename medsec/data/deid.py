@@ -78,6 +78,20 @@ class DeidSettings(StrictModel):
 
 def in_git_worktree(path: Path) -> bool:
     return any((parent / ".git").exists() for parent in path.resolve().parents)
+def secret_file(variable: str, what: str, environ: dict[str, str] | None = None) -> Path:
+    """The file named by environment ``variable`` holding a secret (``what``, e.g. "the
+    de-identification key"): it must exist and lie outside any git working tree, so the secret
+    never ends up in a repository. ConfigError (one line) otherwise."""
+    env = os.environ if environ is None else environ
+    path = Path(env[variable]).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"${variable}: {path} does not exist")
+    if in_git_worktree(path):
+        raise ConfigError(f"${variable}: {path} lies in a git working tree; "
+                          f"keep {what} outside any repository")
+    return path
+
+
 
 
 def load_key(environ: dict[str, str] | None = None) -> bytes:
@@ -88,12 +102,7 @@ def load_key(environ: dict[str, str] | None = None) -> bytes:
         key = env[KEY_ENV].encode()
         where = f"${KEY_ENV}"
     elif env.get(KEY_FILE_ENV):
-        path = Path(env[KEY_FILE_ENV]).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"${KEY_FILE_ENV}: key file {path} does not exist")
-        if in_git_worktree(path):
-            raise ConfigError(f"${KEY_FILE_ENV}: key file {path} lies in a git working tree; "
-                              "keep the de-identification key outside any repository")
+        path = secret_file(KEY_FILE_ENV, "the de-identification key", env)
         key = path.read_bytes().strip()
         where = str(path)
     else:

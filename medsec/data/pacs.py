@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medsec.data.deid import DeidSettings, LabelFn, deidentify_datasets, in_git_worktree
+from medsec.data.deid import DeidSettings, LabelFn, deidentify_datasets, secret_file
 from medsec.errors import ConfigError, DataError
 
 USER_ENV, PASSWORD_ENV = "MEDSEC_PACS_USER", "MEDSEC_PACS_PASSWORD"
@@ -40,12 +40,7 @@ def load_credentials(environ: dict[str, str] | None = None) -> tuple[str, str] |
             raise ConfigError(f"${USER_ENV} is set but ${PASSWORD_ENV} is not")
         return env[USER_ENV], env[PASSWORD_ENV]
     if env.get(CREDENTIALS_FILE_ENV):
-        path = Path(env[CREDENTIALS_FILE_ENV]).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"${CREDENTIALS_FILE_ENV}: {path} does not exist")
-        if in_git_worktree(path):
-            raise ConfigError(f"${CREDENTIALS_FILE_ENV}: {path} lies in a git working tree; "
-                              "keep PACS credentials outside any repository")
+        path = secret_file(CREDENTIALS_FILE_ENV, "PACS credentials", env)
         user, sep, password = path.read_text().strip().partition(":")
         if not sep or not user:
             raise ConfigError(f"${CREDENTIALS_FILE_ENV}: {path} must hold one line "
