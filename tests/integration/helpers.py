@@ -65,3 +65,19 @@ def require_binary(name: str) -> str:
     if os.environ.get("MEDSEC_REQUIRE_INFRA") == "1":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM a server started with ``start_new_session=True`` and its children; SIGKILL the
+    group if it has not exited within ``timeout`` seconds."""
+    import contextlib
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

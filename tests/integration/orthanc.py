@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from tests.integration.helpers import free_port, require_binary
+from tests.integration.helpers import free_port, require_binary, stop_group
 
 USER, PASSWORD = "medsec-test", "orthanc-test-pass"
 SCU_AET = "MEDSECTEST"
@@ -94,11 +93,5 @@ def orthanc_server(folder: Path) -> Iterator[Orthanc]:
         assert "dicom-web" in plugins, plugins
         yield server
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, timeout=20)
         log.close()

@@ -4,8 +4,6 @@ serves with `mlflow models serve`, both answering the checkpoint's own logits.""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import time
 import urllib.request
@@ -16,7 +14,7 @@ import torch
 
 from medsec.models.factory import build_classifier
 from medsec.training.checkpoint import load_classifier, save_classifier
-from tests.integration.helpers import BIN, env_with, free_port
+from tests.integration.helpers import BIN, env_with, free_port, stop_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 NAME = "medsec-phantoms-small_cnn"
@@ -97,10 +95,5 @@ def test_models_serve_answers_checkpoint_logits(registered, tracking_uri, tmp_pa
         np.testing.assert_allclose(predictions, _checkpoint_logits(ckpt, x), rtol=1e-5,
                                    atol=1e-5)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, timeout=30)
         log.close()
