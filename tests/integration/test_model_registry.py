@@ -38,8 +38,10 @@ def registered(tmp_path, tracking_uri):
     ckpt = save_classifier(tmp_path / "classifier.pt", model, meta)
     images = torch.rand(8, 1, 32, 32)
     mlflow.set_tracking_uri(tracking_uri)
+    # artifacts under tmp_path (a fresh SQLite store's default experiment writes ./mlruns)
+    experiment = mlflow.create_experiment("registry", artifact_location=(tmp_path / "art").as_uri())
     for _ in range(2):
-        with mlflow.start_run():
+        with mlflow.start_run(experiment_id=experiment):
             info = log_classifier(model, images, "phantoms", "small_cnn", alias="champion")
     return ckpt, info
 
