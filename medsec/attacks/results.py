@@ -16,6 +16,12 @@ TIMING_METRICS = ("seconds_per_image", "fit_seconds", "seconds")
 """Wall-clock numbers: logged to MLflow, kept out of files (not reproducible)."""
 
 
+def worst_case_stem(norm: str, eps: float) -> str:
+    """Metric stem of a per-example worst case: ``worst_case_eps<k>`` for L-inf (names kept
+    from before), ``worst_case_<norm>_eps<k>`` otherwise (L2 0.5 -> ``worst_case_l2_eps128``)."""
+    return f"worst_case_{'' if norm == 'linf' else norm + '_'}{point_key(eps)}"
+
+
 def point_key(eps: float | None) -> str:
     """``eps<k>`` (k = grey levels) for a budget, ``unbounded`` for none."""
     return "unbounded" if eps is None else f"eps{grey_levels(eps)}"
@@ -98,7 +104,8 @@ class SuiteResult:
 
     def metrics(self, timings: bool = False) -> dict[str, float]:
         """Flat lower_snake_case metrics: ``clean_acc``, ``<attack>_eps<k>_robust_acc``, ...,
-        ``worst_case_eps<k>_robust_acc``, ``transfer_<attack>_eps<k>_victim_robust_acc``,
+        ``worst_case_eps<k>_robust_acc`` (L-inf), ``worst_case_l2_eps<k>_robust_acc`` (L2,
+        k = round(eps*255): L2 0.5 -> eps128), ``transfer_<attack>_eps<k>_victim_robust_acc``,
         ``image_scaling_success_rate``; wall-clock numbers only with ``timings``."""
         out: dict[str, float] = {
             "clean_acc": self.clean_acc,
@@ -108,9 +115,9 @@ class SuiteResult:
         for point in self.points:
             out.update(_prefixed(point.name, point.metrics, timings))
         for row in self.worst_case:
-            key = point_key(row["eps"])
-            out[f"worst_case_{key}_robust_acc"] = row["robust_acc"]
-            out[f"worst_case_{key}_attack_success_rate"] = row["attack_success_rate"]
+            stem = worst_case_stem(row.get("norm", "linf"), row["eps"])
+            out[f"{stem}_robust_acc"] = row["robust_acc"]
+            out[f"{stem}_attack_success_rate"] = row["attack_success_rate"]
         for row in self.transfer:
             values = {k: v for k, v in row.items() if isinstance(v, float) and k != "eps"}
             out.update(
@@ -122,8 +129,8 @@ class SuiteResult:
 
     def curve_rows(self) -> list[dict[str, Any]]:
         """Robustness curve: rows ``{attack, eps, robust_acc, norm}`` (eps in pixel units of
-        the norm; eps 0 is the clean accuracy) for every eps-bounded attack and the linf
-        worst case."""
+        the norm; eps 0 is the clean accuracy) for every eps-bounded attack and the worst
+        case of each norm."""
         def row(attack: str, eps: float, acc: float, norm: str) -> dict[str, Any]:
             return {"attack": attack, "eps": eps, "robust_acc": acc, "norm": norm}
 
@@ -136,9 +143,10 @@ class SuiteResult:
                 seen.add(p.spec.id)
                 rows.append(row(p.spec.id, 0.0, self.clean_acc, p.norm))
             rows.append(row(p.spec.id, p.eps, p.metrics["robust_acc"], p.norm))
-        if self.worst_case:
-            rows.append(row("worst_case", 0.0, self.clean_acc, "linf"))
-            rows += [row("worst_case", r["eps"], r["robust_acc"], "linf") for r in self.worst_case]
+        for norm in dict.fromkeys(r.get("norm", "linf") for r in self.worst_case):
+            rows.append(row("worst_case", 0.0, self.clean_acc, norm))
+            rows += [row("worst_case", r["eps"], r["robust_acc"], norm) for r in self.worst_case
+                     if r.get("norm", "linf") == norm]
         return rows
 
 

@@ -88,26 +88,33 @@ def robustness_curve(model: nn.Module, images: Tensor, labels: Tensor,
     return rows
 
 
+WORST_CASE_NORMS = ("linf", "l2")
+"""Norms with a per-example worst case (metric names: results.worst_case_stem)."""
+
+
 def worst_case(points: list[AttackPoint], labels: np.ndarray,
                clean_pred: np.ndarray) -> list[dict[str, Any]]:
-    """Per linf epsilon: robust = correct before and after every attack at that epsilon."""
+    """Per (norm, epsilon), L-inf then L2: robust = correct before and after every attack of
+    that norm at that epsilon (per example). Rows ``{norm, eps, robust_acc,
+    attack_success_rate, attacks}``; other norms (l0) and unbounded attacks are left out."""
     correct = clean_pred == labels
-    by_eps: dict[float, list[AttackPoint]] = {}
+    by_eps: dict[tuple[str, float], list[AttackPoint]] = {}
     for point in points:
-        if point.eps is not None and point.norm == "linf":
-            by_eps.setdefault(point.eps, []).append(point)
+        if point.eps is not None and point.norm in WORST_CASE_NORMS:
+            by_eps.setdefault((point.norm, point.eps), []).append(point)
     rows = []
-    for eps in sorted(by_eps):
-        robust = robust_correct(labels, clean_pred, *(p.adv_pred for p in by_eps[eps]))
+    for norm, eps in sorted(by_eps, key=lambda k: (WORST_CASE_NORMS.index(k[0]), k[1])):
+        robust = robust_correct(labels, clean_pred, *(p.adv_pred for p in by_eps[norm, eps]))
         n_correct = int(correct.sum())
         rows.append(
             {
+                "norm": norm,
                 "eps": eps,
                 "robust_acc": float(robust.mean()),
                 "attack_success_rate": float((correct & ~robust).sum()) / n_correct
                 if n_correct
                 else 0.0,
-                "attacks": [p.spec.id for p in by_eps[eps]],
+                "attacks": [p.spec.id for p in by_eps[norm, eps]],
             }
         )
     return rows
