@@ -50,6 +50,7 @@ class APGD(Attack):
 
     name = "apgd"
     supports_targeted = True
+    supports_multilabel = True
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, norm: str = "linf", steps: int = 100,
                  restarts: int = 1, loss: str | LossFn = "ce", rho: float = 0.75,

@@ -26,6 +26,7 @@ class AutoAttackLite(Attack):
     """
 
     name = "autoattack_lite"
+    supports_multilabel = True
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, norm: str = "linf", steps: int = 100,
                  restarts: int = 1, n_queries: int = 1000, seed: int = 0) -> None:

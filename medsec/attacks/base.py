@@ -7,6 +7,15 @@ Attacks subclass :class:`Attack` and implement :meth:`Attack._perturb`.
 
 Conventions: images are float tensors in [0, 1], shape (N, C, H, W) or (N, C, D, H, W); the
 model maps pixel-space images to logits (N, num_classes); epsilons are in pixel units.
+
+Multi-label data (several findings per image): labels are multi-hot (N, L) in {0, 1} and the
+model returns one logit per finding (N, L), read through a sigmoid. A finding is predicted
+when its logit is >= 0 (probability >= 0.5); an example is *correct* when every finding is
+right (exact match) and *adversarial* when at least one is wrong. The default losses choose
+by the label shape: (N,) class indices -> cross-entropy / CW margin, (N, L) multi-hot ->
+:func:`bce_loss` / :func:`multilabel_margin_loss`. Attacks whose idea needs classes
+(targeted modes, DeepFool, CW, one-pixel, UAP) set ``supports_multilabel = False`` and refuse
+multi-hot labels with a ValueError.
 """
 
 from __future__ import annotations
@@ -22,11 +31,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medsec.models.checks import (
+    check_findings,
     check_images,
     check_label_dtype,
     check_label_range,
     check_label_shape,
     check_logits,
+    check_multi_hot,
+    is_multi_hot,
 )
 from medsec.models.guard import model_guard
 from medsec.training.devices import model_device
@@ -44,16 +56,54 @@ NORMS = ("linf", "l2")
 # --------------------------------------------------------------------------- losses
 
 
+def bce_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Multi-label: per-example binary cross-entropy with logits averaged over the L findings,
+    shape (N,), for logits (N, L) and multi-hot labels (N, L) in {0, 1} - the training loss
+    (:func:`medsec.training.module.classification_loss` with ``reduction="none"``)."""
+    per_finding = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype),
+                                                     reduction="none")
+    return per_finding.mean(dim=1)
+
+
+def finding_margins(logits: Tensor, labels: Tensor) -> Tensor:
+    """Multi-label: signed per-finding margins ``s_l = (2 y_l - 1) z_l`` (N, L); a finding is
+    right when ``s_l > 0`` (and at the tie ``z_l = 0`` when ``y_l = 1``)."""
+    return (2 * labels.to(logits.dtype) - 1) * logits
+
+
+def multilabel_margin_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Multi-label margin ``-min_l s_l`` (N,) (:func:`finding_margins`): positive iff at least
+    one finding is wrong at the sigmoid-0.5 threshold (logit 0). At an exact tie ``z_l = 0``
+    on a negative finding the finding counts as predicted (wrong) while the loss is 0."""
+    return -finding_margins(logits, labels).amin(dim=1)
+
+
 def cross_entropy_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Per-example cross-entropy, shape (N,)."""
+    """Per-example loss, shape (N,): cross-entropy for class indices (N,); for multi-hot
+    labels (N, L) the binary cross-entropy averaged over findings (:func:`bce_loss`)."""
+    if labels.dim() == 2:
+        return bce_loss(logits, labels)
     return F.cross_entropy(logits, labels, reduction="none")
 
 
 def margin_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Per-example CW margin ``max_{j != y} z_j - z_y`` (N,): positive iff misclassified."""
+    """Per-example CW margin ``max_{j != y} z_j - z_y`` (N,): positive iff misclassified. For
+    multi-hot labels (N, L): :func:`multilabel_margin_loss`."""
+    if labels.dim() == 2:
+        return multilabel_margin_loss(logits, labels)
     true = logits.gather(1, labels[:, None]).squeeze(1)
     others = logits.scatter(1, labels[:, None], float("-inf"))
     return others.amax(dim=1) - true
+
+
+def predictions(logits: Tensor, labels: Tensor) -> Tensor:
+    """The model's decisions in the labels' form: class indices (N,) (argmax) for labels
+    (N,); for multi-hot labels (N, L) the findings with logit >= 0 (sigmoid >= 0.5), a
+    multi-hot tensor (N, L) of the labels' dtype. Compare with ``labels`` per example through
+    :func:`medsec.metrics.robustness.robust_correct`."""
+    if labels.dim() == 2:
+        return (logits >= 0).to(labels.dtype)
+    return logits.argmax(dim=1)
 
 
 # --------------------------------------------------------------------------- parameters
@@ -234,6 +284,8 @@ class Attack:
     name: ClassVar[str] = "attack"
     norms: ClassVar[tuple[str, ...]] = NORMS
     supports_targeted: ClassVar[bool] = False
+    supports_multilabel: ClassVar[bool] = False
+    """True: untargeted attacks on multi-hot labels (N, L) work (see the module docstring)."""
     spatial_dims: ClassVar[tuple[int, ...]] = (2, 3)
     needs_clean_logits: ClassVar[bool] = True
     """False: skip the separate clean forward pass; the model output is then validated on the
@@ -259,6 +311,7 @@ class Attack:
         self._iterations = 0
         self._details: dict[str, float] = {}
         self._validated = False
+        self._multilabel = False
 
     def __repr__(self) -> str:
         keys = ("eps", "norm", "targeted", "seed")
@@ -270,7 +323,9 @@ class Attack:
     def __call__(self, images: Tensor, labels: Tensor) -> Tensor:
         """Return adversarial images (same shape and dtype as ``images``, in [0, 1]).
 
-        ``labels`` (N,) int64 are the true labels, or the targets when ``targeted=True``.
+        ``labels`` (N,) int64 are the true labels, or the targets when ``targeted=True``;
+        multi-hot (N, L) in {0, 1} for multi-label data (untargeted attacks with
+        ``supports_multilabel``).
         """
         return self._guarded(images, labels, self._perturb)
 
@@ -280,6 +335,7 @@ class Attack:
         runs on the model's device (inputs moved there once); the result is returned on the
         device of ``images``."""
         labels = self.check_inputs(images, labels)
+        self._multilabel = is_multi_hot(labels)
         home, device = images.device, model_device(self.model)
         images, labels = images.to(device), labels.to(device)
         start = time.perf_counter()
@@ -313,12 +369,26 @@ class Attack:
     def check_inputs(self, images: Tensor, labels: Tensor) -> Tensor:
         """Validate images (float, N,C,H,W or N,C,D,H,W, finite, in [0,1]) and labels.
 
-        Returns the labels as int64 on the images' device.
+        Returns the labels as int64 on the images' device (multi-hot (N, L) labels: float32).
         """
         check_images(images, self.spatial_dims, type(self).__name__)
+        if is_multi_hot(labels):
+            self.check_multilabel_support()
+            check_multi_hot(labels, images.shape[0])
+            return labels.to(device=images.device, dtype=torch.float32)
         check_label_dtype(labels)
         self.check_label_shape(labels, images)
         return labels.to(device=images.device, dtype=torch.int64)
+
+    def check_multilabel_support(self) -> None:
+        """ValueError when this attack cannot take multi-hot labels (N, L)."""
+        name = type(self).__name__
+        if not self.supports_multilabel:
+            raise ValueError(f"{name} needs one class per image: it does not support "
+                             "multi-label (multi-hot (N, L)) labels")
+        if self.targeted:
+            raise ValueError(f"targeted {name} needs one target class per image: not defined "
+                             "for multi-label (multi-hot (N, L)) labels")
 
     def check_label_shape(self, labels: Tensor, images: Tensor) -> None:
         """Classification: one label per image, shape (N,). Override for dense labels."""
@@ -327,13 +397,18 @@ class Attack:
     def check_output(self, logits: Tensor, images: Tensor) -> int:
         """Check the clean model output; return the number of classes.
 
-        Classification contract: 2-D finite logits (N, K), K >= 2, not probabilities.
+        Classification contract: 2-D finite logits (N, K), K >= 2, not probabilities (for
+        multi-hot labels one logit per finding, K >= 1, not sigmoid probabilities).
         """
-        return check_logits(logits, images.shape[0])
+        return check_logits(logits, images.shape[0], multilabel=self._multilabel)
 
     def check_labels(self, labels: Tensor, num_classes: int) -> None:
-        """Check that labels (N,) lie in [0, num_classes)."""
-        check_label_range(labels, num_classes)
+        """Check that labels (N,) lie in [0, num_classes), or that multi-hot labels (N, L)
+        have L == num_classes findings."""
+        if labels.dim() == 2:
+            check_findings(labels, num_classes)
+        else:
+            check_label_range(labels, num_classes)
 
     def _validate(self, logits: Tensor, images: Tensor, labels: Tensor) -> None:
         """Check the model output, the label range and the loss shape once per call."""
@@ -357,12 +432,16 @@ class Attack:
     # ------------------------------------------------------------------ success criteria
 
     def is_adversarial(self, logits: Tensor, labels: Tensor) -> Tensor:
-        """(N,) bool: misclassified (untargeted) or classified as the target (targeted)."""
+        """(N,) bool: misclassified (untargeted) or classified as the target (targeted);
+        multi-hot labels (N, L): at least one finding wrong (logit >= 0 predicts a finding)."""
+        if labels.dim() == 2:
+            return (predictions(logits, labels) != labels).any(dim=1)
         pred = logits.argmax(dim=1)
         return pred == labels if self.targeted else pred != labels
 
     def adversarial_margin(self, logits: Tensor, labels: Tensor) -> Tensor:
-        """(N,) margin that is negative when the example is adversarial (lower = stronger)."""
+        """(N,) margin that is negative when the example is adversarial (lower = stronger);
+        multi-hot labels: ``min_l s_l`` (:func:`multilabel_margin_loss`, ties at 0)."""
         m = margin_loss(logits, labels)
         return m if self.targeted else -m
 

@@ -38,6 +38,7 @@ class PGD(Attack):
 
     name = "pgd"
     supports_targeted = True
+    supports_multilabel = True
     needs_clean_logits = False  # the first gradient pass validates the model output
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float = 2 / 255,

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from medsec.attacks.base import Attack
+from medsec.attacks.base import Attack, predictions
 from medsec.attacks.registry import build_attack
 from medsec.attacks.results import AttackPoint, point_key
 from medsec.metrics.robustness import attack_metrics, robust_correct
@@ -22,7 +22,8 @@ from medsec.training.predict import predict_logits
 @dataclass
 class AttackOutcome:
     """One attack over a data set: adversarial images (N, C, ...) in [0, 1], the clean and
-    adversarial predictions (N,) of the scoring model, and the metrics of
+    adversarial predictions (N,) of the scoring model (multi-hot (N, L) for multi-label
+    data, :func:`medsec.attacks.base.predictions`), and the metrics of
     :func:`evaluate_attack`."""
 
     adversarial: Tensor
@@ -35,7 +36,8 @@ def evaluate_attack(model: nn.Module, attack: Attack, images: Tensor, labels: Te
                     batch_size: int = 256, targets: Tensor | None = None) -> dict[str, float]:
     """Attack ``images`` (N, C, ...) in [0, 1] batch by batch and score the result on ``model``.
 
-    ``labels`` (N,) are the true labels; a targeted attack also needs ``targets`` (N,).
+    ``labels`` (N,) are the true labels (multi-hot (N, L) for multi-label data: an example
+    is correct when every finding is right); a targeted attack also needs ``targets`` (N,).
     Returns the metrics of :func:`medsec.metrics.robustness.attack_metrics` (``robust_acc``,
     ``attack_success_rate``, perturbation norms, SSIM/PSNR, ``mean_queries``, ...).
     """
@@ -48,8 +50,9 @@ def run_attack(model: nn.Module, attack: Attack, images: Tensor, labels: Tensor,
     (see :func:`evaluate_attack`)."""
     if attack.targeted and targets is None:
         raise ValueError("a targeted attack needs `targets` (N,) in evaluate_attack")
-    if labels.shape != (images.shape[0],):
-        raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+    if labels.dim() not in (1, 2) or labels.shape[0] != images.shape[0]:
+        raise ValueError(f"labels must have shape ({images.shape[0]},) or multi-hot "
+                         f"({images.shape[0]}, num_findings), got {tuple(labels.shape)}")
     goal = targets if attack.targeted else labels
     assert goal is not None
     advs, queries, seconds = [], [], 0.0
@@ -60,8 +63,8 @@ def run_attack(model: nn.Module, attack: Attack, images: Tensor, labels: Tensor,
         assert attack.last_stats is not None
         queries.append(attack.last_stats.queries.float())
     adv = torch.cat(advs)
-    clean_pred = predict_logits(model, images, batch_size).argmax(1)
-    adv_pred = predict_logits(model, adv, batch_size).argmax(1)
+    clean_pred = predictions(predict_logits(model, images, batch_size), labels)
+    adv_pred = predictions(predict_logits(model, adv, batch_size), labels)
     out = attack_metrics(images, adv, labels, clean_pred, adv_pred, torch.cat(queries), seconds,
                          targets if attack.targeted else None)
     return AttackOutcome(adv, clean_pred, adv_pred, out)
@@ -97,7 +100,7 @@ def worst_case(points: list[AttackPoint], labels: np.ndarray,
     """Per (norm, epsilon), L-inf then L2: robust = correct before and after every attack of
     that norm at that epsilon (per example). Rows ``{norm, eps, robust_acc,
     attack_success_rate, attacks}``; other norms (l0) and unbounded attacks are left out."""
-    correct = clean_pred == labels
+    correct = robust_correct(labels, clean_pred)  # per example (exact match when multi-hot)
     by_eps: dict[tuple[str, float], list[AttackPoint]] = {}
     for point in points:
         if point.eps is not None and point.norm in WORST_CASE_NORMS:

@@ -99,6 +99,7 @@ class Square(Attack):
 
     name = "square"
     supports_targeted = True
+    supports_multilabel = True
     spatial_dims = (2,)
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, norm: str = "linf",

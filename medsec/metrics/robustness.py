@@ -26,11 +26,16 @@ Preds = TypeVar("Preds", Tensor, np.ndarray)
 def robust_correct(labels: Preds, clean_pred: Preds, *adv_preds: Preds) -> Preds:
     """(N,) bool: correct on the clean input AND under every attack - the one definition of
     robustness (design doc). ``labels``, ``clean_pred`` and each of ``adv_preds`` are (N,)
-    class indices, all torch tensors (on one device) or all numpy arrays. A misclassified
-    example an attack flips to its label is not robust."""
-    robust = clean_pred == labels
+    class indices, or multi-hot (N, L) findings (multi-label: an example is correct when
+    every finding is right, exact match), all torch tensors (on one device) or all numpy
+    arrays. A misclassified example an attack flips to its label is not robust."""
+    def right(pred: Preds) -> Preds:
+        same = pred == labels
+        return same.all(1) if same.ndim == 2 else same
+
+    robust = right(clean_pred)
     for adv_pred in adv_preds:
-        robust = robust & (adv_pred == labels)
+        robust = robust & right(adv_pred)
     return robust
 
 
@@ -44,7 +49,8 @@ def attack_metrics(images: Tensor, adv: Tensor, labels: Tensor, clean_pred: Tens
                    adv_pred: Tensor, queries: Tensor, seconds: float,
                    targets: Tensor | None = None) -> dict[str, float]:
     """Metrics of an attack: clean ``images`` and ``adv`` (N, C, ...) in [0, 1], true
-    ``labels``, the scoring model's ``clean_pred``/``adv_pred`` (N,), model ``queries`` (N,)
+    ``labels`` (N,) (multi-hot (N, L) for multi-label data), the scoring model's
+    ``clean_pred``/``adv_pred`` in the labels' form, model ``queries`` (N,)
     per example, the attack's wall-clock ``seconds``, and ``targets`` (N,) when targeted.
 
     Returns ``n_examples``, ``clean_acc``, ``robust_acc`` (:func:`robust_correct`: correct
@@ -57,7 +63,8 @@ def attack_metrics(images: Tensor, adv: Tensor, labels: Tensor, clean_pred: Tens
     and ``seconds_per_image``.
     """
     labels = labels.to(images.device)
-    correct, robust = clean_pred == labels, robust_correct(labels, clean_pred, adv_pred)
+    correct = robust_correct(labels, clean_pred)
+    robust = robust_correct(labels, clean_pred, adv_pred)
     delta = adv - images
     changed = delta.flatten(1).ne(0).any(1)
     norms = {k: v[changed] for k, v in perturbation_norms(delta).items()}

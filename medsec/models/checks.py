@@ -49,9 +49,40 @@ def check_label_shape(labels: Tensor, images: Tensor) -> None:
                          f"got {tuple(labels.shape)}")
 
 
-def check_logits(logits: Tensor, n: int) -> int:
+def check_multi_hot(labels: Tensor, n: int) -> None:
+    """Multi-label targets: a multi-hot tensor (n, L), L >= 1, every value 0 or 1 (float or
+    integer dtype; several findings per image)."""
+    if not isinstance(labels, Tensor):
+        raise ValueError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.dim() != 2 or labels.shape[0] != n or labels.shape[1] < 1:
+        raise ValueError(f"multi-hot labels must have shape ({n}, num_findings) to match the "
+                         f"images, got {tuple(labels.shape)}")
+    if labels.dtype == torch.bool or labels.is_complex():
+        raise ValueError(f"multi-hot labels must be float or integer 0/1, got dtype {labels.dtype}")
+    if labels.numel() and not bool(((labels == 0) | (labels == 1)).all()):
+        bad = labels[(labels != 0) & (labels != 1)].flatten()[0].item()
+        raise ValueError(f"multi-hot labels must be 0 or 1 per finding, got the value {bad}")
+
+
+def check_findings(labels: Tensor, num_logits: int) -> None:
+    """Multi-hot labels (N, L) need one logit per finding: L == the model's output width."""
+    if labels.shape[1] != num_logits:
+        raise ValueError(f"multi-hot labels have {labels.shape[1]} findings but the model returns "
+                         f"{num_logits} logits per image (one per finding needed)")
+
+
+def is_multi_hot(labels: object) -> bool:
+    """True for 2-D label tensors (N, L): multi-label targets, as opposed to class indices
+    (N,) or dense masks (N, *spatial) of >= 2 spatial dimensions."""
+    return isinstance(labels, Tensor) and labels.dim() == 2
+
+
+def check_logits(logits: Tensor, n: int, multilabel: bool = False) -> int:
     """Check a classifier's output for ``n`` images: finite 2-D logits (n, K), K >= 2, not
-    probabilities, not a dense (segmentation) output. Returns K."""
+    probabilities, not a dense (segmentation) output. Returns K.
+
+    ``multilabel``: one logit per finding (K >= 1 allowed, read through a sigmoid); an output
+    with every value in [0, 1] is refused as sigmoid probabilities."""
     if not isinstance(logits, Tensor):
         raise ValueError(f"model must return a tensor of logits, got {type(logits).__name__}")
     if logits.dim() != 2 or logits.shape[0] != n:
@@ -60,12 +91,16 @@ def check_logits(logits: Tensor, n: int) -> int:
                 if logits.dim() > 2 else "")
         raise ValueError(f"model output must be 2-D logits of shape (N={n}, num_classes), "
                          f"got {tuple(logits.shape)}{hint}")
-    if logits.shape[1] < 2:
+    if logits.shape[1] < (1 if multilabel else 2):
         raise ValueError(f"model must return at least 2 class logits, got {logits.shape[1]} "
                          "(for a single-logit binary model, return [-z, z] or [0, z])")
     if not torch.isfinite(logits).all():
         raise ValueError("model output contains NaN or infinite values")
     in_unit = bool(((logits >= 0) & (logits <= 1)).all())
+    if multilabel and in_unit:
+        raise ValueError(
+            "model output looks like sigmoid probabilities (every value in [0, 1]); attacks "
+            "need one logit per finding: remove the final sigmoid from the model")
     ones = torch.ones(n, dtype=logits.dtype, device=logits.device)
     if in_unit and bool(torch.allclose(logits.sum(dim=1), ones, atol=1e-4)):
         raise ValueError(
@@ -86,20 +121,27 @@ def check_classifier(model: nn.Module, images: Tensor, labels: Tensor | None = N
     """Check that ``model`` is a classifier for ``images``; return its number of classes K.
 
     ``images`` float (N, C, H, W) (or (N, C, D, H, W)) in [0, 1]; ``labels`` (N,) integers in
-    [0, K) when given. The model runs once, in eval mode with frozen parameters (state
-    restored), on the first 64 images and must return logits (N, K), K >= 2 - not
+    [0, K) when given, or multi-hot (N, L) in {0, 1} with L == K (multi-label). The model
+    runs once, in eval mode with frozen parameters (state restored), on the first 64 images
+    and must return logits (N, K), K >= 2 (K >= 1 for multi-hot labels) - not
     probabilities, not a dense (segmentation) output. Raises ValueError saying what is wrong.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     check_images(images)
-    if labels is not None:
+    multilabel = is_multi_hot(labels)
+    if labels is not None and multilabel:
+        check_multi_hot(labels, images.shape[0])
+    elif labels is not None:
         check_label_dtype(labels)
         check_label_shape(labels, images)
     head = images[: min(len(images), 64)]
     with model_guard(model), torch.inference_mode():
         logits = model(head)
-    num_classes = check_logits(logits, head.shape[0])
+    num_classes = check_logits(logits, head.shape[0], multilabel)
     if labels is not None:
-        check_label_range(labels, num_classes)
+        if multilabel:
+            check_findings(labels, num_classes)
+        else:
+            check_label_range(labels, num_classes)
     return num_classes
