@@ -200,6 +200,8 @@ def _log_side(result: AuditResult, class_names: list[str]) -> None:
 
     log_metrics({k: v for k, v in result.metrics.items()
                  if k.startswith("inversion_") and v is not None})
+    # attacks with no meaning for the data (inversion on multi-label): a tag, never a number
+    set_tags({f"medsec.{name}": f"skipped: {why}"[:500] for name, why in result.skipped.items()})
     for mode, results in result.extraction.items():
         for res in results:
             log_metrics({f"extraction_{mode}_agreement": res.agreement,

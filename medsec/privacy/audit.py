@@ -3,10 +3,11 @@
 The data sets come from :mod:`medsec.privacy.audit_sets`. Attacks (:func:`run_audit`, names as
 in ``privacy.audit.attacks``): ``loss`` (Yeom), ``shadow`` (Shokri), ``lira`` (online and
 offline), ``rmia``, ``extraction`` (per budget, probabilities and labels), ``inversion`` (class
-representatives). Shadow and reference models are trained with the target's own recipe
-(:func:`target_recipe`, :func:`recipe_train_fn`: the project's train path, same network,
-optimiser, epochs and DP noise); every reference model sees as many images as the target
-(its half of the audited images topped up from ``population``, as far as it goes).
+representatives; skipped on multi-label data, recorded in ``AuditResult.skipped``; multi-label
+scores: :mod:`medsec.privacy.membership`). Shadow and reference models are trained with the
+target's own recipe (:func:`target_recipe`, :func:`recipe_train_fn`: the project's train path,
+same network, optimiser, epochs and DP noise); every reference model sees as many images as the
+target (its half of the audited images topped up from ``population``, as far as it goes).
 
 Metrics (``medsec.audit=checkpoint``): ``mia_<attack>_*`` per attack
 (:func:`medsec.metrics.privacy.mia_summary`: AUC with a bootstrap interval, TPR at 0.1 % / 1 %
@@ -19,6 +20,7 @@ largest budget; ``inversion_*``. ``notes`` says what the sample sizes can resolv
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +37,12 @@ from medsec.privacy.config import AuditConfig, DPConfig
 from medsec.privacy.plain_train import TrainFn
 from medsec.privacy.quiet import quiet_training, resolution_warnings_once
 from medsec.training.config import ClassifierRecipe
+
+logger = logging.getLogger(__name__)
+INVERSION_MULTILABEL = (
+    "multi-label data: class-representative inversion maximises one class' softmax "
+    "probability against the class-average images; an image has several findings, so there "
+    "is no one class to invert or average (extraction and membership attacks still run)")
 
 # --------------------------------------------------------------------------- training recipes
 
@@ -77,9 +85,11 @@ def recipe_train_fn(recipe: ClassifierRecipe, dp: DPConfig, data: LoadedDataset)
     return train_fn
 
 
-def copy_train_fn(meta: dict[str, Any], audit: AuditConfig, query_images: Tensor) -> TrainFn:
+def copy_train_fn(meta: dict[str, Any], audit: AuditConfig, query_images: Tensor,
+                  multilabel: bool = False) -> TrainFn:
     """Extraction copies: the victim's architecture, normalised on the attacker's queries,
-    trained by :func:`medsec.privacy.plain_train.train_plain` (accepts soft labels)."""
+    trained by :func:`medsec.privacy.plain_train.train_plain` (accepts soft labels; BCE per
+    finding with ``multilabel``)."""
     from medsec.models.factory import build_classifier
     from medsec.privacy.plain_train import make_train_fn
     from medsec.training.job import channel_stats
@@ -92,7 +102,8 @@ def copy_train_fn(meta: dict[str, Any], audit: AuditConfig, query_images: Tensor
                                 tuple(meta["image_size"]), mean, std, norm=meta["norm"],
                                 dropout=meta["dropout"])
 
-    return make_train_fn(factory, epochs=ex.epochs, lr=ex.lr, batch_size=ex.batch_size)
+    return make_train_fn(factory, epochs=ex.epochs, lr=ex.lr, batch_size=ex.batch_size,
+                         multilabel=multilabel)
 
 
 def _topped_up(train_fn: TrainFn, pool: Examples, size: int) -> TrainFn:
@@ -130,6 +141,9 @@ class AuditResult:
     nonmembers_from: str = "held-out"
     null_reasons: dict[str, str] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Configured attacks that do not apply to this data (name -> why), e.g. inversion on
+    multi-label data; logged as ``medsec.<name>=skipped`` tags, never as numbers."""
 
 
 def _membership_scores(model: nn.Module, data: AuditData, audit: AuditConfig,
@@ -197,7 +211,13 @@ def run_audit(model: nn.Module, meta: dict[str, Any], data: AuditData, audit: Au
                     "extraction_victim_test_acc": last.victim_test_acc,
                     "extraction_max_budget": float(last.budget)}
     inversion, means = [], None
-    if "inversion" in audit.attacks:
+    skipped: dict[str, str] = {}
+    if "inversion" in audit.attacks and data.train.labels.ndim == 2:
+        skipped["inversion"] = INVERSION_MULTILABEL
+        reasons["inversion"] = INVERSION_MULTILABEL
+        notes.append(f"inversion skipped: {INVERSION_MULTILABEL}")
+        logger.warning("privacy audit: inversion skipped: %s", INVERSION_MULTILABEL)
+    elif "inversion" in audit.attacks:
         from medsec.privacy.inversion import (
             class_means,
             class_representative_inversion,
@@ -214,7 +234,7 @@ def run_audit(model: nn.Module, meta: dict[str, Any], data: AuditData, audit: Au
     return AuditResult(scores=scores, metrics=metrics, declared=declared,
                        extraction=extraction, inversion=inversion, class_means=means,
                        seconds=time.perf_counter() - start, nonmembers_from=data.nonmembers_from,
-                       null_reasons=reasons, notes=notes)
+                       null_reasons=reasons, notes=notes, skipped=skipped)
 
 
 def _extraction(model: nn.Module, meta: dict[str, Any], data: AuditData, audit: AuditConfig,
@@ -228,8 +248,9 @@ def _extraction(model: nn.Module, meta: dict[str, Any], data: AuditData, audit: 
             f"privacy.audit.extraction.budgets: the largest budget {budgets[-1]} exceeds the "
             f"query pool of {len(pool)} images (training-split images outside the audit)"
         )
-    train_fn = copy_train_fn(meta, audit, pool)
-    return {mode: extract_model(victim_api(model, mode), pool, train_fn, budgets,
+    multi = data.test.labels.ndim == 2
+    train_fn = copy_train_fn(meta, audit, pool, multi)
+    return {mode: extract_model(victim_api(model, mode, multi), pool, train_fn, budgets,
                                 data.test.images, data.test.labels, mode=mode, seed=seed)
             for mode in audit.extraction.modes}
 

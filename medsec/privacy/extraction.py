@@ -27,12 +27,18 @@ VictimPredict = Callable[[Tensor], Tensor]
 QueryMode = Literal["probs", "labels"]
 
 
-def victim_api(model: nn.Module, output: QueryMode = "probs") -> VictimPredict:
-    """Prediction interface over ``model``: softmax probabilities or top-1 labels only."""
+def victim_api(model: nn.Module, output: QueryMode = "probs",
+               multilabel: bool = False) -> VictimPredict:
+    """Prediction interface over ``model``: softmax probabilities or top-1 labels only;
+    ``multilabel``: per-finding sigmoid probabilities (N, L) or the findings present at
+    probability >= 0.5 (multi-hot float (N, L))."""
     if output not in ("probs", "labels"):
         raise ValueError(f"output must be 'probs' or 'labels', got {output!r}")
 
     def predict(images: Tensor) -> Tensor:
+        if multilabel:
+            probs = torch.sigmoid(predict_logits(model, images))
+            return probs if output == "probs" else (probs >= 0.5).float()
         probs = torch.softmax(predict_logits(model, images), dim=1)
         return probs if output == "probs" else probs.argmax(dim=1)
 
@@ -42,7 +48,9 @@ def victim_api(model: nn.Module, output: QueryMode = "probs") -> VictimPredict:
 @dataclass(frozen=True)
 class ExtractionResult:
     """One budget: ``agreement`` = P(copy label == victim label) on the test images;
-    ``test_acc`` = copy accuracy on the true labels; ``victim_test_acc`` for reference."""
+    ``test_acc`` = copy accuracy on the true labels; ``victim_test_acc`` for reference.
+    Multi-label: per finding (present at probability >= 0.5), averaged over images and
+    findings (the macro accuracy of the classification metrics)."""
 
     budget: int
     mode: str
@@ -57,8 +65,11 @@ class ExtractionResult:
                 "extraction_query_budget": float(self.budget)}
 
 
-def _as_targets(answers: Tensor, mode: QueryMode) -> Tensor:
-    """Training targets from API answers: probabilities (N,K) or labels (N,) int64."""
+def _as_targets(answers: Tensor, mode: QueryMode, multilabel: bool = False) -> Tensor:
+    """Training targets from API answers: probabilities (N,K) or labels (N,) int64;
+    multi-label: per-finding probabilities or findings present (N, L) float32."""
+    if multilabel:
+        return (answers >= 0.5).float() if mode == "labels" else answers.float()
     if mode == "labels":
         return answers.argmax(dim=1) if answers.ndim == 2 else answers.long()
     if answers.ndim != 2:
@@ -74,6 +85,9 @@ def extract_model(victim_predict: VictimPredict, query_pool: Tensor, train_fn: T
     ``query_pool``: attacker images (M,C,H,W) in [0,1], no labels; budgets must be <= M.
     ``train_fn`` must accept soft targets in "probs" mode (``plain_train.make_train_fn`` does).
     In "labels" mode a probability API is reduced to its top-1 label (a label-only API).
+    Multi-hot ``test_labels`` (N, L) make it multi-label: the API answers per finding
+    (:func:`victim_api` with ``multilabel``), ``train_fn`` must train with BCE
+    (``make_train_fn(..., multilabel=True)``), scores are per finding.
     """
     if mode not in ("probs", "labels"):
         raise ValueError(f"mode must be 'probs' or 'labels', got {mode!r}")
@@ -83,13 +97,15 @@ def extract_model(victim_predict: VictimPredict, query_pool: Tensor, train_fn: T
                          f"got {budgets}")
     order = torch.randperm(len(query_pool), generator=torch.Generator().manual_seed(seed))
     queries = query_pool[order[: budgets[-1]]]
-    answers = _as_targets(victim_predict(queries), mode)  # the only attack queries
-    victim_labels = _as_targets(victim_predict(test_images), "labels")  # evaluation only
+    multi = test_labels.ndim == 2
+    answers = _as_targets(victim_predict(queries), mode, multi)  # the only attack queries
+    victim_labels = _as_targets(victim_predict(test_images), "labels", multi)  # evaluation
     victim_acc = float((victim_labels == test_labels).float().mean())
     results = []
     for budget in budgets:
         copy = train_fn(queries[:budget], answers[:budget], seed)
-        copy_labels = predict_logits(copy, test_images).argmax(dim=1)
+        logits = predict_logits(copy, test_images)
+        copy_labels = (logits >= 0).float() if multi else logits.argmax(dim=1)
         results.append(ExtractionResult(
             budget=budget, mode=mode,
             agreement=float((copy_labels == victim_labels).float().mean()),

@@ -7,6 +7,9 @@ of exactly ``K/2`` reference models ("in" models) and out of the other ``K/2``; 
 design makes every per-example in/out statistic estimable. Scores are per example (N,),
 higher = more likely a member of the *target* model's training set.
 
+Multi-label (multi-hot labels (N, L)): ``p_y`` is the probability of the true finding vector,
+``prod_l p(y_l|x)`` (see :mod:`medsec.privacy.membership`).
+
 - LiRA online: Gaussian fits of ``phi = log(p_y / (1 - p_y))`` over in and out models,
   score = log N(phi_target; in) - log N(phi_target; out).
 - LiRA offline: out models only, score = (phi_target - mu_out) / sigma_out (one-sided test).
@@ -25,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from medsec.privacy.membership import logit_confidence
+from medsec.privacy.membership import is_multilabel, logit_confidence, true_log_prob
 from medsec.privacy.plain_train import TrainFn
 from medsec.training.predict import predict_logits
 
@@ -110,6 +113,10 @@ def lira_scores(target_model: nn.Module, images: Tensor, labels: Tensor, refs: R
 
 
 def _true_probs(model: nn.Module, images: Tensor, labels: Tensor) -> np.ndarray:
+    """``p(y|x)`` (N,): the true class' softmax probability, or for multi-hot labels (N, L)
+    the probability of the whole finding vector ``prod_l p(y_l|x)``."""
+    if is_multilabel(labels):
+        return torch.exp(true_log_prob(predict_logits(model, images), labels)).numpy()
     probs = torch.softmax(predict_logits(model, images).double(), dim=1)
     return probs.gather(1, labels.long().view(-1, 1)).squeeze(1).numpy()
 

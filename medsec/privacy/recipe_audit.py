@@ -19,6 +19,12 @@ Protocol (``medsec.audit=recipe``):
    ``lira_offline`` (Carlini et al. 2022: Gaussian fits per view, averaged over views) and
    ``rmia`` (Zarifzadeh et al. 2024; population z = the pool's non-members of the target).
 
+Federated recipes (FedAvg / FedProx, with or without client DP): ``RecipeSpec.trainer`` is
+the federated package's trainer (:class:`medsec.federated.recipe.FederatedTrainer`), so the
+target and every reference are federations over the clients' shares of their pool half (per
+site when the pool carries site keys); everything else (halves, references, attacks,
+intervals) is this module's, unchanged. Membership is of the union of the clients' data.
+
 With patient ids (``groups``), the target's and the references' halves are drawn per patient
 (all images of a patient in or out) and a patient-level score (mean image score per patient)
 is reported beside the image-level one.
@@ -52,15 +58,18 @@ SHIFT = 2  # the training augmentation's largest shift (medsec.training.module.r
 
 @dataclass(frozen=True)
 class AuditPool:
-    """The audit's pool: images float32 (N,C,H,W) in [0,1], labels int64 (N,); ``source``
+    """The audit's pool: images float32 (N,C,H,W) in [0,1], labels int64 (N,) (multi-label:
+    multi-hot float32 (N, L)); ``source``
     (N,) the split of each image (``train`` / ``val``) and ``index`` (N,) its index there;
-    ``groups`` (N,) patient ids or None."""
+    ``groups`` (N,) patient ids or None; ``sites`` (N,) site keys (one federated client per
+    site) or None."""
 
     images: Tensor
     labels: Tensor
     source: np.ndarray
     index: np.ndarray
     groups: np.ndarray | None = None
+    sites: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -68,7 +77,8 @@ class AuditPool:
     def subset(self, mask: np.ndarray) -> ImageDataset:
         """The images where ``mask`` (N,) bool is True, as a split."""
         idx = torch.from_numpy(np.flatnonzero(mask))
-        return ImageDataset(self.images[idx].numpy(), self.labels[idx].numpy())
+        sites = None if self.sites is None else self.sites[idx.numpy()]
+        return ImageDataset(self.images[idx].numpy(), self.labels[idx].numpy(), site_ids=sites)
 
     def members_record(self, mask: np.ndarray) -> dict[str, list[int]]:
         """``{split: sorted indices}`` of the images where ``mask`` is True (for the model's
@@ -78,9 +88,11 @@ class AuditPool:
 
 
 def build_pool(splits: dict[str, ImageDataset], size: int | None, seed: int,
-               groups: dict[str, np.ndarray] | None = None) -> AuditPool:
+               groups: dict[str, np.ndarray] | None = None,
+               sites: dict[str, np.ndarray] | None = None) -> AuditPool:
     """The pool from ``splits`` (e.g. train and val), one copy per content hash, then a seeded
-    subset of ``size`` images (whole patients when ``groups`` gives ids per split)."""
+    subset of ``size`` images (whole patients when ``groups`` gives ids per split); ``sites``:
+    site keys per split (kept per pool image, for one federated client per site)."""
     from medsec.privacy.audit_sets import content_hashes
 
     parts, seen = [], set()
@@ -115,9 +127,14 @@ def build_pool(splits: dict[str, ImageDataset], size: int | None, seed: int,
     if len(order) < 8:
         raise DataError(f"privacy.audit.pool_size: only {len(order)} distinct images in the pool")
     images = np.concatenate([splits[source[j]].images[index[j]][None] for j in order])
-    labels = np.asarray([splits[source[j]].labels[index[j]] for j in order], dtype=np.int64)
+    labels = np.asarray([splits[source[j]].labels[index[j]] for j in order])
+    # int64 class labels (N,), or multi-hot float32 (N, L) for multi-label data
+    labels = labels.astype(np.float32 if labels.ndim == 2 else np.int64)
+    site = None
+    if sites is not None:
+        site = np.asarray([str(sites[source[j]][index[j]]) for j in order])
     return AuditPool(torch.from_numpy(images.astype(np.float32)), torch.from_numpy(labels),
-                     source[order], index[order], None if gid is None else gid[order])
+                     source[order], index[order], None if gid is None else gid[order], site)
 
 
 def _group_codes(groups: np.ndarray | None, n: int) -> tuple[np.ndarray, int]:
@@ -168,6 +185,10 @@ class RecipeSpec:
     hooks: Any = None
     """Training hooks (``batch_transform``, ``loss_fn``: e.g. the defenses' PGD-AT / TRADES
     ``DefendedTraining``) or None for the plain recipe."""
+    trainer: Any = None
+    """Picklable ``(recipe, data) -> object with .model and .meta`` replacing the centralised
+    fit (e.g. :class:`medsec.federated.recipe.FederatedTrainer`: a federation over the half),
+    or None for the project's ``train_classifier`` with ``dp``."""
 
     def __post_init__(self) -> None:
         train = self.recipe.train.model_copy(update={"select_best": False})
@@ -184,6 +205,8 @@ def train_on_mask(spec: RecipeSpec, pool: AuditPool, in_mask: np.ndarray, seed: 
 
     if in_mask.shape != (len(pool),) or not in_mask.any():
         raise ValueError(f"in_mask must be (N,)={len(pool)} bool with some True")
+    if spec.hooks is not None and spec.trainer is not None:
+        raise ValueError("a recipe spec has training hooks or its own trainer, not both")
     train = pool.subset(in_mask)
     val = pool.subset(~in_mask)
     val = val.head(spec.monitor) if len(val) else train.head(spec.monitor)
@@ -192,6 +215,9 @@ def train_on_mask(spec: RecipeSpec, pool: AuditPool, in_mask: np.ndarray, seed: 
                          source_path="audit-pool", version=spec.version,
                          verification="audit pool")
     recipe = spec.recipe.model_copy(update={"seed": int(seed)})
+    if spec.trainer is not None:
+        with quiet_training():
+            return spec.trainer(recipe, data)
     module = None
     if spec.hooks is not None:
         from medsec.training.job import build_module
