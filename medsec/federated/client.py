@@ -153,14 +153,17 @@ def local_update(site: ClientSite, message: Message, context: Context) -> Messag
 
 
 def local_evaluation(site: ClientSite, message: Message) -> Message:
-    """Handle an ``evaluate`` message: the global model on this hospital's validation data."""
+    """Handle an ``evaluate`` message: the global model on this hospital's validation data
+    (``fed_val_acc``, ``fed_val_loss``; multi-label data: macro accuracy over findings, mean
+    BCE, and ``fed_val_exact_match``, see :func:`~medsec.metrics.classification.
+    multilabel_metrics`)."""
     net = site.build_net()
     load_arrays(net, from_record(message.content[ARRAYS_KEY]),
                 who=f"hospital {site.partition_id}")
     ev = evaluate_classifier(net, site.val, site.num_classes, prefix="fed_val_")
+    keys = ("fed_val_acc", "fed_val_loss", "fed_val_exact_match")
     metrics = MetricRecord({EXAMPLES_KEY: len(site.val), UNIT_WEIGHT_KEY: 1,
-                            "fed_val_acc": ev.metrics["fed_val_acc"],
-                            "fed_val_loss": ev.metrics["fed_val_loss"]})
+                            **{k: ev.metrics[k] for k in keys if k in ev.metrics}})
     return Message(RecordDict({METRICS_KEY: metrics}), reply_to=message)
 
 

@@ -14,12 +14,20 @@ the same split.
 - ``site``: one client per hospital of own data (the pseudonymous ``site`` keys of the
   training split, clients in sorted key order); needs exactly ``num_clients`` sites and at
   least :data:`MIN_SITE_EXAMPLES` examples per site (see :func:`site_indices`).
+
+Multi-label data (multi-hot labels (N, L), several findings per image): ``iid`` and ``site``
+split the N images as above; ``label_skew`` and ``dirichlet`` use one stratum per image in
+place of its class, the index of its first finding present, ``L`` when it has none (the
+stratum the patient-level splits and validation use,
+:func:`medsec.data.validation.fingerprints.multi_hot_strata`), so ``classes_per_client``
+counts strata (L + 1 of them).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from medsec.data.validation.fingerprints import multi_hot_strata
 from medsec.errors import MedSecError
 from medsec.federated.config import Partition
 
@@ -35,9 +43,10 @@ def partition_indices(
     labels: np.ndarray, num_clients: int, scheme: Partition = "iid", *, seed: int = 0,
     alpha: float = 0.5, classes_per_client: int = 1, sites: np.ndarray | None = None,
 ) -> list[np.ndarray]:
-    """Indices (sorted, int64) of each client's examples; ``labels`` int of shape (N,);
-    ``sites`` str (N,): the site keys the ``site`` scheme needs."""
-    labels = np.asarray(labels).reshape(-1)
+    """Indices (sorted, int64) of each client's examples; ``labels`` int of shape (N,) or
+    multi-hot (N, L) in {0, 1} (split by stratum, see the module docstring); ``sites`` str
+    (N,): the site keys the ``site`` scheme needs."""
+    labels = strata(labels)
     n = len(labels)
     if scheme == "site":
         return site_indices(sites, num_clients)
@@ -59,6 +68,15 @@ def partition_indices(
         raise PartitionError(f"federated.partition: unknown scheme {scheme!r}; known: iid, "
                              "label_skew, dirichlet")
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def strata(labels: np.ndarray) -> np.ndarray:
+    """One int label per example: ``labels`` (N,) flattened, or for multi-hot labels (N, L)
+    the index of the first finding present (``L``: none)."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        return multi_hot_strata(labels)
+    return labels.reshape(-1)
 
 
 def site_indices(sites: np.ndarray | None, num_clients: int,
@@ -132,14 +150,22 @@ def _dirichlet(labels: np.ndarray, num_clients: int, alpha: float,
 
 
 def label_histogram(labels: np.ndarray, parts: list[np.ndarray], num_classes: int) -> np.ndarray:
-    """Counts of shape (num_clients, num_classes)."""
-    labels = np.asarray(labels).reshape(-1)
+    """Counts of shape (num_clients, num_classes); for multi-hot labels (N, L) each client's
+    number of images with each finding (an image counts once per finding it has)."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        return np.stack([labels[p].sum(axis=0).astype(np.int64) for p in parts])
+    labels = labels.reshape(-1)
     return np.stack([np.bincount(labels[p], minlength=num_classes) for p in parts])
 
 
 def label_skew_score(labels: np.ndarray, parts: list[np.ndarray], num_classes: int) -> float:
     """Mean total-variation distance in [0, 1] between each client's label distribution and
-    the global one (0 = identical, IID; 1 = disjoint)."""
+    the global one (0 = identical, IID; 1 = disjoint); multi-hot labels (N, L): the
+    distribution of the strata (first finding, or none: L + 1 values)."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        labels, num_classes = strata(labels), labels.shape[1] + 1
     hist = label_histogram(labels, parts, num_classes).astype(float)
     local = hist / hist.sum(axis=1, keepdims=True)
     overall = hist.sum(axis=0) / hist.sum()

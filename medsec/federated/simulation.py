@@ -178,7 +178,9 @@ def check_compatible(fed: FederatedConfig, recipe: ClassifierRecipe, data: Loade
 def global_evaluator(fed: FederatedConfig, recipe: ClassifierRecipe, data: LoadedDataset
                      ) -> GlobalEvaluator:
     """Server-side evaluation of the global model on the held-out test split: ``test_acc``,
-    ``test_auc``, ``test_f1``, ``test_loss`` (and the backdoor rates under a backdoor)."""
+    ``test_auc``, ``test_f1``, ``test_loss`` (and the backdoor rates under a backdoor);
+    multi-label data: macro accuracy / AUC / F1 over findings, mean BCE and
+    ``test_exact_match`` (:func:`~medsec.metrics.classification.multilabel_metrics`)."""
     build = net_builder(recipe, data)
     test = recipe.split(data, "test")
     attack = fed.attack
@@ -194,7 +196,8 @@ def global_evaluator(fed: FederatedConfig, recipe: ClassifierRecipe, data: Loade
         # it is (all logits 0) and flag it, instead of failing the whole run.
         metrics = classification_metrics(torch.nan_to_num(logits, 0.0, 0.0, 0.0), labels,
                                          data.num_classes, prefix="test_")
-        out = {k: metrics[k] for k in ("test_acc", "test_auc", "test_f1", "test_loss")}
+        out = {k: metrics[k] for k in ("test_acc", "test_auc", "test_f1", "test_loss",
+                                       "test_exact_match") if k in metrics}
         out["global_model_finite"] = float(finite)
         if attack.kind == "backdoor":
             for key, triggered in (("backdoor_success_rate", True),

@@ -35,9 +35,24 @@ def by_site(cfg: MedSecConfig, data: LoadedDataset) -> MedSecConfig:
 
 def run(cfg: MedSecConfig, data: LoadedDataset) -> FederatedResult:
     """Federate ``cfg``'s classifier for ``federated.rounds`` rounds (one client per site when
-    the training split carries site keys)."""
-    classifier.require_single_label(data, "federated")
+    the training split carries site keys). Multi-label data (multi-hot labels) federates with
+    BCE (see :mod:`medsec.federated.poisoning` and :mod:`medsec.federated.partition` for what
+    poisoning and label-skewed partitions mean there); the gradient-inversion attack, which
+    assumes one class per image, is refused before any work."""
+    check_multilabel(cfg, data)
     return run_federation(by_site(cfg, data).federated, classifier.recipe(cfg), data)
+
+
+def check_multilabel(cfg: MedSecConfig, data: LoadedDataset) -> None:
+    """ConfigError naming ``federated.gradient_inversion.enabled`` when ``data`` is multi-label
+    and the gradient-inversion attack is on: it inverts a cross-entropy gradient and recovers
+    one class label per image (iDLG), neither of which a multi-hot target has."""
+    if data.task == "multilabel" and cfg.federated.gradient_inversion.enabled:
+        from medsec.errors import ConfigError
+
+        raise ConfigError(f"federated.gradient_inversion.enabled: {data.name} is multi-label "
+                          f"({data.num_classes} findings per image); the gradient-inversion "
+                          "attack needs one class per image: set it to false")
 
 
 def centralized_baseline(cfg: MedSecConfig, data: LoadedDataset) -> dict[str, float]:
@@ -71,7 +86,9 @@ def gradient_inversion(cfg: MedSecConfig, data: LoadedDataset) -> list[Inversion
     """The server's gradient-inversion attack (``federated.gradient_inversion``) on one client
     update of the federation's untrained, seeded initial model (the classifier recipe's
     network; at ``image_size`` when set), on the first training images of a seeded
-    permutation; one row per setting and batch size (CKKS: not applicable)."""
+    permutation; one row per setting and batch size (CKKS: not applicable). Single-label
+    data only (:func:`check_multilabel`)."""
+    check_multilabel(cfg, data)
     from medsec.models.factory import build_classifier
     from medsec.privacy.gradient_inversion import run_gradient_inversion
     from medsec.training.fit import seed_everything
@@ -96,5 +113,4 @@ def canary_audit(cfg: MedSecConfig, data: LoadedDataset) -> CanaryAudit | None:
     :func:`medsec.federated.canary.audit_federation`."""
     from medsec.federated.canary import audit_federation
 
-    classifier.require_single_label(data, "federated")
     return audit_federation(by_site(cfg, data).federated, classifier.recipe(cfg), data)

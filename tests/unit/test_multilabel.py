@@ -151,9 +151,8 @@ def test_attack_federated_defense_refuse_multi_label_in_one_line(prepared):
     cfg, data, _, _ = prepared
     with pytest.raises(ConfigError, match="multi-label .* attack stage supports single-label"):
         attack_stage.check_victim(cfg, data, torch.nn.Identity(), "models/classifier.pt")
-    from medsec.stages import defense, federated
+    from medsec.stages import defense
 
-    with pytest.raises(ConfigError, match="federated stage supports single-label"):
-        federated.run(cfg, data)
+    # the federated stage runs on multi-label data: tests/unit/test_multilabel_federated.py
     with pytest.raises(ConfigError, match="defense stage supports single-label"):
         defense.eval_split(cfg, data, torch.nn.Identity(), cfg.model.name)
