@@ -6,6 +6,8 @@ from prefect import flow
 
 from flows.outputs import METRICS, MODELS, PLOTS, REPORTS, write_metrics
 from flows.train import history_csv
+from medsec.config import MedSecConfig
+from medsec.data.types import LoadedDataset
 from medsec.io import write_json, write_text
 from medsec.stages.federated import by_site
 from tasks.common import load_config_task, load_dataset_task
@@ -17,9 +19,10 @@ from tasks.federated import (
     federation_metrics,
     gradient_inversion_task,
     log_federation,
+    recipe_audit_task,
 )
-from tasks.privacy import log_canary_audit
-from tasks.tracking import log_artifact, tracked_run
+from tasks.privacy import audit_pool_task, log_canary_audit, log_recipe_audit
+from tasks.tracking import log_artifact, log_metrics, tracked_run
 
 FEDERATED_CKPT = MODELS / "federated.pt"
 FEDERATED_METRICS = METRICS / "federated.json"
@@ -32,7 +35,7 @@ def federated_flow(
     config: str | None = None, preset: str | None = None, overrides: list[str] | None = None,
 ) -> dict:
     """Write ``models/federated.pt``, ``metrics/federated.json``, the per-round CSV and
-    ``reports/federated/`` (gradient inversion, canary audit: when enabled)."""
+    ``reports/federated/`` (gradient inversion, canary audit, recipe audits: when enabled)."""
     cfg = load_config_task(config, preset, overrides)
     data = load_dataset_task(cfg)
     cfg = by_site(cfg, data)  # own data with site keys: one client per site (partition=site)
@@ -58,12 +61,47 @@ def federated_flow(
                              run_name=f"federated-{cfg.dataset.name}-client0-canary"):
                 log_canary_audit(audit, "federated/canary_audit.json")
             write_json(FEDERATED_REPORT_DIR / "canary_audit.json", audit.to_dict())
+        metrics |= _recipe_audits(cfg, data)  # federated.recipe_audit: child runs
         keys = sorted({k for row in result.history for k in row},
                       key=lambda k: (k != "round", k))
         write_text(FEDERATED_HISTORY, history_csv(result.history, keys))
         log_federation(result, metrics, FEDERATED_CKPT, [FEDERATED_HISTORY])
         write_metrics(FEDERATED_METRICS, metrics)
     return {"run_id": run.info.run_id, "metrics": metrics}
+
+
+RECIPE_HEADLINE = ("mia_auc", "mia_auc_ci_low", "mia_auc_ci_high", "mia_tpr_at_1pct_fpr",
+                   "mia_n_members", "mia_n_nonmembers", "mia_n_reference_models", "epsilon")
+
+
+def _recipe_audits(cfg: MedSecConfig, data: LoadedDataset) -> dict[str, float]:
+    """Recipe audits of the federated recipes (``federated.recipe_audit``): one child run per
+    recipe (``medsec.audit=recipe``, ``medsec.mia_attack``, membership metrics with
+    intervals and sample sizes, ``epsilon``/``delta`` under client DP, the target's test
+    metrics, ROC), ``reports/federated/recipe_audit_<label>.json``; returns the headline
+    numbers as ``recipe_audit_<label>_<metric>`` for the stage's metrics."""
+    from medsec.stages.federated import recipe_audit_points
+
+    points = recipe_audit_points(cfg)
+    if not points:
+        return {}
+    pool = audit_pool_task(cfg, data)
+    out: dict[str, float] = {}
+    for label, point in points:
+        result, test = recipe_audit_task(label, point, data, pool)
+        with tracked_run("federated", point, data.version, nested=True,
+                         tags=federated_tags(point, data.verification),
+                         run_name=f"federated-{cfg.dataset.name}-{label}-recipe-audit"):
+            log_metrics(test)
+            log_recipe_audit(result, None, list(data.class_names),
+                             f"{data.name}, federated {label}",
+                             FEDERATED_REPORT_DIR / f"mia_roc_{label}.png")
+        write_json(FEDERATED_REPORT_DIR / f"recipe_audit_{label}.json", {
+            "declared_attack": result.declared, "metrics": result.metrics,
+            "null_reasons": result.null_reasons, "test": test})
+        out |= {f"recipe_audit_{label}_{k}": v for k, v in result.metrics.items()
+                if k in RECIPE_HEADLINE and v is not None}
+    return out
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from medsec.config import MedSecConfig
 from medsec.data.types import LoadedDataset
@@ -18,6 +19,7 @@ from tasks.tracking import log_artifact, log_dict, log_metrics
 
 if TYPE_CHECKING:
     from medsec.privacy.canary_audit import CanaryAudit
+    from medsec.privacy.recipe_audit import AuditPool, RecipeAuditResult
 
 
 @task(name="federated-train")
@@ -41,6 +43,21 @@ def gradient_inversion_task(cfg: MedSecConfig, data: LoadedDataset) -> list[Inve
 def canary_task(cfg: MedSecConfig, data: LoadedDataset) -> CanaryAudit | None:
     """One-run DP audit of hospital 0's client DP (``stage.canary_audit``; None when off)."""
     return stage.canary_audit(cfg, data)
+
+
+@task(name="federated-recipe-audit", cache_policy=NO_CACHE,
+      task_run_name="federated-recipe-audit-{label}")
+def recipe_audit_task(label: str, cfg: MedSecConfig, data: LoadedDataset, pool: AuditPool
+                      ) -> tuple[RecipeAuditResult, dict[str, float]]:
+    """Recipe audit of the federation ``cfg`` (``label``: e.g. ``fedavg``,
+    ``fedavg-client-dp-eps8``; ``stage.recipe_audit``), its reference federations mapped on
+    the configured runner like the privacy stage's reference models; returns the audit and
+    the target's test metrics."""
+    from tasks.privacy import mapped_references
+    from tasks.train import evaluate_task
+
+    result = stage.recipe_audit(cfg, data, pool, runner=mapped_references(cfg.runner))
+    return result, evaluate_task(cfg, data, result.target.model, "test").metrics
 
 
 def log_round_metrics(history: list[dict[str, float]]) -> None:

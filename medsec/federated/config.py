@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from medsec.config_base import StrictModel
 from medsec.privacy.leakage_config import CanaryAuditConfig, GradientInversionConfig
@@ -113,6 +113,25 @@ class FaultConfig(StrictModel):
     crash_round: int = Field(default=1, ge=1)
 
 
+class FederatedRecipeAuditConfig(StrictModel):
+    """Recipe audit of the federation (``medsec.audit=recipe``, the privacy stage's protocol:
+    ``privacy.audit`` gives the pool, reference-model count, declared attack and intervals).
+    With ``enabled`` the federated stage trains the configured federation on a random half of
+    the train+val pool, and ``privacy.audit.num_reference`` reference federations on other
+    halves, and audits membership of the union of the clients' data; plus the same federation
+    with client DP at each target epsilon of ``client_dp_epsilons`` (one child run each)."""
+
+    enabled: bool = False
+    client_dp_epsilons: tuple[float, ...] = ()
+
+    @field_validator("client_dp_epsilons")
+    @classmethod
+    def _positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not e > 0 for e in value) or len(set(value)) != len(value):
+            raise ValueError(f"need distinct target epsilons > 0, got {list(value)}")
+        return tuple(sorted(value))
+
+
 class FederatedConfig(StrictModel):
     """Federated learning across ``num_clients`` simulated hospitals (see README).
 
@@ -146,6 +165,7 @@ class FederatedConfig(StrictModel):
     faults: FaultConfig = FaultConfig()
     gradient_inversion: GradientInversionConfig = GradientInversionConfig()
     canary: CanaryAuditConfig = CanaryAuditConfig()
+    recipe_audit: FederatedRecipeAuditConfig = FederatedRecipeAuditConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> FederatedConfig:

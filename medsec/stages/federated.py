@@ -20,6 +20,7 @@ from medsec.training.job import evaluate_classifier, train_classifier
 
 if TYPE_CHECKING:
     from medsec.privacy.canary_audit import CanaryAudit
+    from medsec.privacy.recipe_audit import AuditPool, RecipeAuditResult, ReferenceRunner
 
 
 def by_site(cfg: MedSecConfig, data: LoadedDataset) -> MedSecConfig:
@@ -114,3 +115,58 @@ def canary_audit(cfg: MedSecConfig, data: LoadedDataset) -> CanaryAudit | None:
     from medsec.federated.canary import audit_federation
 
     return audit_federation(by_site(cfg, data).federated, classifier.recipe(cfg), data)
+
+
+# --------------------------------------------------------------------------- recipe audit
+
+
+def recipe_audit_points(cfg: MedSecConfig) -> list[tuple[str, MedSecConfig]]:
+    """The federated recipes to audit (``federated.recipe_audit``; empty when disabled):
+    ``(label, cfg)`` for the configured federation (label ``<strategy>``, or
+    ``<strategy>-client-dp`` when client DP is on) and for it with client DP at each target
+    epsilon of ``recipe_audit.client_dp_epsilons`` (``<strategy>-client-dp-eps<e>``)."""
+    fed = cfg.federated
+    if not fed.recipe_audit.enabled:
+        return []
+    points = [(fed.strategy + ("-client-dp" if fed.client_dp.enabled else ""), cfg)]
+    for eps in fed.recipe_audit.client_dp_epsilons:
+        dp = fed.client_dp.model_copy(update={"enabled": True, "target_epsilon": eps,
+                                              "noise_multiplier": None})
+        points.append((f"{fed.strategy}-client-dp-eps{eps:g}", cfg.model_copy(update={
+            "federated": fed.model_copy(update={"client_dp": dp})})))
+    return points
+
+
+def recipe_audit(cfg: MedSecConfig, data: LoadedDataset, pool: AuditPool,
+                 runner: ReferenceRunner | None = None) -> RecipeAuditResult:
+    """Recipe audit (``medsec.audit=recipe``) of ``cfg``'s federation: the privacy stage's
+    protocol and settings (``privacy.audit``: pool, ``num_reference``, declared attack,
+    intervals) with the federation as the recipe
+    (:class:`medsec.federated.recipe.FederatedTrainer`: the target and every reference are
+    federations over the clients' shares of their pool half, one client per site when the
+    data carries site keys). ``metrics`` gain ``epsilon`` / ``delta`` (the weakest hospital's
+    claim) under client DP."""
+    import dataclasses
+
+    from medsec.federated.recipe import FederatedTrainer
+    from medsec.privacy.recipe_audit import run_recipe_audit, sequential_references
+    from medsec.stages import privacy
+
+    classifier.require_single_label(data, "federated recipe audit")
+    cfg = by_site(cfg, data)
+    plain = cfg.model_copy(update={"privacy": cfg.privacy.model_copy(update={
+        "dp": cfg.privacy.dp.model_copy(update={"enabled": False})})})
+    spec = dataclasses.replace(privacy.recipe_spec(plain, data),
+                               trainer=FederatedTrainer(cfg.federated))
+    audit_cfg = cfg.privacy.audit
+    result = run_recipe_audit(spec, pool, audit_cfg.num_reference, audit_cfg.declared_attack,
+                              seed=cfg.seed, gamma=audit_cfg.rmia_gamma,
+                              n_boot=audit_cfg.n_bootstrap,
+                              runner=runner or sequential_references,
+                              attacks=privacy._recipe_attacks(cfg))
+    record = result.target.meta.get("privacy", {})
+    if record.get("mechanism") == "federated-client-dp":
+        result.metrics |= {"epsilon": record["epsilon"], "delta": record["delta"]}
+    result.target.meta |= {"audit_members": pool.members_record(result.target_in),
+                           "audit_pool_size": audit_cfg.pool_size, "audit_pool_seed": cfg.seed}
+    return result

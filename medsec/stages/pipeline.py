@@ -132,14 +132,17 @@ STAGES: tuple[Stage, ...] = (
            headline="test_acc test_auc test_f1 test_sensitivity test_specificity "
                     "corruption_acc_mean corruption_acc_worst",
            plots=("plots/confusion.png", "plots/samples.png")),
-    _stage("federated", "federated:federated_flow", f"{_CLASSIFIER} federated",
-           f"{_P} reports/validation medsec/federated medsec/training",
-           "tasks/federated stages/federated stages/classifier",
+    _stage("federated", "federated:federated_flow", f"{_CLASSIFIER} federated privacy.audit",
+           f"{_P} reports/validation medsec/federated medsec/training "
+           "medsec/privacy/recipe_audit.py",
+           "tasks/federated stages/federated stages/classifier tasks/privacy stages/privacy",
            outs="models/federated.pt reports/federated",
            metrics="metrics/federated.json", deployed=True,
            headline="test_acc test_auc acc_gap_vs_centralized centralized_test_acc rounds "
                     "clients_failed epsilon gradinv_psnr gradinv_ssim "
-                    "client_dp_epsilon_audit_lower client_dp_audit_epsilon",
+                    "client_dp_epsilon_audit_lower client_dp_audit_epsilon "
+                    "recipe_audit_*_mia_auc recipe_audit_*_mia_auc_ci_low "
+                    "recipe_audit_*_mia_auc_ci_high recipe_audit_*_epsilon",
            plots=(_csv_plot("plots/federated_history.csv", "round", "test_acc"),)),
     _stage("deepfake", "deepfake:deepfake_flow", f"{_CLASSIFIER} deepfake",
            f"{_CLF} medsec/deepfakes medsec/metrics/generative.py medsec/training",

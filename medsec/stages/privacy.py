@@ -120,13 +120,16 @@ def _groups(split: Any) -> Any:
 def audit_pool(cfg: MedSecConfig, data: LoadedDataset) -> AuditPool:
     """The recipe audit's pool: training (``dataset.max_train``) and validation images,
     deduplicated, ``privacy.audit.pool_size`` of them (seeded by ``seed``); per patient when
-    both splits carry patient ids. The test split is not in it."""
+    both splits carry patient ids; with their site keys when both carry them (the federated
+    recipe audit's clients). The test split is not in it."""
     from medsec.privacy.recipe_audit import build_pool
 
     splits = {"train": classifier.split(cfg, data, "train"), "val": data.splits["val"]}
     groups = {name: _groups(split) for name, split in splits.items()}
     known = None if any(g is None for g in groups.values()) else groups
-    return build_pool(splits, cfg.privacy.audit.pool_size, cfg.seed, known)
+    sites = {name: split.site_ids for name, split in splits.items()}
+    sites_known = None if any(s is None for s in sites.values()) else sites
+    return build_pool(splits, cfg.privacy.audit.pool_size, cfg.seed, known, sites_known)
 
 
 def adversarial_hooks(adv: AdversarialRecipe, seed: int) -> Any:
