@@ -132,11 +132,12 @@ def report(
     dataset: Annotated[str | None, typer.Option(help="Only this dataset's runs.")] = None,
     commit: Annotated[str | None, typer.Option(help="Only runs of this commit (prefix).")] = None,
     compare: Annotated[tuple[str, str] | None, typer.Option(
-        help="Two run ids or commit prefixes A B: what changed per column.")] = None,
+        help="Two run ids, dvc exp names or commit prefixes A B: what changed per "
+             "column.")] = None,
 ) -> None:
     """The trust report: one leaderboard per dataset from every finished run of the tracking
     store (reports/trust_report.html, reports/trust_report.md, metrics/leaderboard.json), or
-    with ``--compare A B`` what changed between two runs or commits."""
+    with ``--compare A B`` what changed between two runs, dvc experiments or commits."""
     from medsec.config import load_config
 
     if config is None and preset is None:

@@ -2,8 +2,8 @@
 
 Writes ``reports/trust_report.html`` (self-contained), ``reports/trust_report.md`` and
 ``metrics/leaderboard.json`` (headline figures only) under the output root, and logs the same
-tables to a ``medsec.stage=report`` run. ``compare_flow``: what changed between two runs or
-two commits (``medsec report --compare A B``).
+tables to a ``medsec.stage=report`` run. ``compare_flow``: what changed between two runs, two
+``dvc exp`` experiments or two commits (``medsec report --compare A B``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,15 @@ from medsec.io import write_text
 from medsec.report.compare import compare, compare_markdown
 from medsec.report.document import build_report
 from tasks.common import load_config_task
-from tasks.report import fetch_runs_task
-from tasks.tracking import log_dict, log_metrics, log_text, resolve_tracking_uri, tracked_run
+from tasks.report import dvc_exp_commits, fetch_runs_task
+from tasks.tracking import (
+    log_dict,
+    log_metrics,
+    log_text,
+    repo_root,
+    resolve_tracking_uri,
+    tracked_run,
+)
 
 REPORT_HTML = REPORTS / "trust_report.html"
 REPORT_MD = REPORTS / "trust_report.md"
@@ -72,20 +79,35 @@ def report_flow(config: str | None = None, preset: str | None = None,
 
 
 def _side(selector: str, uri: str, tmp: str) -> list:
-    """Runs of one side: the run ``selector`` (32 hex digits) or every run of a commit."""
+    """Runs of one side, the first that matches: the run ``selector`` (32 hex digits), the
+    runs of the ``dvc exp`` experiment of that name (tag ``medsec.dvc_exp``), every run of a
+    commit (prefix), the runs logged at the commit of the experiment's git ref
+    (``refs/exps/../<name>``: runs without the tag). DataError naming it when none match."""
     if RUN_ID.match(selector):
         return fetch_runs_task(uri, tmp, run_ids=[selector])
+    records = fetch_runs_task(uri, tmp, dvc_exp=selector)
+    if records:
+        return records
     records = fetch_runs_task(uri, tmp, commit=selector)
-    if not records:
-        raise DataError(f"compare: {selector!r} is neither a run id nor a commit with runs")
-    return records
+    if records:
+        return records
+    commits = dvc_exp_commits(selector, repo_root())
+    for sha in commits:
+        records += fetch_runs_task(uri, tmp, commit=sha)
+    if records:
+        return records
+    if commits:
+        raise DataError(f"compare: dvc experiment {selector!r} (commit {commits[0][:7]}) has no "
+                        "finished MedSec run tagged medsec.dvc_exp or logged at its commit")
+    raise DataError(f"compare: {selector!r} is neither a run id, a dvc experiment name nor a "
+                    "commit with finished runs")
 
 
 @flow(name="report-compare")
 def compare_flow(a: str, b: str, config: str | None = None, preset: str | None = None,
                  overrides: list[str] | None = None) -> str:
-    """Markdown table of what changed per leaderboard column from ``a`` to ``b`` (run ids or
-    commit prefixes), with intervals where logged."""
+    """Markdown table of what changed per leaderboard column from ``a`` to ``b`` (run ids,
+    ``dvc exp`` names or commit prefixes: see :func:`_side`), with intervals where logged."""
     cfg = load_config_task(config, preset, overrides)
     uri = resolve_tracking_uri(cfg)
     with tempfile.TemporaryDirectory(prefix="medsec-compare-") as tmp:

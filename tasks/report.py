@@ -7,6 +7,7 @@ Any store works: the project's SQLite store, another checkout's, a tracking serv
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 from prefect import task
@@ -46,23 +47,54 @@ def _artifacts(client, run, into: Path) -> dict[str, Path]:
     return found
 
 
-def search_filter(dataset: str | None = None, commit: str | None = None) -> str:
-    """MLflow filter string on the MedSec tags (FINISHED runs only)."""
+def search_filter(dataset: str | None = None, commit: str | None = None,
+                  dvc_exp: str | None = None) -> str:
+    """MLflow filter string on the MedSec tags (FINISHED runs only); ``dvc_exp``: runs of
+    that ``dvc exp run`` experiment (tag ``medsec.dvc_exp``, see tasks.tracking)."""
+    from medsec.errors import DataError
+
+    for name, value in (("dataset", dataset), ("commit", commit), ("experiment", dvc_exp)):
+        if value and not SAFE_VALUE.match(value):
+            raise DataError(f"{name} {value!r}: only letters, digits and . _ - / are allowed")
     parts = ["attributes.status = 'FINISHED'"]
     if dataset:
         parts.append(f"tags.`medsec.dataset` = '{dataset}'")
     if commit:
         parts.append(f"tags.`medsec.git_commit` LIKE '{commit}%'")
+    if dvc_exp:
+        parts.append(f"tags.`medsec.dvc_exp` = '{dvc_exp}'")
     return " and ".join(parts)
+
+
+SAFE_VALUE = re.compile(r"^[\w.\-/]+$")
+
+
+def dvc_exp_commits(name: str, root: Path) -> list[str]:
+    """Commits of the ``dvc exp`` experiment ``name`` in the git repository at ``root``: the
+    refs ``refs/exps/<baseline[:2]>/<baseline[2:]>/<name>`` DVC keeps per experiment (what
+    ``dvc exp show`` lists); empty when there is none (or no git)."""
+    try:
+        out = subprocess.run(["git", "for-each-ref", "--format=%(objectname) %(refname)",
+                              "refs/exps/"], cwd=root, capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    commits = []
+    for line in out.splitlines():
+        sha, _, ref = line.partition(" ")
+        parts = ref.split("/")  # refs, exps, ab, cdef..., name
+        if len(parts) == 5 and len(parts[2]) == 2 and parts[4] == name:
+            commits.append(sha)
+    return commits
 
 
 @task(name="fetch-runs", cache_policy=NO_CACHE)
 def fetch_runs_task(tracking_uri: str, artifact_dir: str | Path, dataset: str | None = None,
                     commit: str | None = None, run_ids: list[str] | None = None,
-                    ) -> list[RunRecord]:
+                    dvc_exp: str | None = None) -> list[RunRecord]:
     """Every FINISHED MedSec run of every experiment of the store at ``tracking_uri``
-    (``dataset``/``commit`` prefix filters; or exactly ``run_ids``), with the report's
-    artifacts downloaded under ``artifact_dir``."""
+    (``dataset``/``commit`` prefix/``dvc_exp`` name filters; or exactly ``run_ids``), with
+    the report's artifacts downloaded under ``artifact_dir``."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)
@@ -81,7 +113,7 @@ def fetch_runs_task(tracking_uri: str, artifact_dir: str | Path, dataset: str | 
         runs = []
         token = None
         while experiments:
-            page = client.search_runs(experiments, search_filter(dataset, commit),
+            page = client.search_runs(experiments, search_filter(dataset, commit, dvc_exp),
                                       max_results=1000, page_token=token)
             runs += list(page)
             token = page.token

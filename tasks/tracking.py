@@ -179,7 +179,25 @@ def contract_tags(
         "medsec.host": socket.gethostname(),
     }
     tags.update(prefect_tags())
+    tags.update(dvc_exp_tags())
     tags.update(extra or {})
+    return tags
+
+
+DVC_EXP_TAG = "medsec.dvc_exp"
+DVC_EXP_BASELINE_TAG = "medsec.dvc_exp_baseline"
+
+
+def dvc_exp_tags() -> dict[str, str]:
+    """``medsec.dvc_exp`` (the experiment name) and ``medsec.dvc_exp_baseline`` (the commit it
+    branches from) for a run started by a stage of ``dvc exp run`` (DVC sets
+    ``DVC_EXP_NAME``/``DVC_EXP_BASELINE_REV`` in the stage's environment); empty otherwise.
+    ``medsec report --compare A B`` resolves experiment names through them."""
+    tags = {}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags[DVC_EXP_TAG] = os.environ["DVC_EXP_NAME"]
+    if os.environ.get("DVC_EXP_BASELINE_REV"):
+        tags[DVC_EXP_BASELINE_TAG] = os.environ["DVC_EXP_BASELINE_REV"]
     return tags
 
 
