@@ -169,7 +169,8 @@ STAGES: tuple[Stage, ...] = (
            "tasks/attack stages/attack stages/classifier",
            outs="outputs/adversarial", metrics="metrics/attack.json", in_benchmark=True,
            deployed=True, headline="clean_acc gradient_masking_flags worst_case_eps*_robust_acc "
-                                   "worst_case_eps*_attack_success_rate",
+                                   "worst_case_eps*_attack_success_rate "
+                                   "worst_case_l2_eps*_robust_acc",
            plots=(_csv_plot("plots/robustness_curve.csv", "eps", "robust_acc", "scatter"),
                   "plots/robustness_curve.png")),
     _stage("segmentation", "segmentation:segmentation_flow", "seed dataset phantoms segmentation",
