@@ -26,7 +26,7 @@ from medsec.deepfakes.figures import class_grid, tamper_figure, utility_figure
 from medsec.deepfakes.pipeline import eps_tag, reference_metrics
 from medsec.deepfakes.sampling import sample_per_class
 from medsec.io import save_npz_deterministic, write_atomic
-from medsec.stages.deepfake import real_reference
+from medsec.stages.deepfake import real_reference, task_view
 from tasks.common import load_config_task, load_dataset_task
 from tasks.deepfake import (
     detector_task,
@@ -104,9 +104,13 @@ def deepfake_flow(
     cfg = load_config_task(config, preset, overrides)
     data = load_dataset_task(cfg)
     victim_model = load_victim_task(data, victim)
+    # multi-label data: the binary "any finding" task (tagged medsec.deepfake.labels)
+    data, victim_model, any_finding = task_view(data, victim_model)
+    labels_tag = {"medsec.deepfake.labels": "any-finding"} if any_finding else {}
     ref = real_reference(cfg, data, victim_model)
     dcfg = cfg.deepfake
-    with tracked_run("deepfake", cfg, data.version, tags=_tags(cfg, data.verification),
+    with tracked_run("deepfake", cfg, data.version,
+                     tags=_tags(cfg, data.verification) | labels_tag,
                      run_name=f"deepfake-{cfg.dataset.name}") as run, \
             _threads(dcfg.num_threads or cfg.train.num_threads):
         metrics = reference_metrics(victim_model, ref)

@@ -28,6 +28,15 @@ def recipe(cfg: MedSecConfig) -> ClassifierRecipe:
     return base.model_copy(update={"train": base.train.model_copy(update={"num_threads": None})})
 
 
+def task_view(data: LoadedDataset, victim: nn.Module) -> tuple[LoadedDataset, nn.Module, bool]:
+    """The data and victim the stage runs on: multi-label data (several findings per image)
+    as the binary "any finding" task, the victim through its exact any-finding probability
+    (:mod:`medsec.deepfakes.any_finding`); single-label unchanged. ``converted`` says which."""
+    from medsec.deepfakes.any_finding import any_finding_view
+
+    return any_finding_view(data, victim)
+
+
 def real_reference(cfg: MedSecConfig, data: LoadedDataset, feature_net: nn.Module) -> RealReference:
     return pipeline.real_reference(cfg.deepfake, data, feature_net)
 

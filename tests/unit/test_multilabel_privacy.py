@@ -202,3 +202,23 @@ def test_dp_sgd_trains_with_bce_and_accounts_like_single_label(prepared):
     audit = stage.canary_audit(canary_cfg, data)
     assert audit is not None
     assert 0.0 <= audit.metrics()["epsilon_audit_lower"] <= audit.epsilon + 1e-9
+
+
+def test_deepfake_any_finding_view_is_exact(prepared):
+    from medsec.stages.deepfake import task_view
+
+    _, data = prepared
+    rng = np.random.default_rng(2)
+    z = rng.normal(0, 2, size=(30, 3))
+    victim = Fixed(torch.from_numpy(z).float())
+    view, head, converted = task_view(data, victim)
+    assert converted and view.task == "multiclass" and view.num_classes == 2
+    assert view.class_names == ["no finding", "any finding"] and view.version == data.version
+    for name, split in data.splits.items():
+        np.testing.assert_array_equal(view.splits[name].labels, split.labels.max(axis=1))
+        assert view.splits[name].labels.dtype == np.int64
+    idx = torch.arange(30, dtype=torch.float32).view(-1, 1, 1, 1)
+    p_any = torch.softmax(head(idx).double(), dim=1)[:, 1].numpy()
+    np.testing.assert_allclose(p_any, 1 - np.prod(1 - _sigmoid(z), axis=1), rtol=1e-5)
+    same, same_victim, converted = task_view(view, victim)  # single-label: unchanged
+    assert same is view and same_victim is victim and not converted
