@@ -34,18 +34,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from medsec.models.factory import PixelSpaceClassifier, build_classifier
 from medsec.privacy.training import FIXED_MEAN, FIXED_STD
+from medsec.training.module import classification_loss
 
 
 @dataclass(frozen=True)
 class DDPDPSpec:
     """One distributed DP-SGD run.
 
-    ``images`` float32 (N, C, H, W) in [0, 1], ``labels`` int64 (N,); ``batch_size`` is the
+    ``images`` float32 (N, C, H, W) in [0, 1], ``labels`` int64 (N,) or multi-hot float32
+    (N, L) (multi-label: BCE, ``num_classes`` = L findings); ``batch_size`` is the
     expected *global* logical batch (sampling rate ``q = batch_size / N``); SGD with ``lr`` and
     ``momentum``; the network is ``model_name`` with GroupNorm and fixed normalisation (0.5);
     ``max_steps`` stops early (None: ``epochs`` full epochs of ``N / batch_size`` steps).
@@ -101,8 +102,9 @@ def dp_train_rank(spec: DDPDPSpec, device: torch.device) -> DDPDPResult | None:
     check_dp_compatible(net)
     model = DPDDP(net)  # broadcasts rank 0's weights
     optimizer = torch.optim.SGD(net.parameters(), lr=spec.lr, momentum=spec.momentum)
+    labels = torch.from_numpy(spec.labels)
     dataset = TensorDataset(torch.from_numpy(spec.images).float(),
-                            torch.from_numpy(spec.labels).long())
+                            labels.float() if labels.ndim == 2 else labels.long())
     # the whole data set and the global batch: Opacus derives q = 1 / len(loader) from it and
     # gives each rank a Poisson sampler over its shard at that rate
     loader = DataLoader(dataset, batch_size=spec.batch_size)
@@ -123,7 +125,7 @@ def dp_train_rank(spec: DDPDPSpec, device: torch.device) -> DDPDPResult | None:
             optimizer.zero_grad(set_to_none=True)
             logits = model(x)
             # an empty Poisson batch still steps (noise only) on every rank, in lockstep
-            loss = F.cross_entropy(logits, y) if len(y) else logits.sum()
+            loss = classification_loss(logits, y) if len(y) else logits.sum()
             loss.backward()
             optimizer.step()
             steps += 1

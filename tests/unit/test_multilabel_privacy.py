@@ -222,3 +222,21 @@ def test_deepfake_any_finding_view_is_exact(prepared):
     np.testing.assert_allclose(p_any, 1 - np.prod(1 - _sigmoid(z), axis=1), rtol=1e-5)
     same, same_victim, converted = task_view(view, victim)  # single-label: unchanged
     assert same is view and same_victim is victim and not converted
+
+
+def test_dpddp_recipe_trains_multi_hot_with_the_same_epsilon():
+    """Opacus DPDDP (one process here): multi-hot labels train with BCE; the accountant's
+    epsilon depends on q, sigma and the steps only, not on the loss."""
+    from medsec.privacy.ddp import DDPDPSpec, build_net, train_dp_distributed
+
+    images, hot = _memorisation_data(64, 5)
+    images = images.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3).numpy()  # 12 px
+    common = {"batch_size": 16, "noise_multiplier": 1.0, "max_steps": 3, "epochs": 1}
+    multi = DDPDPSpec(images, hot.numpy(), num_classes=4, **common)
+    single = DDPDPSpec(images, hot[:, 0].long().numpy(), num_classes=2, **common)
+    [m] = train_dp_distributed(multi, world_size=1, timeout=300)
+    [s] = train_dp_distributed(single, world_size=1, timeout=300)
+    assert m.steps == s.steps == 3 and m.sample_rate == s.sample_rate == 0.25
+    assert m.epsilon == pytest.approx(s.epsilon, rel=1e-9) and m.epsilon > 0
+    start = build_net(multi).state_dict()
+    assert any(not torch.equal(start[k], v) for k, v in m.state_dict.items())
