@@ -239,13 +239,15 @@ def canary_task(cfg: MedSecConfig, data: LoadedDataset) -> CanaryAudit | None:
 def log_canary_audit(audit: CanaryAudit, artifact: str = "privacy/canary_audit.json"
                      ) -> dict[str, float]:
     """The audit's finite numbers as metrics (``epsilon_audit_lower``, ``epsilon``, ``delta``,
-    ``audit_*``), the tag ``medsec.audit=canary`` and the per-rule detail as ``artifact``;
+    ``audit_*``), the tags ``medsec.audit=canary`` and ``medsec.canary_kind`` (``gradient`` /
+    ``input``; also the param ``canary_kind``) and the per-rule detail as ``artifact``;
     returns the metrics (shared by the privacy, deepfake and federated stages)."""
     import math
 
     metrics = {k: v for k, v in audit.metrics().items() if math.isfinite(v)}
     log_metrics(metrics)
-    set_tags({"medsec.audit": "canary"})
+    set_tags({"medsec.audit": "canary", "medsec.canary_kind": audit.kind})
+    log_params({"canary_kind": audit.kind})
     log_dict(audit.to_dict(), artifact)
     return metrics
 

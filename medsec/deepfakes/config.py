@@ -142,3 +142,11 @@ class DeepfakeConfig(StrictModel):
     max_eval: int = Field(default=1000, gt=10)
     num_threads: int | None = Field(default=1, gt=0)
     canary: CanaryAuditConfig = CanaryAuditConfig()
+
+    @field_validator("canary")
+    @classmethod
+    def _gradient_canaries(cls, value: CanaryAuditConfig) -> CanaryAuditConfig:
+        if value.kind != "gradient":
+            raise ValueError("kind: the DP-GAN audit inserts gradient canaries into the "
+                             f"discriminator; {value.kind!r} canaries are not supported there")
+        return value

@@ -1,11 +1,14 @@
-"""One-run DP audit of federated client DP: gradient canaries in one hospital's local DP-SGD.
+"""One-run DP audit of federated client DP: canaries in one hospital's local DP-SGD.
 
 Client DP (``federated.client_dp``) protects each hospital's images with DP-SGD inside
 :func:`~medsec.federated.local.train_locally`; :func:`audit_client_dp` runs that local training
 once with ``num_canaries`` Dirac gradient canaries (:class:`~medsec.privacy.canary_audit.
 CanaryCallback`, each Poisson-sampled like one of the hospital's images) and returns the lower
 bound beside the epsilon the hospital claims after that round. The auditor sees the weights the
-hospital sends (the honest-but-curious server's view, without secure aggregation).
+hospital sends (the honest-but-curious server's view, without secure aggregation). With
+``kind="input"`` the canaries are :class:`~medsec.privacy.canary_audit.InputCanaries` added to
+the hospital's training images (so its N, sample rate and delta include them), scored by the
+loss of the weights it sends.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from torch import nn
 from medsec.data.types import ImageDataset, LoadedDataset
 from medsec.federated.config import ClientDPConfig, FederatedConfig
 from medsec.federated.local import LocalTraining, train_locally
-from medsec.privacy.canary_audit import CanaryAudit, CanaryCallback
+from medsec.privacy.canary_audit import CanaryAudit, CanaryCallback, CanaryKind, InputCanaries
 from medsec.privacy.plan import resolve_delta
 from medsec.training.config import ClassifierRecipe
 
@@ -26,12 +29,20 @@ from medsec.training.config import ClassifierRecipe
 def audit_client_dp(net: nn.Module, train: ImageDataset, val: ImageDataset, num_classes: int,
                     spec: LocalTraining, dp: ClientDPConfig, num_canaries: int,
                     guesses: Sequence[float | tuple[int, int]] = (0.05, 0.1, 0.25),
-                    confidence: float = 0.95, seed: int = 0) -> CanaryAudit:
+                    confidence: float = 0.95, seed: int = 0,
+                    kind: CanaryKind = "gradient") -> CanaryAudit:
     """Audit one round of a hospital's local DP-SGD (``dp`` enabled) on ``train``, starting
-    from ``net`` (the global weights; trained in place). The claimed epsilon is the client's
-    after this round (a target epsilon is calibrated over ``spec.total_rounds`` rounds)."""
+    from ``net`` (the global weights; trained in place), with ``kind`` canaries. The claimed
+    epsilon is the client's after this round (a target epsilon is calibrated over
+    ``spec.total_rounds`` rounds)."""
     if not dp.enabled:
         raise ValueError("audit_client_dp needs client DP enabled (federated.client_dp.enabled)")
+    if kind == "input":
+        canaries = InputCanaries.draw(num_canaries, train.images.shape[1:], num_classes, seed)
+        train = canaries.insert(train)
+        result = train_locally(net, train, val, num_classes, spec, seed, dp=dp)
+        delta = resolve_delta(dp.delta, len(train))
+        return canaries.audit(net, delta, float(result.epsilon), guesses, confidence)
     callback = CanaryCallback(num_canaries, seed=seed, target="net")
     result = train_locally(net, train, val, num_classes, spec, seed, dp=dp,
                            callbacks=[callback])
@@ -45,7 +56,7 @@ def audit_federation(fed: FederatedConfig, recipe: ClassifierRecipe, data: Loade
     enabled): hospital ``client``'s first round of local DP-SGD, as the federation sets it up
     (its partition of the training data, its validation share, ``local_epochs`` epochs, or
     ``canary.epochs``), from the federation's seeded initial weights, with
-    ``canary.num_canaries`` gradient canaries."""
+    ``canary.num_canaries`` canaries of ``canary.kind``."""
     canary = fed.canary
     if not (canary.enabled and fed.client_dp.enabled):
         return None
@@ -59,4 +70,4 @@ def audit_federation(fed: FederatedConfig, recipe: ClassifierRecipe, data: Loade
     seed_everything(site.seed)  # the federation's initial model (setup_federation's seed)
     return audit_client_dp(site.build_net(), site.train, site.val, site.num_classes, spec,
                            fed.client_dp, canary.num_canaries, canary.guesses,
-                           canary.confidence, canary.seed)
+                           canary.confidence, canary.seed, canary.kind)

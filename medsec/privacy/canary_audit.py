@@ -23,6 +23,15 @@ Procedure (the paper's Algorithm 1 with gradient canaries, its strongest white-b
 
 With several ``(k+, k-)`` the confidence is split among them (Bonferroni), so reporting the
 largest bound is still a valid lower bound at the stated confidence.
+
+Input canaries (:class:`InputCanaries`, the paper's black-box setting): ``m`` crafted
+examples (binary-noise images, far from any medical image, each with a random label), each
+added to the training split with probability 1/2, trained on like any record (the same
+sampling, clipping and noise: nothing in the training path knows about them); after training
+canary ``i`` scores ``-loss_i`` (lower loss = guess "in") and steps 4-5 are the same. Weaker
+than gradient canaries (the model must memorise a canary for it to stand out), so their bound
+is a lower bound on what the gradient canaries can prove; what they audit is the whole
+pipeline from the data loader on.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -133,6 +142,7 @@ class CanaryAudit:
     scores: np.ndarray = field(repr=False)
     included: np.ndarray = field(repr=False)
     inserted: int | None = None  # canary gradients put into the run (None: scores given)
+    kind: str = "gradient"  # "gradient" (Dirac gradient canaries) or "input" (crafted images)
 
     @property
     def best(self) -> Guess:
@@ -153,7 +163,7 @@ class CanaryAudit:
                 "epsilon": self.epsilon if math.isfinite(self.epsilon) else None,
                 "delta": self.delta, "confidence": self.confidence,
                 "num_canaries": self.num_canaries, "num_included": self.num_included,
-                "inserted": self.inserted,
+                "inserted": self.inserted, "kind": self.kind,
                 "guesses": [{"k_pos": g.k_pos, "k_neg": g.k_neg, "correct": g.correct,
                              "epsilon_lower": g.epsilon_lower} for g in self.guesses]}
 
@@ -360,28 +370,106 @@ class CanaryCallback(L.Callback):
         return dataclasses.replace(audit, inserted=self.samples)
 
 
+# --------------------------------------------------------------------------- input canaries
+
+CanaryKind = Literal["gradient", "input"]
+
+
+@dataclass(frozen=True)
+class InputCanaries:
+    """``m`` input canaries: ``images`` (m, C, H, W) float32 in {0, 1} (binary noise),
+    ``labels`` (m,) int64 uniform over the classes, ``included`` (m,) bool (each with
+    probability 1/2, drawn first from ``seed`` like :class:`CanaryCallback`'s)."""
+
+    images: np.ndarray = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+    included: np.ndarray = field(repr=False)
+
+    @classmethod
+    def draw(cls, num_canaries: int, shape: Sequence[int], num_classes: int,
+             seed: int = 0) -> InputCanaries:
+        """``num_canaries`` canaries of image ``shape`` (C, H, W) for ``num_classes``."""
+        if num_canaries < 1 or num_classes < 2:
+            raise ValueError(f"need >= 1 canary and >= 2 classes, got {num_canaries}, "
+                             f"{num_classes}")
+        gen = np.random.default_rng(seed)
+        included = gen.random(num_canaries) < 0.5
+        images = (gen.random((num_canaries, *shape)) < 0.5).astype(np.float32)
+        labels = gen.integers(0, num_classes, num_canaries).astype(np.int64)
+        return cls(images, labels, included)
+
+    def insert(self, train: Any) -> Any:
+        """``train`` (an ``ImageDataset``, single-label) with the included canaries appended
+        (the training loader shuffles; DP-SGD Poisson-samples them like any record)."""
+        from medsec.data.types import ImageDataset
+
+        if np.asarray(train.labels).ndim != 1:
+            raise ValueError("input canaries need single-label data (one class per image)")
+        if tuple(train.images.shape[1:]) != tuple(self.images.shape[1:]):
+            raise ValueError(f"canary shape {self.images.shape[1:]} is not the training "
+                             f"images' {train.images.shape[1:]}")
+        keep = self.included
+        return ImageDataset(np.concatenate([np.asarray(train.images), self.images[keep]]),
+                            np.concatenate([np.asarray(train.labels), self.labels[keep]]))
+
+    def scores(self, model: nn.Module) -> np.ndarray:
+        """``-cross_entropy`` of ``model`` on each canary (m,) float64: high = likely in."""
+        from medsec.training.predict import predict_logits
+
+        logits = predict_logits(model, torch.from_numpy(self.images))
+        loss = torch.nn.functional.cross_entropy(logits.float(),
+                                                 torch.from_numpy(self.labels),
+                                                 reduction="none")
+        return -loss.double().numpy()
+
+    def audit(self, model: nn.Module, delta: float, epsilon: float = math.inf,
+              guesses: Sequence[float | tuple[int, int]] = (0.05, 0.1, 0.25),
+              confidence: float = 0.95) -> CanaryAudit:
+        """:func:`audit_scores` of ``model``'s canary losses (``inserted``: the canaries put
+        into the training split)."""
+        audit = audit_scores(self.scores(model), self.included, delta, guesses, confidence,
+                             epsilon)
+        return dataclasses.replace(audit, inserted=int(self.included.sum()), kind="input")
+
+
 # --------------------------------------------------------------------------- classifier runs
 
 
 def audit_classifier_run(recipe: Any, data: Any, dp: Any | None, num_canaries: int,
                          guesses: Sequence[float | tuple[int, int]] = (0.05, 0.1, 0.25),
-                         confidence: float = 0.95, seed: int = 0) -> CanaryAudit:
+                         confidence: float = 0.95, seed: int = 0,
+                         kind: CanaryKind = "gradient") -> CanaryAudit:
     """Train ``recipe`` (a :class:`~medsec.training.config.ClassifierRecipe`) on ``data`` once
-    through the project's training path, with ``num_canaries`` gradient canaries, and audit it.
+    through the project's training path, with ``num_canaries`` canaries of ``kind``, and
+    audit it.
 
     ``dp``: a :class:`~medsec.privacy.config.DPConfig` (enabled) for DP-SGD, or None for the
-    plain fit (claimed epsilon inf; delta then 1/(10 N) for the bound). The canaries sit in
-    the classifier's own network (``module.net``).
+    plain fit (claimed epsilon inf; delta then 1/(10 N) for the bound). ``gradient``: Dirac
+    gradient canaries in the classifier's own network (``module.net``); ``input``:
+    :class:`InputCanaries` appended to the (``max_train``-truncated) training split, so the
+    run's N, sample rate and accountant include them.
     """
     from medsec.privacy.training import fit_strategy
     from medsec.training.job import plain_fit, train_classifier
 
-    callback = CanaryCallback(num_canaries, seed=seed, target="net")
     strategy = fit_strategy(dp) if dp is not None and dp.enabled else plain_fit
-    trained = train_classifier(recipe, data, callbacks=[callback], strategy=strategy)
+    callbacks: list[L.Callback] = []
+    canaries = None
+    if kind == "input":
+        canaries = InputCanaries.draw(num_canaries, data.image_shape, data.num_classes, seed)
+        splits = dict(data.splits) | {"train": canaries.insert(recipe.split(data, "train"))}
+        data = dataclasses.replace(data, splits=splits)
+        recipe = recipe.model_copy(update={"max_train": None})
+    elif kind == "gradient":
+        callbacks.append(CanaryCallback(num_canaries, seed=seed, target="net"))
+    else:
+        raise ValueError(f"canary kind must be gradient or input, got {kind!r}")
+    trained = train_classifier(recipe, data, callbacks=callbacks, strategy=strategy)
     record = trained.meta["privacy"]
     if record.get("mechanism") == "dp-sgd":
         epsilon, delta = float(record["epsilon"]), float(record["delta"])
     else:
         epsilon, delta = math.inf, 1.0 / (10 * int(trained.meta["num_train"]))
-    return callback.audit(delta, epsilon, guesses, confidence)
+    if canaries is not None:
+        return canaries.audit(trained.model, delta, epsilon, guesses, confidence)
+    return callbacks[0].audit(delta, epsilon, guesses, confidence)  # type: ignore[attr-defined]

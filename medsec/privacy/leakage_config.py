@@ -31,9 +31,15 @@ class CanaryAuditConfig(StrictModel):
     the recipe's epochs. The same settings drive ``deepfake.canary`` (the DP-GAN's
     discriminator at each epsilon; ``epochs`` None = ``deepfake.dp.epochs``) and
     ``federated.canary`` (hospital 0's first round of client DP; None = ``local_epochs``).
+    ``kind``: ``gradient`` (white-box Dirac gradient canaries, the strongest) or ``input``
+    (``num_canaries`` crafted binary-noise images with random labels added to the training
+    data, each with probability 1/2, scored by their loss after training: audits the whole
+    pipeline from the data loader on; privacy and federated stages; the DP-GAN audit takes
+    gradient canaries only).
     """
 
     enabled: bool = False
+    kind: Literal["gradient", "input"] = "gradient"
     num_canaries: int = Field(default=200, ge=10, le=100000)
     guesses: tuple[float, ...] = (0.05, 0.1, 0.25)
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)

@@ -252,7 +252,8 @@ def checkpoint_recipe_audit(cfg: MedSecConfig, data: LoadedDataset, model: nn.Mo
 def canary_audit(cfg: MedSecConfig, data: LoadedDataset) -> CanaryAudit | None:
     """One-run DP audit (``privacy.canary``, None when disabled) of ``cfg``'s classifier
     recipe: one extra training run, with its DP settings when ``privacy.dp.enabled`` (a sweep
-    point's config), ``privacy.canary.num_canaries`` gradient canaries in the network."""
+    point's config), ``privacy.canary.num_canaries`` canaries of ``privacy.canary.kind``
+    (gradient canaries in the network, or input canaries in the training data)."""
     canary = cfg.privacy.canary
     if not canary.enabled:
         return None
@@ -263,4 +264,4 @@ def canary_audit(cfg: MedSecConfig, data: LoadedDataset) -> CanaryAudit | None:
         recipe = recipe.derive(epochs=canary.epochs)
     dp = cfg.privacy.dp if cfg.privacy.dp.enabled else None
     return audit_classifier_run(recipe, data, dp, canary.num_canaries, canary.guesses,
-                                canary.confidence, canary.seed)
+                                canary.confidence, canary.seed, canary.kind)
