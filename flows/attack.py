@@ -25,6 +25,7 @@ from medsec.viz import robustness_curve_figure, scaling_attack_figure
 from tasks.attack import (
     check_victim_task,
     examples_figure,
+    finding_sets,
     finish_suite_task,
     load_victim_task,
     log_attack_runs,
@@ -117,16 +118,18 @@ def attack_flow(
         )
         demo = result.image_scaling
         if demo is not None:
+            names, shown = list(data.class_names), (demo.source_labels, demo.target_labels,
+                                                    demo.pred)
+            if demo.source_labels.ndim == 2:  # multi-label: titled by finding sets
+                names, shown = finding_sets(names, *shown)
             log_figure(
                 scaling_attack_figure(
                     demo.source,
                     demo.adversarial,
                     demo.downscaled,
                     demo.target,
-                    demo.source_labels,
-                    demo.target_labels,
-                    demo.pred,
-                    list(data.class_names),
+                    *shown,
+                    names,
                 ),
                 "robustness/image_scaling.png",
             )

@@ -22,6 +22,7 @@ from medsec.attacks.suite import finish_suite, start_suite
 from medsec.config import MedSecConfig
 from medsec.data.types import ImageDataset, LoadedDataset
 from medsec.io import file_digest
+from medsec.metrics.robustness import robust_correct
 from medsec.stages import attack as stage
 from medsec.training.checkpoint import load_classifier, require_data_version
 from medsec.viz import adversarial_grid
@@ -91,15 +92,33 @@ def finish_suite_task(cfg: MedSecConfig, model: nn.Module, suite: SuiteResult,
     return finish_suite(suite, points, model, cfg.attack, surrogate, get_run_logger().info)
 
 
+def finding_sets(class_names: list[str],
+                 *multi_hot: np.ndarray) -> tuple[list[str], list[np.ndarray]]:
+    """Multi-label rows (n, L) in {0, 1} as codes (n,) into a list of finding-set names
+    (``effusion+nodule``, ``none``), one code per distinct row across all arrays."""
+    keys: dict[tuple[int, ...], int] = {}
+    coded = [np.asarray([keys.setdefault(tuple(int(v) for v in row), len(keys)) for row in arr])
+             for arr in multi_hot]
+    names = ["+".join(n for n, v in zip(class_names, key, strict=True) if v) or "none"
+             for key in keys]
+    return names, coded
+
+
 def examples_figure(result: SuiteResult, points: list[AttackPoint], class_names: list[str],
                     title: str):
     """Clean / adversarial / amplified-perturbation grid of the first correctly classified
-    test examples (the first examples when none is) for the given attack points."""
-    correct = np.flatnonzero(result.clean_pred == result.labels)
+    test examples (the first examples when none is) for the given attack points; multi-label
+    examples are titled with their finding sets (red: some finding wrong)."""
+    correct = np.flatnonzero(robust_correct(result.labels, result.clean_pred))
     rows = (correct if correct.size else np.arange(len(result.labels)))[:GRID_EXAMPLES]
-    attacks = [(p.name, p.adversarial[rows], p.adv_pred[rows]) for p in points]
-    return adversarial_grid(result.images[rows], result.labels[rows], result.clean_pred[rows],
-                            attacks, class_names, title)
+    labels, clean_pred = result.labels[rows], result.clean_pred[rows]
+    adv_preds = [p.adv_pred[rows] for p in points]
+    if labels.ndim == 2:
+        class_names, (labels, clean_pred, *adv_preds) = finding_sets(
+            class_names, labels, clean_pred, *adv_preds)
+    attacks = [(p.name, p.adversarial[rows], pred)
+               for p, pred in zip(points, adv_preds, strict=True)]
+    return adversarial_grid(result.images[rows], labels, clean_pred, attacks, class_names, title)
 
 
 def strongest_points(result: SuiteResult) -> list[AttackPoint]:

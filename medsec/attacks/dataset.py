@@ -4,9 +4,11 @@
 
 - ``test_images``: float32 (N, H, W) for one channel or (N, H, W, C), in [0, 1] (float, not
   uint8 as in MedMNIST, so perturbations of one grey level and less survive);
-- ``test_labels``: int64 (N, 1), the true labels;
+- ``test_labels``: int64 (N, 1), the true labels; for multi-label data int64 (N, L), the
+  multi-hot findings (as MedMNIST's ChestMNIST; the record's ``data.task`` is ``multilabel``);
 - ``clean_indices``: int64 (N,), the position of each image in the source test split;
-- ``target_labels``: int64 (N, 1), only for targeted attacks.
+- ``target_labels``: int64 (N, 1), only for targeted attacks (and the image-scaling attack,
+  multi-hot (N, L) on multi-label data).
 
 ``<dir>/<attack>_eps<k>.json`` records the attack, its resolved parameters, the epsilon, the
 source model (checkpoint md5, MLflow run id) and the data (name, version). Read both with
@@ -39,7 +41,8 @@ REQUIRED_META = ("format", "attack", "params", "eps", "norm", "source_model", "d
 
 @dataclass(frozen=True)
 class AdversarialDataset:
-    """A loaded adversarial dataset: images float32 (N, C, H, W) in [0, 1], labels (N,),
+    """A loaded adversarial dataset: images float32 (N, C, H, W) in [0, 1], labels (N,)
+    (multi-label: multi-hot float32 (N, L)),
     ``clean_indices`` (N,) into the source test split, ``targets`` (N,) or None, metadata."""
 
     images: np.ndarray
@@ -77,7 +80,8 @@ def save_adversarial(
     meta: dict[str, Any],
     targets: np.ndarray | None = None,
 ) -> Path:
-    """Write ``path`` (.npz) and its ``.json`` record; images (N, C, H, W) float in [0, 1].
+    """Write ``path`` (.npz) and its ``.json`` record; images (N, C, H, W) float in [0, 1],
+    ``labels`` (N,) or multi-hot (N, L).
 
     The bytes depend only on the arrays and ``meta`` (deterministic zip, sorted JSON); ``meta``
     needs :data:`REQUIRED_META`.
@@ -87,19 +91,20 @@ def save_adversarial(
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise ValueError(f"adversarial metadata lacks {', '.join(missing)}")
-    if labels.shape != (n,) or clean_indices.shape != (n,):
+    if labels.shape[:1] != (n,) or labels.ndim not in (1, 2) or clean_indices.shape != (n,):
         raise ValueError(
-            f"labels and clean_indices must be ({n},), got {labels.shape} {clean_indices.shape}"
+            f"labels must be ({n},) or multi-hot ({n}, L) and clean_indices ({n},), got "
+            f"{labels.shape} {clean_indices.shape}"
         )
     if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
         raise ValueError("adversarial images must be finite and lie in [0, 1]")
     arrays = {
         "test_images": to_medmnist_layout(images),
-        "test_labels": labels.astype(np.int64).reshape(n, 1),
+        "test_labels": labels.astype(np.int64).reshape(n, -1),
         "clean_indices": clean_indices.astype(np.int64),
     }
     if targets is not None:
-        arrays["target_labels"] = targets.astype(np.int64).reshape(n, 1)
+        arrays["target_labels"] = targets.astype(np.int64).reshape(n, -1)
     save_npz_deterministic(path, arrays)
     write_json(
         path.with_suffix(".json"),
@@ -121,19 +126,24 @@ def load_adversarial(path: str | Path) -> AdversarialDataset:
     if images.dtype != np.float32:
         raise DataError(f"{path}: test_images must be float32, got {images.dtype}")
     images = from_medmnist_layout(images)
-    labels = arrays["test_labels"].reshape(-1).astype(np.int64)
-    if labels.shape[0] != images.shape[0] or arrays["clean_indices"].shape != labels.shape:
-        raise DataError(f"{path}: images, labels and clean_indices disagree in length")
     targets = arrays.get("target_labels")
     meta_path = path.with_suffix(".json")
     if not meta_path.is_file():
         raise DataError(f"{path}: its metadata record {meta_path.name} is missing")
     meta = json.loads(meta_path.read_text())
+    raw = arrays["test_labels"]
+    multilabel = (meta.get("data") or {}).get("task") == "multilabel"
+    labels = (raw.astype(np.float32) if multilabel and raw.ndim == 2
+              else raw.reshape(-1).astype(np.int64))
+    if labels.shape[0] != images.shape[0] or arrays["clean_indices"].shape != labels.shape[:1]:
+        raise DataError(f"{path}: images, labels and clean_indices disagree in length")
     return AdversarialDataset(
         images=images,
         labels=labels,
         clean_indices=arrays["clean_indices"].astype(np.int64),
-        targets=None if targets is None else targets.reshape(-1).astype(np.int64),
+        targets=None if targets is None else (
+            targets.astype(np.float32) if multilabel and targets.ndim == 2
+            else targets.reshape(-1).astype(np.int64)),
         meta=meta,
     )
 
@@ -161,6 +171,8 @@ def point_metadata(
             "split": "test",
             "verification": data.verification,
             "class_names": list(data.class_names),
+            # multi-label data only (single-label records stay as they were)
+            **({"task": "multilabel"} if getattr(data, "task", None) == "multilabel" else {}),
         },
         "metrics": {k: v for k, v in point.metrics.items() if k not in TIMING_METRICS},
     }

@@ -27,6 +27,21 @@ ATTACKS: dict[str, type[Attack]] = {
 """Every registered attack by its ``name`` (lower_snake_case, as used in configs)."""
 
 
+MULTILABEL_ATTACKS = tuple(sorted(n for n, c in ATTACKS.items() if c.supports_multilabel))
+"""Attacks that run on multi-label data (multi-hot labels (N, L)), untargeted."""
+
+
+def multilabel_refusal(name: str, targeted: bool) -> str | None:
+    """Why attack ``name`` (``targeted`` or not) cannot run on multi-label data, or None when
+    it can: a targeted attack aims at one class, and DeepFool/CW/one-pixel/UAP are built on
+    one class per image (class boundaries, argmax changes)."""
+    if name in ATTACKS and not ATTACKS[name].supports_multilabel:
+        return f"{name} needs one class per image"
+    if targeted:
+        return "a targeted attack aims at one target class per image"
+    return None
+
+
 def attack_params(name: str) -> dict[str, Any]:
     """Constructor parameters of attack ``name`` with their defaults (``model`` excluded)."""
     cls = _lookup(name)

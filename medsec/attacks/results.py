@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from medsec.attacks.config import AttackSpec, grey_levels
+from medsec.metrics.robustness import robust_correct
 
 TIMING_METRICS = ("seconds_per_image", "fit_seconds", "seconds")
 """Wall-clock numbers: logged to MLflow, kept out of files (not reproducible)."""
@@ -96,7 +97,7 @@ class SuiteResult:
 
     @property
     def clean_acc(self) -> float:
-        return float((self.clean_pred == self.labels).mean())
+        return float(robust_correct(self.labels, self.clean_pred).mean())  # exact match
 
     def tensors(self) -> tuple[Tensor, Tensor]:
         """The attacked examples as tensors (sharing memory): images (N, C, H, W), labels."""

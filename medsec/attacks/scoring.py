@@ -3,6 +3,7 @@ curves, and the suite-level scores - the linf worst case and gradient-masking fl
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 from medsec.attacks.base import Attack, predictions
 from medsec.attacks.registry import build_attack
 from medsec.attacks.results import AttackPoint, point_key
+from medsec.metrics.classification import multilabel_metrics
 from medsec.metrics.robustness import attack_metrics, robust_correct
 from medsec.training.predict import predict_logits
 
@@ -39,7 +41,9 @@ def evaluate_attack(model: nn.Module, attack: Attack, images: Tensor, labels: Te
     ``labels`` (N,) are the true labels (multi-hot (N, L) for multi-label data: an example
     is correct when every finding is right); a targeted attack also needs ``targets`` (N,).
     Returns the metrics of :func:`medsec.metrics.robustness.attack_metrics` (``robust_acc``,
-    ``attack_success_rate``, perturbation norms, SSIM/PSNR, ``mean_queries``, ...).
+    ``attack_success_rate``, perturbation norms, SSIM/PSNR, ``mean_queries``, ...); for
+    multi-hot labels also ``macro_auc``, the macro ROC AUC of the adversarial logits (when
+    some finding has both values among the examples).
     """
     return run_attack(model, attack, images, labels, batch_size, targets).metrics
 
@@ -64,9 +68,14 @@ def run_attack(model: nn.Module, attack: Attack, images: Tensor, labels: Tensor,
         queries.append(attack.last_stats.queries.float())
     adv = torch.cat(advs)
     clean_pred = predictions(predict_logits(model, images, batch_size), labels)
-    adv_pred = predictions(predict_logits(model, adv, batch_size), labels)
+    adv_logits = predict_logits(model, adv, batch_size)
+    adv_pred = predictions(adv_logits, labels)
     out = attack_metrics(images, adv, labels, clean_pred, adv_pred, torch.cat(queries), seconds,
                          targets if attack.targeted else None)
+    if labels.dim() == 2:  # multi-label: also the ranking quality left under attack
+        auc = multilabel_metrics(adv_logits, labels.cpu())["auc"]
+        if math.isfinite(auc):
+            out["macro_auc"] = auc
     return AttackOutcome(adv, clean_pred, adv_pred, out)
 
 

@@ -22,12 +22,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from medsec.attacks.base import predictions
 from medsec.attacks.config import AttackConfig, ImageScalingConfig
 from medsec.attacks.image_scaling import ImageScalingAttack, ResizeThenClassify, resize
 from medsec.attacks.results import AttackPoint, ScalingDemo, SuiteResult
 from medsec.attacks.runner import Log, quiet, run_spec, run_transfer
 from medsec.attacks.scoring import masking_flags, worst_case
 from medsec.data.types import ImageDataset
+from medsec.metrics.robustness import robust_correct
 from medsec.models.checks import check_classifier
 from medsec.training.predict import predict_logits
 
@@ -48,7 +50,7 @@ def start_suite(model: nn.Module, test: ImageDataset, cfg: AttackConfig,
         if surrogate is None:
             raise ValueError("attack.transfer is configured: pass the trained surrogate model")
         check_classifier(surrogate, x, y)
-    clean_pred = predict_logits(model, x, cfg.batch_size).argmax(1).numpy()
+    clean_pred = predictions(predict_logits(model, x, cfg.batch_size), y).numpy()
     result = SuiteResult(images, labels, np.arange(len(subset), dtype=np.int64), clean_pred,
                          num_classes)
     log(f"{len(subset)} test images, clean accuracy {result.clean_acc:.3f}")
@@ -84,15 +86,16 @@ def scaling_demo(model: nn.Module, images: Tensor, labels: Tensor, clean_pred: T
                  cfg: ImageScalingConfig) -> ScalingDemo | None:
     """Image-scaling attack on ``resize(mode) -> model``: test images upscaled to
     ``source_size`` are perturbed to downscale into a correctly classified test image of
-    another class. None when the test examples hold no such pair."""
+    another class (multi-hot labels (N, L): another set of findings; success = every finding
+    of the target predicted). None when the test examples hold no such pair."""
     native = tuple(int(s) for s in images.shape[2:])
     if cfg.source_size <= max(native):
         raise ValueError(f"attack.image_scaling.source_size={cfg.source_size} must exceed the "
                          f"model's input size {native}")
-    correct = (clean_pred == labels).nonzero().squeeze(1)
+    correct = robust_correct(labels, clean_pred).nonzero().squeeze(1)
     sources, targets = [], []
     for i in correct.tolist():
-        others = correct[labels[correct] != labels[i]]
+        others = correct[~robust_correct(labels[correct], labels[i].expand_as(labels[correct]))]
         if others.numel():
             sources.append(i)
             targets.append(int(others[len(sources) % others.numel()]))
@@ -106,12 +109,12 @@ def scaling_demo(model: nn.Module, images: Tensor, labels: Tensor, clean_pred: T
     attack = ImageScalingAttack(size=native, mode=cfg.mode, steps=cfg.steps)
     result = attack(source, target)
     pipeline = ResizeThenClassify(model, native, cfg.mode)
-    pred = predict_logits(pipeline, result.adv).argmax(1)
-    source_pred = predict_logits(pipeline, source).argmax(1)
+    pred = predictions(predict_logits(pipeline, result.adv), labels)
+    source_pred = predictions(predict_logits(pipeline, source), labels)
     metrics = result.as_dict() | {
         "n_pairs": float(len(sources)),
-        "success_rate": float((pred == labels[tgt_idx]).float().mean()),
-        "pipeline_clean_acc": float((source_pred == labels[src_idx]).float().mean()),
+        "success_rate": float(robust_correct(labels[tgt_idx], pred).float().mean()),
+        "pipeline_clean_acc": float(robust_correct(labels[src_idx], source_pred).float().mean()),
         "source_size": float(cfg.source_size),
     }
     return ScalingDemo(metrics, source.numpy(), result.adv.float().numpy(), target.numpy(),

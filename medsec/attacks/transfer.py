@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from medsec.attacks.base import Attack, lp_norm
+from medsec.attacks.base import Attack, lp_norm, predictions
 from medsec.metrics.robustness import robust_accuracy, robust_correct
 from medsec.training.predict import predict_logits
 
@@ -18,7 +18,8 @@ def transfer_evaluate(attack: Attack, victim: nn.Module, images: Tensor, labels:
     Args:
         attack: an untargeted attack whose ``model`` is the surrogate.
         victim: the model under evaluation (pixel-space logits).
-        images: (N, C, H, W) in [0, 1]. labels: (N,) int64 true labels.
+        images: (N, C, H, W) in [0, 1]. labels: (N,) int64 true labels, or multi-hot
+            (N, L) (an example is correct when every finding is right).
 
     Returns lower_snake_case metrics: ``surrogate_clean_acc``, ``surrogate_robust_acc``,
     ``victim_clean_acc``, ``victim_robust_acc`` (correct before and after),
@@ -33,13 +34,13 @@ def transfer_evaluate(attack: Attack, victim: nn.Module, images: Tensor, labels:
     ]
     adv = torch.cat(advs)
     labels = labels.to(images.device)
-    s_clean, s_adv, v_clean, v_adv = (predict_logits(m, x, batch_size).argmax(1) for m, x in
-                                      ((attack.model, images), (attack.model, adv),
-                                       (victim, images), (victim, adv)))
-    v_ok, v_robust = v_clean == labels, robust_correct(labels, v_clean, v_adv)
+    pairs = ((attack.model, images), (attack.model, adv), (victim, images), (victim, adv))
+    s_clean, s_adv, v_clean, v_adv = (predictions(predict_logits(m, x, batch_size), labels)
+                                      for m, x in pairs)
+    v_ok, v_robust = robust_correct(labels, v_clean), robust_correct(labels, v_clean, v_adv)
     n_correct = int(v_ok.sum())
     return {
-        "surrogate_clean_acc": float((s_clean == labels).double().mean()),
+        "surrogate_clean_acc": float(robust_correct(labels, s_clean).double().mean()),
         "surrogate_robust_acc": robust_accuracy(labels, s_clean, s_adv),
         "victim_clean_acc": float(v_ok.double().mean()),
         "victim_robust_acc": float(v_robust.double().mean()),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from torch import nn
 
+from medsec.attacks.registry import MULTILABEL_ATTACKS, multilabel_refusal
 from medsec.config import MedSecConfig
 from medsec.data.types import ImageDataset, LoadedDataset
 from medsec.errors import ConfigError, DataError
@@ -21,11 +22,31 @@ def splits(cfg: MedSecConfig, data: LoadedDataset) -> tuple[ImageDataset, ImageD
     return classifier.split(cfg, data, "test"), classifier.split(cfg, data, "train")
 
 
+def require_multilabel_support(cfg: MedSecConfig, data: LoadedDataset) -> None:
+    """On multi-label data (multi-hot labels, several findings per image): one ConfigError
+    naming every ``attack.attacks[<i>]`` that cannot run there and why (targeted specs,
+    deepfool, cw, one_pixel, uap), raised before any work; nothing on single-label data."""
+    if data.task != "multilabel":
+        return
+    problems = [
+        f"attack.attacks[{i}] ({spec.id}): {reason}"
+        for i, spec in enumerate(cfg.attack.attacks)
+        if (reason := multilabel_refusal(spec.name, spec.targeted)) is not None
+    ]
+    if problems:
+        raise ConfigError(
+            f"{'; '.join(problems)} - not defined for multi-label data ({data.name}: "
+            f"{data.num_classes} findings per image); remove these entries (untargeted "
+            f"{', '.join(MULTILABEL_ATTACKS)} run on it; see README, Your own data)")
+
+
 def check_victim(cfg: MedSecConfig, data: LoadedDataset, model: nn.Module,
                  checkpoint: str | Path) -> None:
-    """DataError (with the attack core's reason) if the model or the test images cannot be
-    attacked: probabilities instead of logits, a dense output, pixels outside [0, 1]."""
-    classifier.require_single_label(data, "attack")
+    """ConfigError when a configured attack cannot run on multi-label data
+    (:func:`require_multilabel_support`); DataError (with the attack core's reason) if the
+    model or the test images cannot be attacked: probabilities instead of logits, a dense
+    output, pixels outside [0, 1], multi-hot labels whose width is not the model's."""
+    require_multilabel_support(cfg, data)
     images, labels = splits(cfg, data)[0].head(cfg.attack.n_examples).tensors()
     try:
         check_classifier(model, images, labels)

@@ -149,10 +149,14 @@ def test_invalid_multi_hot_values_fail_validation(prepared):
 
 def test_attack_federated_defense_refuse_multi_label_in_one_line(prepared):
     cfg, data, _, _ = prepared
-    with pytest.raises(ConfigError, match="multi-label .* attack stage supports single-label"):
+    # attacks run on multi-label data (tests/unit/test_multilabel_attacks.py); the default
+    # suite's class-only entries (deepfool, uap) are refused before any work
+    with pytest.raises(ConfigError, match=r"attack.attacks\[2\] \(deepfool\).*multi-label"):
         attack_stage.check_victim(cfg, data, torch.nn.Identity(), "models/classifier.pt")
     from medsec.stages import defense
 
-    # the federated stage runs on multi-label data: tests/unit/test_multilabel_federated.py
-    with pytest.raises(ConfigError, match="defense stage supports single-label"):
+    # the federated stage runs on multi-label data: tests/unit/test_multilabel_federated.py;
+    # so does the defense stage, but the default list's class-only mahalanobis is refused
+    # before any work (tests/unit/test_multilabel_defense.py)
+    with pytest.raises(ConfigError, match=r"^defense.defenses\[3\].name: mahalanobis"):
         defense.eval_split(cfg, data, torch.nn.Identity(), cfg.model.name)

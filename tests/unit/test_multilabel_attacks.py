@@ -4,6 +4,7 @@ robustness invariants on a trained tiny model, clear label errors, the stage's r
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -232,3 +233,89 @@ def test_label_errors_are_clear(trained):
     assert check_classifier(model, x, y) == L
     assert check_classifier(model, x, y.long()) == L  # integer multi-hot is fine too
     assert np.isclose(float(pgd(x, y.long()).sub(x).abs().max()), 4 / 255, atol=1e-6)
+
+
+# ------------------------------------------------------------------ the stage
+
+
+def _multilabel_data(n: int = 48):
+    from medsec.data.types import ImageDataset, LoadedDataset
+
+    splits = {}
+    for seed, name in enumerate(("train", "val", "test")):
+        x, y = _data(n, size=16, seed=10 + seed)
+        splits[name] = ImageDataset(x.numpy(), y.numpy())
+    return LoadedDataset("own", splits, L, ["effusion", "nodule", "opacity"], "manifest.csv",
+                         "0" * 32, "unverified (test)")
+
+
+def _stage_cfg(attacks: str, *extra: str):
+    from medsec.config import load_config
+
+    return load_config(overrides=[f"attack.attacks={attacks}", "attack.n_examples=32",
+                                  "dataset.image_size=16", *extra])
+
+
+def test_stage_refuses_class_only_attacks_in_one_line_before_any_work():
+    from medsec.data.types import ImageDataset
+    from medsec.errors import ConfigError
+    from medsec.stages import attack as stage
+
+    data = _multilabel_data()
+    cfg = _stage_cfg("[{name: fgsm, eps: [4/255]}, {name: deepfool, eps: [4/255]}, "
+                     "{name: pgd, eps: [4/255], targeted: true}, {name: uap, eps: [8/255]}]")
+    model = _linear(0, size=16)
+    with pytest.raises(ConfigError) as err:
+        stage.check_victim(cfg, data, model, "models/classifier.pt")
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "attack.attacks[1] (deepfool): deepfool needs one class per image" in msg
+    assert "attack.attacks[2] (pgd): a targeted attack aims at one target class" in msg
+    assert "attack.attacks[3] (uap)" in msg and "attack.attacks[0]" not in msg
+    ok = _stage_cfg("[{name: fgsm, eps: [4/255]}, {name: square, eps: [4/255]}]")
+    stage.check_victim(ok, data, model, "models/classifier.pt")  # supported: no error
+    # single-label data: every attack stays allowed
+    single = dataclasses.replace(data, splits={
+        k: ImageDataset(v.images, v.labels[:, 0].astype(np.int64)) for k, v in data.splits.items()})
+    assert single.task == "multiclass"
+    stage.require_multilabel_support(_stage_cfg("[{name: deepfool, eps: [4/255]}]"), single)
+
+
+def test_suite_on_multilabel_data_worst_case_transfer_scaling_and_files(trained, tmp_path):
+    from medsec.attacks.dataset import load_adversarial, write_suite
+    from medsec.attacks.suite import run_suite
+    from medsec.data.types import ImageDataset
+
+    model, x, y = trained
+    x, y = x[:32], y[:32]  # attack.n_examples
+    test = ImageDataset(x.numpy(), y.numpy())
+    surrogate = _linear(7)
+    opt = torch.optim.Adam(surrogate.parameters(), lr=0.05)
+    xs, ys = _data(256, seed=3)
+    for _ in range(100):
+        opt.zero_grad()
+        classification_loss(surrogate(xs), ys).backward()
+        opt.step()
+    cfg = _stage_cfg("[{name: fgsm, eps: [8/255]}, {name: pgd, eps: [8/255], params: {steps: 5}},"
+                     " {name: autoattack_lite, eps: [8/255], params: {steps: 5, n_queries: 30}}]",
+                     "attack.transfer={surrogate: {model: small_cnn, seed: 1}, attacks: [pgd]}",
+                     "attack.image_scaling={source_size: 32, n_examples: 4, steps: 20}").attack
+    result = run_suite(model.eval(), test, cfg, surrogate=surrogate.eval())
+    m = result.metrics()
+    clean = float(robust_correct(y, predictions(model(x), y)).float().mean())
+    assert m["clean_acc"] == pytest.approx(clean)
+    both = robust_correct(y.numpy(), result.clean_pred,
+                          *(p.adv_pred for p in result.points))
+    assert m["worst_case_eps8_robust_acc"] == pytest.approx(float(both.mean()))
+    assert m["worst_case_eps8_robust_acc"] <= min(m["fgsm_eps8_robust_acc"],
+                                                  m["pgd_eps8_robust_acc"],
+                                                  m["autoattack_lite_eps8_robust_acc"])
+    assert 0.0 < m["pgd_eps8_macro_auc"] <= 1.0
+    assert m["transfer_pgd_eps8_victim_robust_acc"] <= m["transfer_pgd_eps8_victim_clean_acc"]
+    assert m["transfer_pgd_eps8_victim_clean_acc"] == pytest.approx(clean)
+    assert 0.0 <= m["image_scaling_success_rate"] <= 1.0
+    index = write_suite(tmp_path / "adv", result, {"checkpoint": "m.pt"}, _multilabel_data())
+    assert [e["name"] for e in index][:3] == ["fgsm_eps8", "pgd_eps8", "autoattack_lite_eps8"]
+    back = load_adversarial(tmp_path / "adv" / "pgd_eps8.npz")
+    assert back.labels.dtype == np.float32 and np.array_equal(back.labels, y.numpy())
+    assert back.meta["data"]["task"] == "multilabel"
