@@ -9,6 +9,8 @@ Adaptive (Athalye, Carlini & Wagner 2018; Tramer et al. 2020): PGD on the CW mar
 (``bpda_pgd``), EOT over the noise for randomised defenses (``eot_pgd``), and for detectors
 :class:`DetectorAwarePGD`, whose loss also pushes the detector score below its threshold
 (``detector_aware_pgd``). Training-time defenses get the margin loss alone (``pgd_margin``).
+Multi-hot labels (N, L): the losses are the per-example BCE and the multi-label margin
+``-min_l (2 y_l - 1) z_l`` (:mod:`medsec.attacks.base`, chosen from the labels' shape).
 """
 
 from __future__ import annotations
@@ -79,7 +81,9 @@ class DetectorAwarePGD(PGD):
         return super().check_output(logits[:, :-1], images)
 
     def is_adversarial(self, logits: Tensor, labels: Tensor) -> Tensor:
-        return (logits[:, :-1].argmax(1) != labels) & (logits[:, -1] < -self.kappa)
+        """Misclassified (multi-hot labels: some finding wrong) and undetected by kappa."""
+        wrong = Attack.is_adversarial(self, logits[:, :-1], labels)
+        return wrong & (logits[:, -1] < -self.kappa)
 
     def adversarial_margin(self, logits: Tensor, labels: Tensor) -> Tensor:
         return torch.maximum(-margin_loss(logits[:, :-1], labels), logits[:, -1] + self.kappa)

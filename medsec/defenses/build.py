@@ -5,6 +5,9 @@ Training-time defenses train through :func:`medsec.training.job.train_classifier
 model; detectors are fitted on the training split and calibrated on the validation split;
 smoothing wraps the undefended or a noise-trained base classifier. One
 :class:`BuildContext` per run shares data tensors and MagNet autoencoders between defenses.
+
+Multi-label data (multi-hot labels): every defense applies except those in
+:data:`MULTILABEL_UNSUPPORTED`, which :func:`check_multilabel` refuses before any work.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from medsec.defenses.training import (
     TradesLoss,
     train_defended,
 )
+from medsec.errors import ConfigError
 from medsec.training.config import ClassifierRecipe
 from medsec.training.job import FitStrategy, plain_fit
 
@@ -76,8 +80,29 @@ def undefended(model: nn.Module, name: str = "undefended") -> Defense:
     return Defense(name=name, kind="none", model=model, attack_model=model, adaptive_model=model)
 
 
+MULTILABEL_UNSUPPORTED: dict[str, str] = {
+    "mahalanobis": "fits one Gaussian per class and multi-hot labels give no class per image",
+    "smoothing": "certifies the majority class of the noisy votes (Cohen et al.), which is not "
+                 "defined for several findings per image",
+}
+"""Defenses that need one class per image, and why (refused on multi-label data)."""
+
+
+def check_multilabel(specs: Sequence[dc.DefenseSpec], multilabel: bool) -> None:
+    """ConfigError naming ``defense.defenses[i].name`` of the first configured defense in
+    :data:`MULTILABEL_UNSUPPORTED` when the data is ``multilabel``; nothing otherwise."""
+    if not multilabel:
+        return
+    for i, spec in enumerate(specs):
+        if spec.name in MULTILABEL_UNSUPPORTED:
+            raise ConfigError(f"defense.defenses[{i}].name: {spec.name} "
+                              f"{MULTILABEL_UNSUPPORTED[spec.name]}; remove it for multi-label "
+                              "data (see README, Your own data)")
+
+
 def build_defense(spec: dc.DefenseSpec, ctx: BuildContext) -> Defense:
     """Build (train / fit / wrap) the defense ``spec`` on top of ``ctx.baseline``."""
+    check_multilabel([spec], ctx.data.task == "multilabel")
     num_classes = require_classifier(ctx.baseline, ctx.data.image_shape, spec.key)
     defense = BUILDERS[spec.name](spec.options(), ctx, num_classes)
     defense.name = spec.key
@@ -189,7 +214,9 @@ def _mahalanobis(p: dc.MahalanobisParams, ctx: BuildContext, k: int) -> Defense:
 
 
 def _squeeze_detector(p: dc.SqueezeDetectorParams, ctx: BuildContext, k: int) -> Defense:
-    return _calibrated(ctx, SqueezeDetector(ctx.baseline, p.bits, p.median_size), p.fpr)
+    detector = SqueezeDetector(ctx.baseline, p.bits, p.median_size,
+                               multilabel=ctx.data.task == "multilabel")
+    return _calibrated(ctx, detector, p.fpr)
 
 
 def _magnet_detector(p: dc.MagNetDetectorParams, ctx: BuildContext, k: int) -> Defense:

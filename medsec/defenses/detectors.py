@@ -10,7 +10,8 @@ false-positive rate on clean images (the 1 - fpr quantile of their scores) and t
   (Ledoit-Wolf shrunk) covariance on penultimate features; score = distance to the closest
   class mean. The input-preprocessing and feature-ensemble refinements are not used.
 - :class:`SqueezeDetector` (Xu et al. 2018): max L1 distance between the softmax on x and on
-  its squeezed versions (bit depth, median filter).
+  its squeezed versions (bit depth, median filter); for a multi-label model the vector of
+  per-finding sigmoids.
 - :class:`MagNetDetector` (Meng & Chen 2017): mean absolute reconstruction error.
 """
 
@@ -132,18 +133,24 @@ class MahalanobisDetector(Detector):
 
 
 class SqueezeDetector(Detector):
-    """Feature-squeezing detector: max over squeezers of ||softmax f(x) - softmax f(s(x))||_1."""
+    """Feature-squeezing detector: max over squeezers of ||softmax f(x) - softmax f(s(x))||_1
+    (``multilabel``: the per-finding sigmoids, L1 distance in [0, L])."""
 
     name = "squeeze_detector"
 
-    def __init__(self, model: nn.Module, bits: int = 4, median_size: int = 2) -> None:
+    def __init__(self, model: nn.Module, bits: int = 4, median_size: int = 2,
+                 multilabel: bool = False) -> None:
         super().__init__(model)
         self.squeezers = nn.ModuleList([BitDepth(bits), MedianFilter(median_size)])
+        self.multilabel = bool(multilabel)
+
+    def _probs(self, x: Tensor) -> Tensor:
+        logits = self.model(x)
+        return torch.sigmoid(logits) if self.multilabel else logits.softmax(1)
 
     def _score(self, x: Tensor) -> Tensor:
-        p = self.model(x).softmax(1)
-        dists = [(p - self.model(straight_through(x, s)).softmax(1)).abs().sum(1)
-                 for s in self.squeezers]
+        p = self._probs(x)
+        dists = [(p - self._probs(straight_through(x, s))).abs().sum(1) for s in self.squeezers]
         return torch.stack(dists).amax(0)
 
 

@@ -12,6 +12,11 @@ flags: ``flag_blackbox_stronger`` (Square beats the white-box attacks' worst cas
 zero). The PGD of the eps/steps flags is the standard one, except behind a detector where it
 is the detector-aware one (the only white-box attack on the whole defense).
 Timings go to ``costs``, never to ``metrics``.
+
+Multi-label data (multi-hot labels (N, L)): a prediction is the set of findings with logit
+>= 0 (sigmoid >= 0.5) and an example is correct when every finding is right (exact match,
+:func:`medsec.metrics.robustness.robust_correct`); the attacks use the per-example BCE and
+the multi-label margin (chosen from the labels' shape in :mod:`medsec.attacks.base`).
 """
 
 from __future__ import annotations
@@ -22,18 +27,17 @@ from itertools import pairwise
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medsec.attacks.base import Attack, model_guard
+from medsec.attacks.base import Attack, cross_entropy_loss, model_guard, predictions
 from medsec.attacks.fgsm import FGSM
 from medsec.attacks.scoring import run_attack
-from medsec.defenses.adaptive import adaptive_pgd, square, standard_pgd
+from medsec.defenses.adaptive import DetectorAware, adaptive_pgd, square, standard_pgd
 from medsec.defenses.base import Defense
 from medsec.defenses.config import DefenseEvalConfig
 from medsec.defenses.detectors import detection_metrics
 from medsec.defenses.smoothing import certified_accuracy
-from medsec.metrics.robustness import robust_accuracy
+from medsec.metrics.robustness import robust_accuracy, robust_correct
 from medsec.training.predict import predict_logits
 
 
@@ -67,21 +71,28 @@ class _Scorer:
         self.clean = self.outcome(images, adversarial=False)
 
     def predict(self, x: Tensor) -> Tensor:
+        """Class indices (N,), or predicted findings (N, L) for multi-hot labels."""
         torch.manual_seed(self.seed)
-        return predict_logits(self.defense.model, x, self.batch).argmax(1)
+        return predictions(predict_logits(self.defense.model, x, self.batch), self.labels)
 
     def rejected(self, x: Tensor) -> Tensor:
         det = self.defense.detector
         return det.flag(x, self.batch) if det is not None else torch.zeros(len(x), dtype=bool)
 
     def outcome(self, x: Tensor, adversarial: bool = True) -> Tensor:
-        """Predictions (N,) of the defended system; behind a detector a rejection reads as the
-        label on adversarial input (attack stopped), as -1 on clean input (false alarm)."""
+        """Predictions (N,) (multi-label: (N, L)) of the defended system; behind a detector a
+        rejection reads as the label on adversarial input (attack stopped), as -1 on clean
+        input (false alarm)."""
         pred = self.predict(x)
         if self.defense.detector is None:
             return pred
         stopped = self.labels if adversarial else torch.full_like(pred, -1)
-        return torch.where(self.rejected(x), stopped, pred)
+        rejected = self.rejected(x).view(-1, *[1] * (pred.dim() - 1))
+        return torch.where(rejected, stopped, pred)
+
+    def right(self, outcome: Tensor) -> Tensor:
+        """(N,) bool: ``outcome`` equals the label (multi-label: every finding right)."""
+        return robust_correct(self.labels, outcome)
 
     def acc(self, *outcomes: Tensor) -> float:
         """Robust accuracy: correct on the clean input and under every attack's ``outcomes``
@@ -93,16 +104,20 @@ STANDARD = ("pgd", "square")
 
 
 def _attack(attack: Attack, images: Tensor, labels: Tensor, seed: int, batch: int) -> Tensor:
-    """Adversarial images (N, C, H, W), batch by batch (noise of randomised models seeded)."""
+    """Adversarial images (N, C, H, W), batch by batch (noise of randomised models seeded).
+    A detector-aware attack's model appends the detector score to the logits: its
+    predictions are scored on the classifier alone."""
     torch.manual_seed(seed)
-    return run_attack(attack.model, attack, images, labels, batch).adversarial
+    model = attack.model.model if isinstance(attack.model, DetectorAware) else attack.model
+    return run_attack(model, attack, images, labels, batch).adversarial
 
 
 def input_gradient_norms(model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
-    """L1 norm (N,) of the input gradient of the cross-entropy of ``model`` (eval mode)."""
+    """L1 norm (N,) of the input gradient of the cross-entropy of ``model`` (eval mode; BCE
+    over findings for multi-hot labels (N, L))."""
     with model_guard(model), torch.enable_grad():
         x = images.detach().clone().requires_grad_(True)
-        loss = F.cross_entropy(model(x), labels, reduction="sum")
+        loss = cross_entropy_loss(model(x), labels).sum()
         (grad,) = torch.autograd.grad(loss, x)
     return grad.abs().flatten(1).sum(1)
 
@@ -126,7 +141,8 @@ def evaluate_defense(defense: Defense, images: Tensor, labels: Tensor, ev: Defen
     """Clean and robust accuracy, detection, certification and flags of ``defense``.
 
     Args:
-        images: test images (N, C, H, W) in [0, 1]; labels: (N,) int64.
+        images: test images (N, C, H, W) in [0, 1]; labels: (N,) int64, or multi-hot
+            float (N, L) in {0, 1} (multi-label: exact-match correctness).
         ev: threat model and checks. seed: seed of attacks and noise.
         baseline: the undefended model, for ``inference_overhead`` (costs only).
     """
@@ -147,7 +163,8 @@ def evaluate_defense(defense: Defense, images: Tensor, labels: Tensor, ev: Defen
     metrics |= {"robust_acc_standard": scorer.acc(*(outs[n] for n in STANDARD)),
                 "robust_acc_adaptive": scorer.acc(outs[defense.adaptive_attack]),
                 "robust_acc": scorer.acc(*outs.values())}
-    correct = {"clean": scorer.clean == labels} | {n: o == labels for n, o in outs.items()}
+    correct = {"clean": scorer.right(scorer.clean)} | {n: scorer.right(o)
+                                                       for n, o in outs.items()}
     if defense.detector is not None:
         metrics |= _detection(defense, scorer, images, labels, advs, ev, seed)
     if defense.smoother is not None:
@@ -173,7 +190,7 @@ def _detection(defense: Defense, scorer: _Scorer, images: Tensor, labels: Tensor
         if adv is None:  # e.g. fgsm: generated only for detection
             adv = _attack(FGSM(defense.attack_model, eps=ev.eps), images, labels, seed,
                           ev.batch_size)
-        fooled = scorer.predict(adv) != labels
+        fooled = ~scorer.right(scorer.predict(adv))
         m = detection_metrics(clean_scores, det.scores(adv[fooled], ev.batch_size),
                               det.fpr or 0.05)
         out |= {f"detection_{k}_{name}": v for k, v in m.items()}

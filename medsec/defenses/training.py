@@ -9,6 +9,11 @@ classes; :func:`train_defended` runs them through :func:`medsec.training.job.tra
 - :class:`TradesLoss` (Zhang et al. 2019), :class:`NoiseBatches` (Gaussian augmentation),
   :class:`TemperatureLoss` and :class:`DistillationLoss` (Papernot et al. 2016).
 
+Multi-label data (multi-hot labels (N, L) in {0, 1}, one sigmoid per finding) is recognised
+from the labels' shape: the attacks' loss is the per-example BCE (``medsec.attacks.base``),
+TRADES's clean term is BCE and its divergence the per-finding Bernoulli KL summed over the
+findings (:func:`bernoulli_kl`), and distillation uses sigmoid soft labels per finding.
+
 Adversarial examples are generated with the network in eval mode (the attacks' model guard);
 every call draws a new random start (seed + call count), so runs stay reproducible.
 """
@@ -34,7 +39,7 @@ from medsec.training.job import (
     plain_fit,
     train_classifier,
 )
-from medsec.training.module import BatchTransform, LossHook
+from medsec.training.module import BatchTransform, LossHook, classification_loss
 
 
 class AdversarialBatches:
@@ -68,10 +73,32 @@ class AdversarialBatches:
         return self.attack(net)(images, labels), labels
 
 
+def bernoulli_kl(logits_p: Tensor, logits_q: Tensor) -> Tensor:
+    """Per-example KL divergence (N,) >= 0 between independent Bernoulli findings, summed
+    over the L findings: ``sum_l KL(Bern(sigmoid(p_l)) || Bern(sigmoid(q_l)))`` for logits
+    (N, L); 0 exactly when ``logits_p == logits_q``. Computed with log-sigmoids (stable for
+    large logits)."""
+    p = torch.sigmoid(logits_p)
+    log_p, log_not_p = F.logsigmoid(logits_p), F.logsigmoid(-logits_p)
+    log_q, log_not_q = F.logsigmoid(logits_q), F.logsigmoid(-logits_q)
+    return (p * (log_p - log_q) + (1 - p) * (log_not_p - log_not_q)).sum(1)
+
+
+def trades_divergence(clean_logits: Tensor, adv_logits: Tensor, multilabel: bool) -> Tensor:
+    """TRADES's per-example divergence (N,) of the adversarial from the clean output:
+    ``KL(softmax(clean) || softmax(adv))``, or for multi-label outputs the per-finding
+    Bernoulli KL summed over findings (:func:`bernoulli_kl`)."""
+    if multilabel:
+        return bernoulli_kl(clean_logits, adv_logits)
+    return F.kl_div(adv_logits.log_softmax(1), clean_logits.softmax(1), reduction="none").sum(1)
+
+
 class TradesLoss:
     """Loss hook: ``CE(f(x), y) + beta * KL(f(x) || f(x'))``, ``x'`` from PGD on the KL.
 
-    The inner maximisation starts uniformly in the ball (TRADES starts at x + 0.001 N(0, 1)).
+    Multi-hot labels (N, L): ``BCE(f(x), y) + beta * mean_i sum_l KL_Bern(...)`` (see
+    :func:`trades_divergence`). The inner maximisation starts uniformly in the ball (TRADES
+    starts at x + 0.001 N(0, 1)).
     """
 
     def __init__(self, eps: float, alpha: float, steps: int, beta: float, seed: int = 0) -> None:
@@ -79,19 +106,20 @@ class TradesLoss:
         self.beta = float(beta)
 
     def __call__(self, net: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
+        multilabel = labels.ndim == 2
         with torch.no_grad():
             was_training = net.training
             net.eval()
-            p_clean = net(images).softmax(1)
+            clean = net(images)
             net.train(was_training)
 
         def kl(logits: Tensor, _labels: Tensor) -> Tensor:
-            return F.kl_div(logits.log_softmax(1), p_clean, reduction="none").sum(1)
+            return trades_divergence(clean, logits, multilabel)
 
         adv = self.inner.attack(net, loss_fn=kl)(images, labels)
         logits = net(images)
-        robust = F.kl_div(net(adv).log_softmax(1), logits.softmax(1), reduction="batchmean")
-        return F.cross_entropy(logits, labels) + self.beta * robust
+        robust = trades_divergence(logits, net(adv), multilabel).mean()
+        return classification_loss(logits, labels) + self.beta * robust
 
 
 class NoiseBatches:
@@ -107,18 +135,21 @@ class NoiseBatches:
 
 
 class TemperatureLoss:
-    """Loss hook: cross-entropy of ``logits / T`` (the distillation teacher)."""
+    """Loss hook: cross-entropy of ``logits / T`` (the distillation teacher); BCE of
+    ``logits / T`` for multi-hot labels (N, L)."""
 
     def __init__(self, temperature: float) -> None:
         self.temperature = float(temperature)
 
     def __call__(self, net: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
-        return F.cross_entropy(net(images) / self.temperature, labels)
+        return classification_loss(net(images) / self.temperature, labels)
 
 
 class DistillationLoss(TemperatureLoss):
     """Loss hook: cross-entropy of the student at temperature T against the teacher's soft
-    labels ``softmax(teacher(x) / T)`` (the true labels are not used)."""
+    labels ``softmax(teacher(x) / T)`` (the true labels are not used); multi-hot labels
+    (N, L): BCE of the student's ``logits / T`` against ``sigmoid(teacher(x) / T)`` per
+    finding, averaged over findings."""
 
     def __init__(self, teacher: nn.Module, temperature: float) -> None:
         super().__init__(temperature)
@@ -126,9 +157,11 @@ class DistillationLoss(TemperatureLoss):
 
     def __call__(self, net: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
         with torch.no_grad():
-            soft = (self.teacher(images) / self.temperature).softmax(1)
-        log_p = (net(images) / self.temperature).log_softmax(1)
-        return -(soft * log_p).sum(1).mean()
+            teacher = self.teacher(images) / self.temperature
+        student = net(images) / self.temperature
+        if labels.ndim == 2:
+            return F.binary_cross_entropy_with_logits(student, torch.sigmoid(teacher))
+        return -(teacher.softmax(1) * student.log_softmax(1)).sum(1).mean()
 
 
 @dataclass

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from medsec.config import MedSecConfig
 from medsec.data.types import LoadedDataset
 from medsec.defenses.base import Defense, require_classifier
-from medsec.defenses.build import BuildContext
+from medsec.defenses.build import BuildContext, check_multilabel
 from medsec.defenses.evaluate import DefenseResult, evaluate_defense
 from medsec.errors import DataError
 from medsec.stages import classifier
@@ -26,9 +26,11 @@ def context(cfg: MedSecConfig, data: LoadedDataset, baseline: nn.Module,
 
 def eval_split(cfg: MedSecConfig, data: LoadedDataset, model: nn.Module,
                model_name: str | None) -> tuple[Tensor, Tensor]:
-    """The scored test images (N, C, H, W) in [0, 1] and labels (N,): the first
-    ``defense.eval.max_examples`` of the test split. Checks the undefended model first."""
-    classifier.require_single_label(data, "defense")
+    """The scored test images (N, C, H, W) in [0, 1] and labels (N,) (multi-label data:
+    multi-hot (N, L)): the first ``defense.eval.max_examples`` of the test split. Checks the
+    undefended model and, on multi-label data, that every configured defense applies
+    (ConfigError naming ``defense.defenses[i].name`` otherwise) first."""
+    check_multilabel(cfg.defense.defenses, data.task == "multilabel")
     if model_name != cfg.model.name:
         raise DataError(f"the undefended checkpoint is a {model_name!r} but the config trains "
                         f"{cfg.model.name!r}: retrain first")
