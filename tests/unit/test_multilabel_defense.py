@@ -155,7 +155,7 @@ def test_adversarial_training_buys_robust_exact_match_where_standard_has_none(da
     trades = train_defended(_recipe(), data, DefendedTraining(
         loss_fn=TradesLoss(EPS, EPS / 4, 5, beta=6.0, seed=0)))
     _, trades_robust = _robust_exact_match(trades.model, data)
-    assert trades_robust > std_robust + 0.4, trades_robust
+    assert trades_robust > 0.6, trades_robust
     # the defended checkpoint reloads with the same multi-label outputs
     path = save_classifier(tmp_path / "pgd_at.pt", pgd_at.model, pgd_at.meta)
     model, meta = load_classifier(path)

@@ -159,6 +159,20 @@ def test_label_flip_fedprox_and_client_dp_run_on_multilabel(data):
     assert np.isfinite(result.summary["test_exact_match"])
 
 
+def test_client_dp_canary_audit_runs_on_multilabel(data):
+    """The stage refused the audit on multi-label data; its canaries are label-free, so it
+    runs: lower bound within [0, the hospital's claimed epsilon]."""
+    from medsec.config import load_config
+
+    cfg = load_config(overrides=[
+        "model.norm=group", "train.batch_size=32", "train.num_threads=1",
+        "federated.num_clients=2", "federated.rounds=1", "federated.client_dp.enabled=true",
+        "federated.client_dp.noise_multiplier=1.0", "federated.canary.enabled=true",
+        "federated.canary.num_canaries=50"])
+    audit = stage.canary_audit(cfg, data)
+    assert audit is not None and 0.0 <= audit.epsilon_audit_lower <= audit.epsilon < np.inf
+
+
 def test_gradient_inversion_is_refused_on_multilabel_in_one_line(data):
     from medsec.config import load_config
 
