@@ -24,6 +24,8 @@ from medsec.defenses.evaluate import evaluate_defense
 from medsec.defenses.training import (
     AdversarialBatches,
     DefendedTraining,
+    DistillationLoss,
+    TemperatureLoss,
     TradesLoss,
     bernoulli_kl,
     trades_divergence,
@@ -177,9 +179,14 @@ def test_transforms_and_detectors_are_scored_with_exact_match(data, standard):
     assert torch.equal(base.correct["clean"], hand)
     assert base.metrics["robust_acc"] < 0.1  # the BCE attacks break the non-robust model
     assert base.metrics["robust_acc_pgd_margin"] <= base.metrics["clean_acc"]
-    for name, adaptive in (("bit_depth", "bpda_pgd"), ("median_filter", "bpda_pgd"),
-                           ("squeeze_detector", "detector_aware_pgd")):
-        defense = build_defense(DefenseSpec.model_validate({"name": name}), ctx)
+    for name, adaptive, params in (
+            ("bit_depth", "bpda_pgd", {}), ("median_filter", "bpda_pgd", {}),
+            ("jpeg", "bpda_pgd", {}), ("low_pass", "bpda_pgd", {}),
+            ("magnet_reformer", "bpda_pgd", {"epochs": 1}),
+            ("magnet_detector", "detector_aware_pgd", {"epochs": 1}),
+            ("squeeze_detector", "detector_aware_pgd", {})):
+        spec = DefenseSpec.model_validate({"name": name, "params": params})
+        defense = build_defense(spec, ctx)
         result = evaluate_defense(defense, x, y, EVAL, seed=0)
         m = result.metrics
         assert 0.0 <= m["robust_acc"] <= m["robust_acc_" + adaptive] <= 1.0, (name, m)
@@ -187,6 +194,31 @@ def test_transforms_and_detectors_are_scored_with_exact_match(data, standard):
         assert all(c.shape == (64,) and c.dtype == torch.bool for c in result.correct.values())
         assert np.isfinite(m["zero_grad_fraction"])
     assert "detection_auroc_detector_aware_pgd" in m and 0.0 <= m["clean_reject_rate"] <= 1.0
+
+
+def test_distillation_and_noise_training_use_per_finding_sigmoids(data, standard):
+    """Distillation's soft labels are per-finding sigmoids of the teacher at temperature T
+    (hand BCE reference); distillation and Gaussian-noise training build on multi-label
+    data and keep (N, L) outputs."""
+    teacher = standard.model.eval()
+    torch.manual_seed(0)
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(SIZE * SIZE, 2))
+    test = data.splits["test"]
+    x, y = torch.from_numpy(test.images[:16]), torch.from_numpy(test.labels[:16])
+    t = 5.0
+    with torch.no_grad():
+        soft = torch.sigmoid(teacher(x) / t)
+    z = student(x) / t
+    hand = -(soft * F.logsigmoid(z) + (1 - soft) * F.logsigmoid(-z)).mean()
+    assert float(DistillationLoss(teacher, t)(student, x, y)) == pytest.approx(float(hand),
+                                                                                rel=1e-6)
+    assert float(TemperatureLoss(t)(student, x, y)) == pytest.approx(
+        float(F.binary_cross_entropy_with_logits(z, y)), rel=1e-6)
+    ctx = BuildContext(_recipe(epochs=1), EVAL, data, standard.model)
+    for spec in ({"name": "distillation", "params": {"epochs": 1, "temperature": 5}},
+                 {"name": "gaussian_noise", "params": {"epochs": 1}}):
+        defense = build_defense(DefenseSpec.model_validate(spec), ctx)
+        assert defense.classifier is not None and defense.classifier(x).shape == (16, 2)
 
 
 def test_class_only_defenses_are_refused_in_one_line_before_any_work(data, standard):
