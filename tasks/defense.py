@@ -56,7 +56,8 @@ class DefenseOutcome:
 def defense_task(key: str, spec: DefenseSpec | None, ctx: BuildContext, images: Tensor,
                  labels: Tensor, cfg: MedSecConfig, baseline: nn.Module) -> DefenseOutcome:
     """Build defense ``spec`` (None: the undefended model) and score it on ``images``
-    (N, C, H, W) in [0, 1] / ``labels`` (N,) under the configured adaptive attacks."""
+    (N, C, H, W) in [0, 1] / ``labels`` (N,) (multi-label data: multi-hot (N, L), scored by
+    exact match) under the configured adaptive attacks."""
     recorder = EpochRecorder()
     ctx = dataclasses.replace(ctx, callbacks=[recorder])
     defense = undefended(baseline) if spec is None else build_defense(spec, ctx)

@@ -61,7 +61,8 @@ class BuildContext:
     _autoencoders: dict[tuple, tuple[PixelAutoEncoder, float]] = field(default_factory=dict)
 
     def split(self, name: str) -> tuple[Tensor, Tensor]:
-        """Images (N, C, H, W) in [0, 1] and labels (N,) of a split (dataset limits applied)."""
+        """Images (N, C, H, W) in [0, 1] and labels (N,) (multi-hot (N, L) for multi-label
+        data) of a split (dataset limits applied)."""
         return self.recipe.split(self.data, name).tensors()
 
     def autoencoder(self, p: dc.AutoEncoderParams) -> tuple[PixelAutoEncoder, float]:
