@@ -141,6 +141,8 @@ class FederatedConfig(StrictModel):
     server's reconstruction attack on one client update (off by default; see README).
     ``canary``: one-run DP audit (Steinke et al. 2023) of hospital 0's client DP (one round of
     its local DP-SGD with gradient canaries); runs only when ``client_dp`` is enabled.
+    ``recipe_audit``: membership-inference audit of the federated recipe (and of it with client
+    DP at chosen epsilons) with the privacy stage's protocol (:class:`FederatedRecipeAuditConfig`).
     """
 
     num_clients: int = Field(default=3, ge=1, le=1000)
