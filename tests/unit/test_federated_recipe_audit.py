@@ -46,9 +46,11 @@ AUDIT = ["train.num_threads=1", "train.lr=0.003", "train.augment=false", "model.
 
 
 def test_federated_recipe_is_fedavg_of_the_clients_local_fits():
-    """One round, two clients: the trainer's global model equals the example-weighted mean
-    of each client's local fit from the shared initial weights (same seeds as the grid)."""
-    fed, recipe = tiny_settings(num_clients=2, rounds=1)
+    """One round, two clients of unequal size: the trainer's global model equals the
+    example-weighted mean of each client's local fit from the shared initial weights (same
+    seeds as the grid), not the plain mean."""
+    fed, recipe = tiny_settings(num_clients=2, rounds=1, partition="dirichlet",
+                                dirichlet_alpha=0.3)
     data = tiny_dataset(96, 32)
     global_model = FederatedTrainer(fed)(recipe, data).model
     setup = setup_federation(fed, recipe, data)
@@ -60,13 +62,16 @@ def test_federated_recipe_is_fedavg_of_the_clients_local_fits():
                             seed=site.seed + 1000 * 1 + site.partition_id)
         updates.append(res.arrays)
         weights.append(res.num_examples)
-    assert weights == [48, 48]
+    assert sum(weights) == 96 and abs(weights[0] - weights[1]) >= 10  # weighting matters
     got = model_arrays(global_model)
     w = np.asarray(weights, float) / sum(weights)
     for name, value in got.items():
         expected = sum(wk * u[name] for wk, u in zip(w, updates, strict=True))
         if np.issubdtype(value.dtype, np.floating):
             np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6, err_msg=name)
+    last = "backbone.final.1.weight"
+    assert not np.allclose(got[last], 0.5 * (updates[0][last] + updates[1][last]),
+                           rtol=1e-5, atol=1e-6)
 
 
 def test_memorising_federation_leaks_and_client_dp_bounds_the_audit():
