@@ -20,7 +20,8 @@ from flows.outputs import (
 from medsec.attacks.config import AttackSpec
 from medsec.attacks.dataset import write_suite
 from medsec.config import MedSecConfig
-from medsec.stages.attack import check_surrogate, splits
+from medsec.stages.applicability import SKIPPED_TAG, tag_value
+from medsec.stages.attack import applicable, check_surrogate, splits
 from medsec.viz import robustness_curve_figure, scaling_attack_figure
 from tasks.attack import (
     check_victim_task,
@@ -75,8 +76,11 @@ def attack_flow(
     check_surrogate(cfg)
     data = load_dataset_task(cfg, at(out, PREPARED))  # out: the output root
     model, source = load_victim_task(checkpoint, info, data)
+    cfg, skipped = applicable(cfg, data)  # e.g. deepfool on multi-label data: skipped, recorded
     check_victim_task(cfg, data, model, checkpoint)  # before any run or file: clear errors
+    not_applicable = {s.entry: s.row() for s in skipped}
     tags = {
+        SKIPPED_TAG: tag_value(skipped),
         "medsec.attack": "suite",
         "medsec.verification": data.verification,
         "medsec.source_run_id": str(source["mlflow_run_id"]),
@@ -100,6 +104,8 @@ def attack_flow(
         index = write_suite(at(out, ADVERSARIAL_DIR), result, source, data,
                             cfg.attack.save_adversarial)
         metrics = result.metrics() | {"attacks_failed": sum(not o.ok for o in status.values())}
+        if not_applicable:  # a row per skipped attack in the scorecard: a status, no number
+            metrics["not_applicable"] = not_applicable
         write_metrics(at(out, ATTACK_METRICS), metrics)
         curve = robustness_curve_figure(
             result.curve_rows(), f"{data.name} / {source['model_name']}"
@@ -143,12 +149,16 @@ def attack_flow(
                 "worst_case": result.worst_case,
                 "transfer": result.transfer,
                 "gradient_masking_flags": result.masking_flags,
-                "status": {spec_id: o.status for spec_id, o in status.items()},
+                "status": {spec_id: o.status for spec_id, o in status.items()}
+                | {key: row["status"] for key, row in not_applicable.items()},
+                "not_applicable": list(not_applicable.values()),
             },
             "robustness/summary.json",
         )
     return {"run_id": run.info.run_id, "child_run_ids": child_runs, "metrics": metrics,
-            "status": {spec_id: o.status for spec_id, o in status.items()}}
+            "status": {spec_id: o.status for spec_id, o in status.items()}
+            | {key: row["status"] for key, row in not_applicable.items()},
+            "not_applicable": list(not_applicable.values())}
 
 
 def attack_sweep(cfg: MedSecConfig, data_version: str, train, model, suite,

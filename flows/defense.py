@@ -24,6 +24,7 @@ from medsec.defenses.evaluate import DefenseResult
 from medsec.defenses.scorecard import scorecard_markdown
 from medsec.io import atomic_dir, write_json, write_text
 from medsec.stages import defense as stage
+from medsec.stages.applicability import SKIPPED_TAG, markdown_section, tag_value
 from tasks.attack import load_victim_task
 from tasks.common import load_config_task, load_dataset_task
 from tasks.defense import (
@@ -63,9 +64,10 @@ def defense_flow(
         torch.set_num_threads(cfg.defense.num_threads)
     data = load_dataset_task(cfg)
     baseline, source = load_victim_task(checkpoint, info, data)
+    cfg, skipped = stage.applicable(cfg, data)  # e.g. smoothing on multi-label data: recorded
     images, labels = eval_split_task(cfg, data, baseline, source["model_name"])
     ctx = stage.context(cfg, data, baseline)
-    tags = {"medsec.verification": data.verification,
+    tags = {SKIPPED_TAG: tag_value(skipped), "medsec.verification": data.verification,
             "medsec.source_run_id": str(source["mlflow_run_id"]),
             "medsec.checkpoint_md5": source["checkpoint_md5"]}
     specs: list[DefenseSpec | None] = [None, *cfg.defense.defenses]
@@ -99,17 +101,19 @@ def defense_flow(
                               "params": defense.meta["defense_params"]}
         write_json(defended_dir / "index.json", index)
     title = f"Defense scorecard: {data.name} / {cfg.model.name}"
-    status = failed_section(failed)
+    status = failed_section(failed) + markdown_section(skipped, "Defenses")
     write_text(SCORECARD, scorecard_markdown(results, cfg.defense.eval, title) + status)
     metrics = {r.name: r.metrics for r in results}
-    write_metrics(DEFENSE_METRICS, metrics)
+    write_metrics(DEFENSE_METRICS, metrics | {s.entry: s.row() for s in skipped})
     with tracked_run("defense", cfg, data.version, run_id=run_ids["undefended"]):
         log_text(scorecard_markdown(results, cfg.defense.eval, title, costs=True) + status,
                  "defense/scorecard.md")
     return {"run_ids": run_ids, "metrics": metrics,
             "flagged": [r.name for r in results if r.flagged],
             "status": {key: "ok" for key in metrics} | {k: f"failed: {v}"
-                                                       for k, v in failed.items()}}
+                                                       for k, v in failed.items()}
+            | {s.entry: s.row()["status"] for s in skipped},
+            "not_applicable": [s.row() for s in skipped]}
 
 
 def defense_sweep(cfg: MedSecConfig, data_version: str, specs: list[DefenseSpec | None],

@@ -7,7 +7,8 @@ smoothing wraps the undefended or a noise-trained base classifier. One
 :class:`BuildContext` per run shares data tensors and MagNet autoencoders between defenses.
 
 Multi-label data (multi-hot labels): every defense applies except those in
-:data:`MULTILABEL_UNSUPPORTED`, which :func:`check_multilabel` refuses before any work.
+:data:`MULTILABEL_UNSUPPORTED`, which the defense stage skips with a record
+(:func:`medsec.stages.defense.applicable`); :func:`check_multilabel` refuses them here too.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ MULTILABEL_UNSUPPORTED: dict[str, str] = {
     "smoothing": "certifies the majority class of the noisy votes (Cohen et al.), which is not "
                  "defined for several findings per image",
 }
-"""Defenses that need one class per image, and why (refused on multi-label data)."""
+"""Defenses that need one class per image, and why (skipped on multi-label data)."""
 
 
 def check_multilabel(specs: Sequence[dc.DefenseSpec], multilabel: bool) -> None:

@@ -7,12 +7,13 @@ from pathlib import Path
 
 from torch import nn
 
-from medsec.attacks.registry import MULTILABEL_ATTACKS, multilabel_refusal
+from medsec.attacks.registry import multilabel_refusal
 from medsec.config import MedSecConfig
 from medsec.data.types import ImageDataset, LoadedDataset
 from medsec.errors import ConfigError, DataError
 from medsec.models.checks import check_classifier
 from medsec.stages import classifier
+from medsec.stages.applicability import NotApplicable, partition
 from medsec.training.config import ClassifierRecipe
 
 
@@ -22,31 +23,31 @@ def splits(cfg: MedSecConfig, data: LoadedDataset) -> tuple[ImageDataset, ImageD
     return classifier.split(cfg, data, "test"), classifier.split(cfg, data, "train")
 
 
-def require_multilabel_support(cfg: MedSecConfig, data: LoadedDataset) -> None:
-    """On multi-label data (multi-hot labels, several findings per image): one ConfigError
-    naming every ``attack.attacks[<i>]`` that cannot run there and why (targeted specs,
-    deepfool, cw, one_pixel, uap), raised before any work; nothing on single-label data."""
+def applicable(cfg: MedSecConfig, data: LoadedDataset
+               ) -> tuple[MedSecConfig, list[NotApplicable]]:
+    """``cfg`` with only the ``attack.attacks`` that run on ``data``, and a record of each one
+    left out. On multi-label data (multi-hot labels, several findings per image) targeted
+    specs, deepfool, cw, one_pixel and uap are skipped, each recorded as
+    ``attack.attacks[<i>] <id>: not applicable to multi-label data (<why>)`` (a warning line
+    now; the flow tags and reports it); ConfigError naming the field when none remains.
+    Single-label data: ``cfg`` unchanged, nothing skipped."""
     if data.task != "multilabel":
-        return
-    problems = [
-        f"attack.attacks[{i}] ({spec.id}): {reason}"
-        for i, spec in enumerate(cfg.attack.attacks)
-        if (reason := multilabel_refusal(spec.name, spec.targeted)) is not None
-    ]
-    if problems:
-        raise ConfigError(
-            f"{'; '.join(problems)} - not defined for multi-label data ({data.name}: "
-            f"{data.num_classes} findings per image); remove these entries (untargeted "
-            f"{', '.join(MULTILABEL_ATTACKS)} run on it; see README, Your own data)")
+        return cfg, []
+    kept, skipped = partition(
+        cfg.attack.attacks, lambda spec: multilabel_refusal(spec.name, spec.targeted),
+        lambda i, spec: f"attack.attacks[{i}]", lambda spec: spec.id)
+    if not skipped:
+        return cfg, []
+    attack = cfg.attack.model_copy(update={"attacks": kept})
+    return cfg.model_copy(update={"attack": attack}), skipped
 
 
 def check_victim(cfg: MedSecConfig, data: LoadedDataset, model: nn.Module,
                  checkpoint: str | Path) -> None:
-    """ConfigError when a configured attack cannot run on multi-label data
-    (:func:`require_multilabel_support`); DataError (with the attack core's reason) if the
-    model or the test images cannot be attacked: probabilities instead of logits, a dense
-    output, pixels outside [0, 1], multi-hot labels whose width is not the model's."""
-    require_multilabel_support(cfg, data)
+    """DataError (with the attack core's reason) if the model or the test images cannot be
+    attacked: probabilities instead of logits, a dense output, pixels outside [0, 1],
+    multi-hot labels whose width is not the model's. (Attacks that do not apply to the data
+    are left out first by :func:`applicable`.)"""
     images, labels = splits(cfg, data)[0].head(cfg.attack.n_examples).tensors()
     try:
         check_classifier(model, images, labels)

@@ -153,7 +153,8 @@ STAGES: tuple[Stage, ...] = (
                     "dp_eps*_epsilon_audit_lower"),
     _stage("defense", "defense:defense_flow", f"{_CLASSIFIER} defense",
            f"{_CLF} medsec/defenses medsec/attacks medsec/models medsec/training",
-           "tasks/defense tasks/attack tasks/train stages/defense stages/classifier",
+           "tasks/defense tasks/attack tasks/train stages/defense stages/classifier "
+           "stages/applicability",
            outs="models/defended reports/defense", metrics="metrics/defense.json",
            deployed=True, headline="*/clean_acc */robust_acc */gradient_masking_flagged"),
     _stage("privacy", "privacy:privacy_flow", "privacy seed dataset model train",
@@ -166,7 +167,7 @@ STAGES: tuple[Stage, ...] = (
            f"{_CLF} models/classifier.json medsec/attacks medsec/metrics/robustness.py "
            "medsec/metrics/image_quality.py medsec/models/checks.py medsec/models/guard.py "
            "medsec/training/predict.py medsec/viz.py",
-           "tasks/attack stages/attack stages/classifier",
+           "tasks/attack stages/attack stages/classifier stages/applicability",
            outs="outputs/adversarial", metrics="metrics/attack.json", in_benchmark=True,
            deployed=True, headline="clean_acc gradient_masking_flags worst_case_eps*_robust_acc "
                                    "worst_case_eps*_attack_success_rate "

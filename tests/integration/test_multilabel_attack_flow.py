@@ -1,7 +1,8 @@
 """The attack flow on a generated multi-label manifest (three findings per chest-X-ray-like
 image, BCE-trained victim) against a real MLflow SQLite store: exact-match robust accuracy,
-the per-example worst case, macro AUC under attack, multi-hot adversarial datasets; a suite
-with class-only attacks is refused in one line before any run."""
+the per-example worst case, macro AUC under attack, multi-hot adversarial datasets; a
+class-only attack in the suite is skipped with a record (tag, status, scorecard row), a suite
+of only class-only attacks is refused in one line before any run."""
 
 from __future__ import annotations
 
@@ -34,20 +35,34 @@ def test_attack_flow_on_multilabel_manifest(tmp_path, monkeypatch, tracking_uri)
     overrides = _overrides(raw)
     trained = train_flow(preset="tiny", overrides=overrides)
 
-    refused = [*overrides, "attack.attacks=[{name: pgd, eps: [4/255]}, "
-               "{name: deepfool, eps: [4/255]}]"]
-    with pytest.raises(ConfigError, match=r"^attack.attacks\[1\] \(deepfool\): deepfool needs"):
-        attack_flow(preset="tiny", overrides=refused)
+    refused = [*overrides, "attack.attacks=[{name: deepfool, eps: [4/255]}]"]
+    with pytest.raises(ConfigError, match=r"^attack.attacks\[0\] deepfool: not applicable to "
+                                          r"multi-label data \(deepfool needs one class"):
+        attack_flow(preset="tiny", overrides=refused)  # nothing left to run: refused
     mlflow.set_tracking_uri(tracking_uri)
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert not [r for r in runs if r.data.tags["medsec.stage"] == "attack"]  # nothing started
     assert not (tmp_path / "metrics" / "attack.json").exists()
 
-    out = attack_flow(preset="tiny", overrides=overrides)  # fgsm + pgd at 4/255 and 8/255
+    # fgsm + pgd at 4/255 and 8/255, and a deepfool that is skipped with a record
+    suite = ("attack.attacks=[{name: fgsm, eps: [4/255, 8/255]}, {name: pgd, eps: [4/255, "
+             "8/255], params: {steps: 5, alpha: eps/2}}, {name: deepfool, eps: [4/255]}]")
+    out = attack_flow(preset="tiny", overrides=[*overrides, suite])
+    line = ("attack.attacks[2] deepfool: not applicable to multi-label data (deepfool needs "
+            "one class per image)")
+    assert out["status"]["deepfool"] == "not applicable"
+    assert out["not_applicable"] == [{
+        "field": "attack.attacks[2]", "entry": "deepfool", "status": "not applicable",
+        "reason": "not applicable to multi-label data: deepfool needs one class per image"}]
+    card = json.loads((tmp_path / "reports" / "scorecards" / "attack.json").read_text())
+    assert card["not_applicable"]["deepfool"]["status"] == "not applicable"
+    assert not [k for k in card if k.startswith("deepfool")]  # never a number
     runs = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
             if r.data.tags["medsec.stage"] == "attack"]
     parent = next(r for r in runs if r.data.tags["medsec.attack"] == "suite")
     assert parent.info.run_id == out["run_id"]
+    assert parent.data.tags["medsec.skipped"] == line
+    assert not [k for k in parent.data.metrics if k.startswith("deepfool")]
     assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == 3
     assert parent.data.tags["medsec.source_run_id"] == trained["run_id"]
     m = parent.data.metrics

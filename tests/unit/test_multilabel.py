@@ -17,7 +17,6 @@ from medsec.config import load_config
 from medsec.data.prepare import prepare_dataset, read_info
 from medsec.data.types import ImageDataset
 from medsec.data.validation import validate_dataset
-from medsec.errors import ConfigError
 from medsec.metrics.classification import classification_metrics, confusion
 from medsec.stages import attack as attack_stage
 from medsec.stages import classifier
@@ -147,16 +146,17 @@ def test_invalid_multi_hot_values_fail_validation(prepared):
     assert any("labels outside" in f for f in report.hard_failures), report.hard_failures
 
 
-def test_attack_federated_defense_refuse_multi_label_in_one_line(prepared):
+def test_default_attack_and_defense_lists_skip_class_only_entries_on_multi_label(prepared):
     cfg, data, _, _ = prepared
     # attacks run on multi-label data (tests/unit/test_multilabel_attacks.py); the default
-    # suite's class-only entries (deepfool, uap) are refused before any work
-    with pytest.raises(ConfigError, match=r"attack.attacks\[2\] \(deepfool\).*multi-label"):
-        attack_stage.check_victim(cfg, data, torch.nn.Identity(), "models/classifier.pt")
+    # suite's class-only entries (deepfool, uap) are skipped with a record, the rest kept
     from medsec.stages import defense
 
-    # the federated stage runs on multi-label data: tests/unit/test_multilabel_federated.py;
-    # so does the defense stage, but the default list's class-only mahalanobis is refused
-    # before any work (tests/unit/test_multilabel_defense.py)
-    with pytest.raises(ConfigError, match=r"^defense.defenses\[3\].name: mahalanobis"):
-        defense.eval_split(cfg, data, torch.nn.Identity(), cfg.model.name)
+    kept, skipped = attack_stage.applicable(cfg, data)
+    assert [(s.field, s.entry) for s in skipped] == [("attack.attacks[2]", "deepfool"),
+                                                     ("attack.attacks[5]", "uap")]
+    assert len(kept.attack.attacks) == len(cfg.attack.attacks) - 2
+    # the default defense list's class-only mahalanobis and smoothing likewise
+    kept, skipped = defense.applicable(cfg, data)
+    assert [s.entry for s in skipped] == ["mahalanobis", "smoothing"]
+    assert [s.name for s in kept.defense.defenses] == ["fast_fgsm_at", "bit_depth", "jpeg"]

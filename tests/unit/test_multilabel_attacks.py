@@ -256,7 +256,7 @@ def _stage_cfg(attacks: str, *extra: str):
                                   "dataset.image_size=16", *extra])
 
 
-def test_stage_refuses_class_only_attacks_in_one_line_before_any_work():
+def test_stage_skips_class_only_attacks_with_a_record_and_refuses_when_none_remains(caplog):
     from medsec.data.types import ImageDataset
     from medsec.errors import ConfigError
     from medsec.stages import attack as stage
@@ -265,20 +265,34 @@ def test_stage_refuses_class_only_attacks_in_one_line_before_any_work():
     cfg = _stage_cfg("[{name: fgsm, eps: [4/255]}, {name: deepfool, eps: [4/255]}, "
                      "{name: pgd, eps: [4/255], targeted: true}, {name: uap, eps: [8/255]}]")
     model = _linear(0, size=16)
+    with caplog.at_level("WARNING"):
+        kept, skipped = stage.applicable(cfg, data)
+    assert [s.id for s in kept.attack.attacks] == ["fgsm"]  # order and survivors kept
+    assert [s.id for s in cfg.attack.attacks] == ["fgsm", "deepfool", "pgd", "uap"]  # untouched
+    assert [(s.field, s.entry) for s in skipped] == [
+        ("attack.attacks[1]", "deepfool"), ("attack.attacks[2]", "pgd"),
+        ("attack.attacks[3]", "uap")]
+    assert skipped[0].line() == ("attack.attacks[1] deepfool: not applicable to multi-label "
+                                 "data (deepfool needs one class per image)")
+    assert "a targeted attack aims at one target class" in skipped[1].reason
+    assert skipped[2].row()["status"] == "not applicable"
+    assert [r.getMessage() for r in caplog.records if "not applicable" in r.getMessage()] == [
+        f"{s.line()}; skipped" for s in skipped]  # one warning line per skipped attack
+    stage.check_victim(kept, data, model, "models/classifier.pt")  # survivors: no error
+    # nothing left to run: one line naming every field
+    only = _stage_cfg("[{name: deepfool, eps: [4/255]}, {name: cw, eps: [4/255]}]")
     with pytest.raises(ConfigError) as err:
-        stage.check_victim(cfg, data, model, "models/classifier.pt")
+        stage.applicable(only, data)
     msg = str(err.value)
-    assert "\n" not in msg
-    assert "attack.attacks[1] (deepfool): deepfool needs one class per image" in msg
-    assert "attack.attacks[2] (pgd): a targeted attack aims at one target class" in msg
-    assert "attack.attacks[3] (uap)" in msg and "attack.attacks[0]" not in msg
+    assert "\n" not in msg and msg.startswith("attack.attacks[0] deepfool: not applicable")
+    assert "attack.attacks[1] cw" in msg and "no configured entry applies" in msg
     ok = _stage_cfg("[{name: fgsm, eps: [4/255]}, {name: square, eps: [4/255]}]")
-    stage.check_victim(ok, data, model, "models/classifier.pt")  # supported: no error
-    # single-label data: every attack stays allowed
+    assert stage.applicable(ok, data) == (ok, [])  # supported: nothing skipped
+    # single-label data: every attack stays
     single = dataclasses.replace(data, splits={
         k: ImageDataset(v.images, v.labels[:, 0].astype(np.int64)) for k, v in data.splits.items()})
     assert single.task == "multiclass"
-    stage.require_multilabel_support(_stage_cfg("[{name: deepfool, eps: [4/255]}]"), single)
+    assert stage.applicable(only, single) == (only, [])
 
 
 def test_suite_on_multilabel_data_worst_case_transfer_scaling_and_files(trained, tmp_path):

@@ -221,15 +221,28 @@ def test_distillation_and_noise_training_use_per_finding_sigmoids(data, standard
         assert defense.classifier is not None and defense.classifier(x).shape == (16, 2)
 
 
-def test_class_only_defenses_are_refused_in_one_line_before_any_work(data, standard):
+def test_class_only_defenses_are_skipped_with_a_record(data, standard):
     specs = [DefenseSpec.model_validate(s) for s in ("bit_depth", "smoothing", "mahalanobis")]
     with pytest.raises(ConfigError, match=r"^defense\.defenses\[1\]\.name: smoothing .*"
                                           r"remove it for multi-label data"):
-        check_multilabel(specs, multilabel=True)
+        check_multilabel(specs, multilabel=True)  # the builder's own guard stays
     check_multilabel(specs, multilabel=False)  # single-label data: all apply
     ctx = BuildContext(_recipe(), EVAL, data, standard.model)
     with pytest.raises(ConfigError, match="mahalanobis fits one Gaussian per class"):
         build_defense(specs[2], ctx)
+    cfg = load_config(overrides=["defense.defenses=[bit_depth, smoothing, mahalanobis]"])
+    kept, skipped = stage.applicable(cfg, data)
+    assert [s.key for s in kept.defense.defenses] == ["bit_depth"]
+    assert [s.line() for s in skipped] == [
+        "defense.defenses[1].name smoothing: not applicable to multi-label data (certifies the "
+        "majority class of the noisy votes (Cohen et al.), which is not defined for several "
+        "findings per image)",
+        "defense.defenses[2].name mahalanobis: not applicable to multi-label data (fits one "
+        "Gaussian per class and multi-hot labels give no class per image)"]
+    assert {s.row()["status"] for s in skipped} == {"not applicable"}
+    with pytest.raises(ConfigError, match=r"^defense\.defenses\[0\]\.name smoothing: not "
+                                          r"applicable.*no configured entry applies"):
+        stage.applicable(load_config(overrides=["defense.defenses=[smoothing]"]), data)
 
 
 def test_defense_stage_scores_multilabel_test_images(data, standard):
@@ -239,8 +252,10 @@ def test_defense_stage_scores_multilabel_test_images(data, standard):
     images, labels = stage.eval_split(cfg, data, standard.model, cfg.model.name)
     assert images.shape == (10, 1, SIZE, SIZE) and labels.shape == (10, 2)
     torch.testing.assert_close(labels, torch.from_numpy(data.splits["test"].labels[:10]))
-    with pytest.raises(ConfigError, match=r"defense\.defenses\[3\]\.name: mahalanobis"):
-        stage.eval_split(load_config(), data, standard.model, cfg.model.name)
+    # the default list: mahalanobis (defense.defenses[3]) and smoothing ([4]) are skipped
+    default, skipped = stage.applicable(load_config(), data)
+    assert [s.field for s in skipped] == ["defense.defenses[3].name", "defense.defenses[4].name"]
+    assert "mahalanobis" not in {s.name for s in default.defense.defenses}
 
 
 DEFENSES = ("[{name: fast_fgsm_at, params: {eps: 8/255}}, {name: trades, params: {eps: 8/255, "
