@@ -22,7 +22,7 @@ from tasks.federated import (
     recipe_audit_task,
 )
 from tasks.privacy import audit_pool_task, log_canary_audit, log_recipe_audit
-from tasks.tracking import log_artifact, log_metrics, tracked_run
+from tasks.tracking import log_artifact, log_dict, log_metrics, log_params, tracked_run
 
 FEDERATED_CKPT = MODELS / "federated.pt"
 FEDERATED_METRICS = METRICS / "federated.json"
@@ -71,14 +71,17 @@ def federated_flow(
 
 
 RECIPE_HEADLINE = ("mia_auc", "mia_auc_ci_low", "mia_auc_ci_high", "mia_tpr_at_1pct_fpr",
-                   "mia_n_members", "mia_n_nonmembers", "mia_n_reference_models", "epsilon")
+                   "mia_n_members", "mia_n_nonmembers", "mia_n_reference_models", "epsilon",
+                   "epsilon_audit_lower")
 
 
 def _recipe_audits(cfg: MedSecConfig, data: LoadedDataset) -> dict[str, float]:
     """Recipe audits of the federated recipes (``federated.recipe_audit``): one child run per
     recipe (``medsec.audit=recipe``, ``medsec.mia_attack``, membership metrics with
-    intervals and sample sizes, ``epsilon``/``delta`` under client DP, the target's test
-    metrics, ROC), ``reports/federated/recipe_audit_<label>.json``; returns the headline
+    intervals and sample sizes, ``epsilon``/``delta`` under client DP, the canary audit's
+    ``epsilon_audit_lower`` with params ``canary_kind`` / ``canary_num_canaries``, the
+    target's test metrics, ROC), ``reports/federated/recipe_audit_<label>.json``; returns the
+    headline
     numbers as ``recipe_audit_<label>_<metric>`` for the stage's metrics."""
     from medsec.stages.federated import recipe_audit_points
 
@@ -96,9 +99,15 @@ def _recipe_audits(cfg: MedSecConfig, data: LoadedDataset) -> dict[str, float]:
             log_recipe_audit(result, None, list(data.class_names),
                              f"{data.name}, federated {label}",
                              FEDERATED_REPORT_DIR / f"mia_roc_{label}.png")
+            canary = result.target.meta.get("canary_audit")
+            if canary is not None:  # epsilon_audit_lower beside epsilon (in the metrics)
+                log_params({"canary_kind": canary["kind"],
+                            "canary_num_canaries": canary["num_canaries"]})
+                log_dict(canary, "federated/canary_audit.json")
         write_json(FEDERATED_REPORT_DIR / f"recipe_audit_{label}.json", {
             "declared_attack": result.declared, "metrics": result.metrics,
-            "null_reasons": result.null_reasons, "test": test})
+            "null_reasons": result.null_reasons, "test": test,
+            "canary_audit": result.target.meta.get("canary_audit")})
         out |= {f"recipe_audit_{label}_{k}": v for k, v in result.metrics.items()
                 if k in RECIPE_HEADLINE and v is not None}
     return out

@@ -119,10 +119,15 @@ class FederatedRecipeAuditConfig(StrictModel):
     With ``enabled`` the federated stage trains the configured federation on a random half of
     the train+val pool, and ``privacy.audit.num_reference`` reference federations on other
     halves, and audits membership of the union of the clients' data; plus the same federation
-    with client DP at each target epsilon of ``client_dp_epsilons`` (one child run each)."""
+    with client DP at each target epsilon of ``client_dp_epsilons`` (one child run each).
+    ``canary``: each audited recipe also gets the one-run DP audit (Steinke et al. 2023) of
+    hospital 0's first round on its target's pool half, with ``federated.canary``'s settings
+    (kind, count, guesses; its ``enabled`` governs only the stage's own audit), so the child
+    run shows ``epsilon_audit_lower`` beside the claimed ``epsilon`` (none without DP)."""
 
     enabled: bool = False
     client_dp_epsilons: tuple[float, ...] = ()
+    canary: bool = True
 
     @field_validator("client_dp_epsilons")
     @classmethod

@@ -196,6 +196,21 @@ class RecipeSpec:
             update={"train": train, "max_train": None, "max_eval": None}))
 
 
+def mask_data(spec: RecipeSpec, pool: AuditPool, in_mask: np.ndarray) -> LoadedDataset:
+    """The data set a model of ``spec`` trains on for the pool half ``in_mask`` (N,) bool:
+    training split = the half, validation (and test) = the first ``spec.monitor`` images of
+    the other half (of the half itself when the mask takes the whole pool)."""
+    if in_mask.shape != (len(pool),) or not in_mask.any():
+        raise ValueError(f"in_mask must be (N,)={len(pool)} bool with some True")
+    train = pool.subset(in_mask)
+    val = pool.subset(~in_mask)
+    val = val.head(spec.monitor) if len(val) else train.head(spec.monitor)
+    return LoadedDataset(name=spec.dataset, splits={"train": train, "val": val, "test": val},
+                         num_classes=spec.num_classes, class_names=list(spec.class_names),
+                         source_path="audit-pool", version=spec.version,
+                         verification="audit pool")
+
+
 def train_on_mask(spec: RecipeSpec, pool: AuditPool, in_mask: np.ndarray, seed: int) -> Any:
     """Train ``spec``'s recipe on the pool images of ``in_mask`` (N,) with ``seed``; returns
     the project's ``TrainedClassifier`` (model, meta, fit)."""
@@ -207,13 +222,7 @@ def train_on_mask(spec: RecipeSpec, pool: AuditPool, in_mask: np.ndarray, seed: 
         raise ValueError(f"in_mask must be (N,)={len(pool)} bool with some True")
     if spec.hooks is not None and spec.trainer is not None:
         raise ValueError("a recipe spec has training hooks or its own trainer, not both")
-    train = pool.subset(in_mask)
-    val = pool.subset(~in_mask)
-    val = val.head(spec.monitor) if len(val) else train.head(spec.monitor)
-    data = LoadedDataset(name=spec.dataset, splits={"train": train, "val": val, "test": val},
-                         num_classes=spec.num_classes, class_names=list(spec.class_names),
-                         source_path="audit-pool", version=spec.version,
-                         verification="audit pool")
+    data = mask_data(spec, pool, in_mask)
     recipe = spec.recipe.model_copy(update={"seed": int(seed)})
     if spec.trainer is not None:
         with quiet_training():

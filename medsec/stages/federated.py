@@ -16,6 +16,7 @@ from medsec.federated.apps import Deployment, deployment_apps
 from medsec.federated.simulation import FederatedResult, run_federation
 from medsec.privacy.gradient_inversion import InversionRow
 from medsec.stages import classifier
+from medsec.training.config import ClassifierRecipe
 from medsec.training.job import evaluate_classifier, train_classifier
 
 if TYPE_CHECKING:
@@ -47,13 +48,22 @@ def run(cfg: MedSecConfig, data: LoadedDataset) -> FederatedResult:
 def check_multilabel(cfg: MedSecConfig, data: LoadedDataset) -> None:
     """ConfigError naming ``federated.gradient_inversion.enabled`` when ``data`` is multi-label
     and the gradient-inversion attack is on: it inverts a cross-entropy gradient and recovers
-    one class label per image (iDLG), neither of which a multi-hot target has."""
-    if data.task == "multilabel" and cfg.federated.gradient_inversion.enabled:
-        from medsec.errors import ConfigError
+    one class label per image (iDLG), neither of which a multi-hot target has; and
+    ``federated.canary.kind`` when input canaries (one random class each) would run."""
+    if data.task != "multilabel":
+        return
+    from medsec.errors import ConfigError
 
+    fed = cfg.federated
+    if fed.gradient_inversion.enabled:
         raise ConfigError(f"federated.gradient_inversion.enabled: {data.name} is multi-label "
                           f"({data.num_classes} findings per image); the gradient-inversion "
                           "attack needs one class per image: set it to false")
+    audited = (fed.canary.enabled and fed.client_dp.enabled) or (
+        fed.recipe_audit.enabled and fed.recipe_audit.canary)
+    if audited and fed.canary.kind == "input":
+        raise ConfigError(f"federated.canary.kind: {data.name} is multi-label; input canaries "
+                          "carry one random class each: use kind=gradient")
 
 
 def centralized_baseline(cfg: MedSecConfig, data: LoadedDataset) -> dict[str, float]:
@@ -144,15 +154,20 @@ def recipe_audit(cfg: MedSecConfig, data: LoadedDataset, pool: AuditPool,
     intervals) with the federation as the recipe
     (:class:`medsec.federated.recipe.FederatedTrainer`: the target and every reference are
     federations over the clients' shares of their pool half, one client per site when the
-    data carries site keys). ``metrics`` gain ``epsilon`` / ``delta`` (the weakest hospital's
-    claim) under client DP."""
+    data carries site keys; multi-label pools federate with BCE and are scored with the
+    multi-label membership scores). ``metrics`` gain ``epsilon`` / ``delta`` (the weakest
+    hospital's claim) under client DP and, with ``recipe_audit.canary``, the one-run canary
+    audit of the same recipe (:func:`recipe_canary_audit`): ``epsilon_audit_lower`` beside
+    them (also for the non-private recipe, which claims none), ``audit_num_canaries``,
+    ``audit_num_guesses``, ``audit_correct_guesses``, ``canary_epsilon`` / ``canary_delta``
+    (the audited round's claim); the target's meta gains ``canary_audit`` (its detail)."""
     import dataclasses
 
     from medsec.federated.recipe import FederatedTrainer
-    from medsec.privacy.recipe_audit import run_recipe_audit, sequential_references
+    from medsec.privacy.recipe_audit import mask_data, run_recipe_audit, sequential_references
     from medsec.stages import privacy
 
-    classifier.require_single_label(data, "federated recipe audit")
+    check_multilabel(cfg, data)
     cfg = by_site(cfg, data)
     plain = cfg.model_copy(update={"privacy": cfg.privacy.model_copy(update={
         "dp": cfg.privacy.dp.model_copy(update={"enabled": False})})})
@@ -169,4 +184,35 @@ def recipe_audit(cfg: MedSecConfig, data: LoadedDataset, pool: AuditPool,
         result.metrics |= {"epsilon": record["epsilon"], "delta": record["delta"]}
     result.target.meta |= {"audit_members": pool.members_record(result.target_in),
                            "audit_pool_size": audit_cfg.pool_size, "audit_pool_seed": cfg.seed}
+    if cfg.federated.recipe_audit.canary:
+        target_data = mask_data(spec, pool, result.target_in)
+        audit = recipe_canary_audit(cfg, spec.recipe.model_copy(update={"seed": cfg.seed}),
+                                    target_data)
+        result.metrics |= canary_metrics(audit)
+        result.target.meta["canary_audit"] = audit.to_dict()
     return result
+
+
+def recipe_canary_audit(cfg: MedSecConfig, recipe: ClassifierRecipe, data: LoadedDataset
+                        ) -> CanaryAudit:
+    """One-run DP audit of the federated recipe ``cfg`` trained by ``recipe`` on ``data``
+    (the recipe audit's target half): hospital 0's first round as that federation runs it
+    (same partition, N_k, sample rate, clipping and noise; plain without client DP) with
+    ``federated.canary``'s canaries (:func:`medsec.federated.canary.audit_site`)."""
+    from medsec.federated.canary import audit_site
+
+    fed = by_site(cfg, data).federated
+    return audit_site(fed, recipe, data, fed.canary)
+
+
+def canary_metrics(audit: CanaryAudit) -> dict[str, float]:
+    """A recipe canary audit's numbers for the recipe's child run: ``epsilon_audit_lower``,
+    ``audit_*`` counts and the audited round's ``canary_epsilon`` (finite only) /
+    ``canary_delta`` (the recipe's own ``epsilon`` / ``delta`` are its full-run claim)."""
+    import math
+
+    out = {k: v for k, v in audit.metrics().items() if k not in ("epsilon", "delta")}
+    out["canary_delta"] = audit.delta
+    if math.isfinite(audit.epsilon):
+        out["canary_epsilon"] = audit.epsilon
+    return out

@@ -134,7 +134,7 @@ STAGES: tuple[Stage, ...] = (
            plots=("plots/confusion.png", "plots/samples.png")),
     _stage("federated", "federated:federated_flow", f"{_CLASSIFIER} federated privacy.audit",
            f"{_P} reports/validation medsec/federated medsec/training "
-           "medsec/privacy/recipe_audit.py",
+           "medsec/privacy/recipe_audit.py medsec/privacy/canary_audit.py",
            "tasks/federated stages/federated stages/classifier tasks/privacy stages/privacy",
            outs="models/federated.pt reports/federated",
            metrics="metrics/federated.json", deployed=True,
@@ -142,7 +142,8 @@ STAGES: tuple[Stage, ...] = (
                     "clients_failed epsilon gradinv_psnr gradinv_ssim "
                     "client_dp_epsilon_audit_lower client_dp_audit_epsilon "
                     "recipe_audit_*_mia_auc recipe_audit_*_mia_auc_ci_low "
-                    "recipe_audit_*_mia_auc_ci_high recipe_audit_*_epsilon",
+                    "recipe_audit_*_mia_auc_ci_high recipe_audit_*_epsilon "
+                    "recipe_audit_*_epsilon_audit_lower",
            plots=(_csv_plot("plots/federated_history.csv", "round", "test_acc"),)),
     _stage("deepfake", "deepfake:deepfake_flow", f"{_CLASSIFIER} deepfake",
            f"{_CLF} medsec/deepfakes medsec/metrics/generative.py medsec/training",
