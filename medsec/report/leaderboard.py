@@ -310,8 +310,55 @@ def build_rows(records: list[RunRecord]) -> list[Row]:
         row.cells = {c.key: c.get(runs) for c in COLUMNS}
         row.warnings = _warnings(row)
         rows.append(row)
+    rows += not_applicable_rows(records, {(r.model, r.recipe) for r in rows})
     order = {"standard": 0}
     return sorted(rows, key=lambda r: (r.model, order.get(r.recipe, 1), r.recipe))
+
+
+_SKIPPED = re.compile(r"^(?P<field>\S+) (?P<entry>\S+): (?P<reason>not applicable .*)$")
+
+
+def skipped_entries(record: RunRecord) -> list[tuple[str, str, str]]:
+    """(field, entry, reason) of each configured entry the stage run skipped as not applicable
+    to its data (tag ``medsec.skipped``, lines of :mod:`medsec.stages.applicability`)."""
+    value = record.tag("skipped", "none")
+    if value == "none":
+        return []
+    found = (_SKIPPED.match(line) for line in value.split("; "))
+    return [(m["field"], m["entry"], m["reason"]) for m in found if m]
+
+
+def not_applicable_rows(records: list[RunRecord], present: set[tuple[str, str]]) -> list[Row]:
+    """One row per defense the latest defense stage skipped as not applicable to the data
+    (e.g. smoothing on multi-label data): every cell empty, its reason the record's (never a
+    number, never a silent drop); ``present``: (model, recipe) rows already built."""
+    rows: dict[tuple[str, str], Row] = {}
+    for record in _latest(records):
+        if record.stage != "defense":
+            continue
+        for spec_field, entry, reason in skipped_entries(record):
+            key = (record.model, f"not applicable: {entry}")
+            if key in present or key in rows:
+                continue
+            why = f"{reason} ({spec_field}; defense run {record.run_id[:8]})"
+            rows[key] = Row(record.dataset, record.model, key[1], {},
+                            {c.key: Cell(reason=why) for c in COLUMNS})
+    return list(rows.values())
+
+
+def skipped_notes(records: list[RunRecord]) -> list[str]:
+    """A note per attack the latest attack suite run of each model skipped as not applicable to
+    the data (its robust-accuracy cells are the worst case over the attacks that ran)."""
+    notes: dict[str, str] = {}
+    for record in _latest(records):
+        if record.stage != "attack" or record.tag("attack", "suite") != "suite":
+            continue
+        for spec_field, entry, reason in skipped_entries(record):
+            notes.setdefault(f"{record.model}:{spec_field}", (
+                f"attack stage ({record.model}, run {record.run_id[:8]}): {spec_field} {entry} "
+                f"skipped, {reason}; the robust-accuracy cells are the worst case over the "
+                "attacks that ran"))
+    return list(notes.values())
 
 
 def segmentation_table(records: list[RunRecord]) -> Table | None:
@@ -412,6 +459,7 @@ def build(records: list[RunRecord], dataset: str | None = None) -> list[Leaderbo
                 notes.append(f"{old} {'segmentation ' if family else ''}run(s) on other data "
                              f"versions of {name} left out (this report: data version "
                              f"{latest[:12]})")
+        notes += skipped_notes(current)
         board = Leaderboard(name, version, build_rows(current), notes,
                             segmentation_table(current), deepfake_table(current))
         if not board.rows and board.segmentation is None and board.deepfake is None:
