@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from medsec.errors import DataError
+from medsec.metrics.privacy import MIN_EXPECTED_FP
 from medsec.report.records import CLASSIFIER_STAGES, RunRecord, recipe
 
 
@@ -125,6 +126,26 @@ def robust_l2(runs: Runs) -> Cell:
     return Cell(value, attack.run_id, f"attack:{L2_WORST_CASE}")
 
 
+def mia_tpr(name: str, fpr: float) -> Callable[[Runs], Cell]:
+    """Membership TPR at ``fpr`` (metric ``name``, Clopper-Pearson interval) of the privacy run.
+    The audit leaves it unlogged (None) when ``mia_n_nonmembers * fpr`` < 10 expected false
+    positives: the empty cell then says so, with the sample size, not "did not log"."""
+    base = metric(("privacy", name), ci=True)
+
+    def get(runs: Runs) -> Cell:
+        cell = base(runs)
+        run = runs.get("privacy")
+        n_non = run.metric("mia_n_nonmembers") if run is not None else None
+        if not cell.empty or n_non is None or n_non * fpr >= MIN_EXPECTED_FP:
+            return cell
+        return Cell(reason=f"unresolved: {n_non:.0f} non-members expect {n_non * fpr:.3g} false "
+                           f"positives at FPR {fpr:g} (need >= {MIN_EXPECTED_FP:g}, i.e. >= "
+                           f"{MIN_EXPECTED_FP / fpr:.0f} non-members; privacy run "
+                           f"{run.run_id[:8]})", run_id=run.run_id)
+
+    return get
+
+
 def epsilon_claimed(runs: Runs) -> Cell:
     """The accountant's epsilon of a DP recipe; ``non-private`` for a plain one."""
     cell = metric(("privacy", "epsilon"), ("train", "epsilon"), ("federated", "epsilon"))(runs)
@@ -186,9 +207,9 @@ COLUMNS: tuple[Column, ...] = (
            "bootstrap 95% interval (0.5 = no leakage).",
            metric(("privacy", "mia_auc"), ("federated", "mia_auc"), ci=True), "privacy"),
     Column("mia_tpr_at_0.1pct_fpr", "TPR@0.1%", "Membership TPR at 0.1% FPR, Clopper-Pearson "
-           "95% interval.", metric(("privacy", "mia_tpr_at_0.1pct_fpr"), ci=True), "privacy"),
+           "95% interval.", mia_tpr("mia_tpr_at_0.1pct_fpr", 0.001), "privacy"),
     Column("mia_tpr_at_1pct_fpr", "TPR@1%", "Membership TPR at 1% FPR, Clopper-Pearson 95% "
-           "interval.", metric(("privacy", "mia_tpr_at_1pct_fpr"), ci=True), "privacy"),
+           "interval.", mia_tpr("mia_tpr_at_1pct_fpr", 0.01), "privacy"),
     Column("epsilon", "ε claimed", "The accountant's (ε, δ)-DP epsilon of the training run.",
            epsilon_claimed, "privacy"),
     Column("epsilon_audit_lower", "ε audited ≥", "95% lower bound on epsilon from a one-run "
