@@ -30,7 +30,9 @@ class CanaryAuditConfig(StrictModel):
     infinite) in one extra training run of the same recipe with the canaries; ``epochs`` None =
     the recipe's epochs. The same settings drive ``deepfake.canary`` (the DP-GAN's
     discriminator at each epsilon; ``epochs`` None = ``deepfake.dp.epochs``) and
-    ``federated.canary`` (hospital 0's first round of client DP; None = ``local_epochs``).
+    ``federated.canary`` (hospital 0's first round of client DP; None = ``local_epochs``;
+    its kind, count and guesses also drive the canary audit of every federated recipe audit,
+    ``federated.recipe_audit.canary``, whatever ``enabled`` says).
     ``kind``: ``gradient`` (white-box Dirac gradient canaries, the strongest) or ``input``
     (``num_canaries`` crafted binary-noise images with random labels added to the training
     data, each with probability 1/2, scored by their loss after training: audits the whole
