@@ -22,7 +22,14 @@ from tasks.federated import (
     recipe_audit_task,
 )
 from tasks.privacy import audit_pool_task, log_canary_audit, log_recipe_audit
-from tasks.tracking import log_artifact, log_dict, log_metrics, log_params, tracked_run
+from tasks.tracking import (
+    log_artifact,
+    log_dict,
+    log_metrics,
+    log_params,
+    log_training_device,
+    tracked_run,
+)
 
 FEDERATED_CKPT = MODELS / "federated.pt"
 FEDERATED_METRICS = METRICS / "federated.json"
@@ -42,6 +49,7 @@ def federated_flow(
     with tracked_run("federated", cfg, data.version, tags=federated_tags(cfg, data.verification),
                      run_name=f"federated-{cfg.dataset.name}-{cfg.federated.strategy}") as run:
         result = federated_task(cfg, data)
+        log_training_device()  # the simulation's clients: the process default hardware
         baseline = centralized_task(cfg, data) if cfg.federated.compare_centralized else None
         metrics = federation_metrics(result, baseline)
         FEDERATED_REPORT_DIR.mkdir(parents=True, exist_ok=True)  # a DVC out, even when empty
@@ -96,6 +104,7 @@ def _recipe_audits(cfg: MedSecConfig, data: LoadedDataset) -> dict[str, float]:
                          tags=federated_tags(point, data.verification),
                          run_name=f"federated-{cfg.dataset.name}-{label}-recipe-audit"):
             log_metrics(test)
+            log_training_device(result.target.meta)  # the audited target's fit
             log_recipe_audit(result, None, list(data.class_names),
                              f"{data.name}, federated {label}",
                              FEDERATED_REPORT_DIR / f"mia_roc_{label}.png")

@@ -53,6 +53,7 @@ from tasks.tracking import (
     log_artifact,
     log_dict,
     log_metrics,
+    log_training_device,
     set_tags,
     temp_artifact_dir,
     tracked_run,
@@ -104,6 +105,7 @@ def _log_point(point: Any, done: Any, data: LoadedDataset, tags: dict[str, str]
             log_metrics({"epsilon": epsilon}, step=epoch)  # the target's epsilon per epoch
         log_dp_record(record)
         log_metrics({"best_epoch": trained.fit.best_epoch, "fit_seconds": trained.fit.seconds})
+        log_training_device(trained.meta)  # medsec.device / medsec.precision
         _log_checkpoint(trained.model, trained.meta)
         log_metrics(done.test)
         log_recipe_audit(result, side, list(data.class_names), f"{data.name}, {point.label}",

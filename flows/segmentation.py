@@ -43,7 +43,13 @@ from tasks.segmentation import (
     train_segmenter_task,
     validate_seg_data_task,
 )
-from tasks.tracking import log_artifact, log_figure, log_metrics, tracked_run
+from tasks.tracking import (
+    log_artifact,
+    log_figure,
+    log_metrics,
+    log_training_device,
+    tracked_run,
+)
 
 SEGMENTATION_DIR = Path("outputs") / "segmentation"
 DEFENDED_DIR = SEGMENTATION_DIR / "pgd_at"
@@ -55,6 +61,7 @@ def _train(seg: SegmentationConfig, data: SegData, adversarial: SegAdversarialTr
     trained = train_segmenter_task(seg, data, adversarial)
     clean = evaluate_segmenter_task(trained, data)
     log_metrics(clean | {"best_epoch": trained.fit.best_epoch, "fit_seconds": trained.fit.seconds})
+    log_training_device({"device": trained.fit.device, "precision": trained.fit.precision})
     save_segmenter(checkpoint, trained.model, trained.meta)
     log_artifact(checkpoint, "model")
     return trained, clean

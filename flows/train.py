@@ -23,7 +23,13 @@ from medsec.viz import curves_figure
 from tasks.common import load_config_task, load_dataset_task
 from tasks.models import log_classifier
 from tasks.privacy import log_dp_record
-from tasks.tracking import log_artifact, log_figure, log_metrics, tracked_run
+from tasks.tracking import (
+    log_artifact,
+    log_figure,
+    log_metrics,
+    log_training_device,
+    tracked_run,
+)
 from tasks.train import train_task
 
 
@@ -57,6 +63,7 @@ def train_flow(
             "medsec.privacy": "dp-sgd" if cfg.privacy.dp.enabled else "none"}
     with tracked_run("train", cfg, data.version, tags=tags) as run:
         trained = train_task(cfg, data, progress=progress)
+        log_training_device(trained.meta)  # medsec.device / medsec.precision (report)
         best = trained.fit.history[trained.fit.best_epoch]
         metrics = {"best_epoch": trained.fit.best_epoch,
                    **{f"best_{k}": v for k, v in best.items() if k.startswith("val_")}}

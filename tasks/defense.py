@@ -20,7 +20,14 @@ from medsec.defenses.evaluate import DefenseResult
 from medsec.stages import defense as stage
 from medsec.training.checkpoint import save_classifier
 from tasks.models import log_classifier
-from tasks.tracking import log_artifact, log_dict, log_metrics, log_params, set_tags
+from tasks.tracking import (
+    log_artifact,
+    log_dict,
+    log_metrics,
+    log_params,
+    log_training_device,
+    set_tags,
+)
 
 
 @task(name="defense-eval-split", cache_policy=NO_CACHE)
@@ -96,12 +103,15 @@ ADVERSARIAL_TRAINING = ("pgd_at", "trades", "fast_fgsm_at")  # registered with a
 def save_defended(defense: Defense, directory: Path, example: Tensor | None = None,
                   dataset: str | None = None) -> Path | None:
     """``<directory>/<label>.pt`` (``load_classifier`` format) for defenses that trained a
-    classifier; logged to the active run under ``model/``. None otherwise. An adversarially
-    trained one (:data:`ADVERSARIAL_TRAINING`) is also registered as
+    classifier; logged to the active run under ``model/``, which a defense that trained it
+    (``meta["device"]``) tags with ``medsec.device`` / ``medsec.precision``. None otherwise.
+    An adversarially trained one (:data:`ADVERSARIAL_TRAINING`) is also registered as
     ``medsec-<dataset>-<model>@robust`` when ``example`` images (N, C, H, W) in [0, 1] and
     ``dataset`` are given."""
     if defense.classifier is None:
         return None
+    if defense.meta.get("device"):  # trained here (not a wrapped baseline): where and how
+        log_training_device(defense.meta)
     path = save_classifier(directory / f"{defense.name}.pt", defense.classifier, defense.meta)
     log_artifact(path, "model")
     if (example is not None and dataset

@@ -362,5 +362,41 @@ def set_tags(tags: dict[str, str]) -> None:
     mlflow.set_tags(tags)
 
 
+DEVICE_TAG, PRECISION_TAG = "medsec.device", "medsec.precision"
+"""Tags of every run that trains a model: the resolved device and precision (the report's
+Device column)."""
+
+
+def device_tags(meta: dict[str, Any] | None = None) -> dict[str, str]:
+    """``{medsec.device, medsec.precision}`` of a trained model: ``meta["device"]`` /
+    ``meta["precision"]`` (the model card of ``train_classifier``, a ``FitResult``'s fields),
+    else the process default hardware resolved (``train.accelerator`` ``auto`` -> ``cpu`` or
+    ``gpu``). A GPU gets its name: ``gpu (NVIDIA H200)``; DDP keeps ``x<N>`` (``cpu x2``)."""
+    meta = meta or {}
+    device, precision = meta.get("device"), meta.get("precision")
+    if not device or not precision:
+        from medsec.training.config import default_hardware
+        from medsec.training.devices import resolve_accelerator
+
+        hw = default_hardware()
+        device = device or resolve_accelerator(hw.accelerator, hw.devices) + (
+            f" x{hw.devices}" if hw.devices > 1 else "")
+        precision = precision or str(hw.precision)
+    device = str(device)
+    if device.startswith("gpu") and "(" not in device:
+        import torch
+
+        if torch.cuda.is_available():
+            device = f"{device} ({torch.cuda.get_device_name(0)})"
+    return {DEVICE_TAG: device, PRECISION_TAG: str(precision)}
+
+
+def log_training_device(meta: dict[str, Any] | None = None) -> dict[str, str]:
+    """Tag the active run with :func:`device_tags` of ``meta``; returns the tags."""
+    tags = device_tags(meta)
+    set_tags(tags)
+    return tags
+
+
 def temp_artifact_dir() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="medsec-artifacts-")

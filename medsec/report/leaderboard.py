@@ -147,7 +147,10 @@ def mia_tpr(name: str, fpr: float) -> Callable[[Runs], Cell]:
 
 
 def epsilon_claimed(runs: Runs) -> Cell:
-    """The accountant's epsilon of a DP recipe; ``non-private`` for a plain one."""
+    """The accountant's epsilon of a DP recipe; ``non-private`` for a recipe that trained
+    without DP: a train/privacy/federated run tagged ``medsec.privacy=none``, or a defense-stage
+    recipe (adversarial training, input transforms of the baseline) whose run has
+    ``privacy.dp.enabled`` False. An empty cell (with the reason) only where it is unknown."""
     cell = metric(("privacy", "epsilon"), ("train", "epsilon"), ("federated", "epsilon"))(runs)
     if not cell.empty:
         return cell
@@ -155,17 +158,28 @@ def epsilon_claimed(runs: Runs) -> Cell:
         run = runs.get(stage)
         if run is not None and run.tag("privacy", "none") in ("none", ""):
             return Cell(text="non-private (∞)", run_id=run.run_id, source=f"{stage}:tag")
+    defense = runs.get("defense")  # defense-stage recipes (PGD-AT, fast-AT, transforms, ...)
+    if defense is not None:
+        if defense.params.get("privacy.dp.enabled", "False") != "True":
+            return Cell(text="non-private (∞)", run_id=defense.run_id,
+                        source="defense:params privacy.dp.enabled")
+        return Cell(reason=f"defense run {defense.run_id[:8]} trained with privacy.dp.enabled "
+                           "but logged no epsilon", run_id=defense.run_id)
     return cell
 
 
 def device(runs: Runs) -> Cell:
-    """The device the recipe trained on: the tag ``medsec.device`` where logged, else the
-    configured ``train.accelerator`` x ``train.devices`` (``auto``: a GPU when torch saw one)."""
+    """The device the recipe trained on: the tag ``medsec.device`` (with ``medsec.precision``
+    when not 32-bit float) that every training run sets, e.g. ``cpu``, ``gpu (NVIDIA H200),
+    bf16-mixed``; for runs from before the tag the configured ``train.accelerator`` x
+    ``train.devices`` marked ``(configured)`` (``auto``: a GPU when torch saw one)."""
     stages = ("train", "privacy", "federated", "defense")
     for stage in stages:
         run = runs.get(stage)
         if run is not None and run.tag("device"):
-            return Cell(text=run.tag("device"), run_id=run.run_id, source=f"{stage}:tag")
+            precision = run.tag("precision", "32")
+            text = run.tag("device") + ("" if precision in ("", "32") else f", {precision}")
+            return Cell(text=text, run_id=run.run_id, source=f"{stage}:tag")
     for stage in stages:
         run = runs.get(stage)
         if run is not None and run.params.get("train.accelerator"):
@@ -210,7 +224,9 @@ COLUMNS: tuple[Column, ...] = (
            "95% interval.", mia_tpr("mia_tpr_at_0.1pct_fpr", 0.001), "privacy"),
     Column("mia_tpr_at_1pct_fpr", "TPR@1%", "Membership TPR at 1% FPR, Clopper-Pearson 95% "
            "interval.", mia_tpr("mia_tpr_at_1pct_fpr", 0.01), "privacy"),
-    Column("epsilon", "ε claimed", "The accountant's (ε, δ)-DP epsilon of the training run.",
+    Column("epsilon", "ε claimed", "The accountant's (ε, δ)-DP epsilon of the training run; "
+           "non-private (∞) for a recipe trained without DP (adversarial training and input "
+           "transforms included).",
            epsilon_claimed, "privacy"),
     Column("epsilon_audit_lower", "ε audited ≥", "95% lower bound on epsilon from a one-run "
            "canary audit (Steinke et al. 2023).",
@@ -221,7 +237,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("train_seconds", "Train s", "Training wall-clock seconds (fit only).",
            metric(("train", "fit_seconds"), ("privacy", "fit_seconds"),
                   ("federated", "federation_seconds"), ("defense", "train_seconds")), "cost"),
-    Column("device", "Device", "Device the model trained on.", device, "cost"),
+    Column("device", "Device", "Device the model trained on (tag medsec.device: cpu, or gpu "
+           "with its name; the precision when not 32-bit float). '(configured)': a run from "
+           "before the tag, showing the configured train.accelerator.", device, "cost"),
 )
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
 HEADLINE = ("test_acc", "robust_linf_4", "mia_auc", "epsilon")
