@@ -159,3 +159,19 @@ def test_config_import_stays_light() -> None:
     code = "import sys, medsec.config; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("source", ["params.yaml", "pneumoniamnist"])
+def test_linf_suites_cover_every_robustness_column_of_the_report(source) -> None:
+    """The report's Rob L∞ columns (1, 2, 4, 8 /255) are per-example worst cases over the
+    L∞ ensemble: each of its attacks must run at every one of those budgets (uap is a single
+    universal perturbation at 8/255, not part of the per-budget ensemble)."""
+    from medsec.report.leaderboard import LINF
+
+    cfg = load_config(PARAMS_YAML) if source == "params.yaml" else load_config(preset=source)
+    ensemble = [s for s in cfg.attack.attacks
+                if s.params.get("norm", "linf") == "linf" and s.name != "uap"]
+    assert {s.name for s in ensemble} >= {"fgsm", "pgd", "deepfool", "square",
+                                          "autoattack_lite"}
+    for spec in ensemble:
+        assert {grey_levels(e) for e in spec.eps} >= set(LINF), spec.id
