@@ -51,6 +51,11 @@ def test_defense_flow_tracks_every_defense(tmp_path, monkeypatch, phantom_dir, t
                     "train_seconds", "inference_overhead", "gradient_masking_flagged"):
             assert key in run.data.metrics, (label, key)
     assert runs["bit_depth"].data.tags["medsec.defense.flagged"] == "true"
+    # the report's Device column: the run that trained a model tags where (the resolved device)
+    device = runs["fast_fgsm_at"].data.tags["medsec.device"]  # train.accelerator: auto
+    assert device.startswith("gpu (") if torch.cuda.is_available() else device == "cpu"
+    assert runs["fast_fgsm_at"].data.tags["medsec.precision"] == "32"
+    assert "medsec.device" not in runs["bit_depth"].data.tags  # nothing trained there
     assert "robust_acc_bpda_pgd" in runs["bit_depth"].data.metrics
     assert "robust_acc_gain" in runs["fast_fgsm_at"].data.metrics
     maha = runs["mahalanobis"].data.metrics
