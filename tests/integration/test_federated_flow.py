@@ -24,6 +24,9 @@ def test_federated_flow_tracks_rounds_baseline_and_model(tmp_path, monkeypatch, 
     tags = run.data.tags
     assert tags["medsec.stage"] == "federated" and tags["medsec.federated.strategy"] == "fedavg"
     assert len(tags["medsec.data_version"]) == 32
+    from tasks.tracking import device_tags  # the simulation's clients: the process hardware
+
+    assert {k: tags.get(k) for k in device_tags()} == device_tags()
     metrics = run.data.metrics
     for key in ("test_acc", "centralized_test_acc", "acc_gap_vs_centralized",
                 "upload_bytes_per_client", "round_seconds", "label_skew"):

@@ -58,6 +58,10 @@ def test_sweep_points_are_mapped_tasks_and_a_failed_point_is_reported(
     assert runs["dp-eps3"].info.status == "FAILED"
     assert "injected failure" in runs["dp-eps3"].data.tags["medsec.privacy.error"]
     assert runs["dp-eps8"].info.status == runs["none"].info.status == "FINISHED"
+    from tasks.tracking import device_tags  # the process hardware: cpu here, gpu (<name>)
+
+    for label in ("none", "dp-eps8"):  # the report's Device column: where the point trained
+        assert {k: runs[label].data.tags.get(k) for k in device_tags()} == device_tags()
     report = (tmp_path / "reports" / "privacy" / "privacy_utility.md").read_text()
     assert "sweep point dp-eps3: failed: RuntimeError: injected failure" in report
     table = json.loads((tmp_path / "metrics" / "privacy.json").read_text())
