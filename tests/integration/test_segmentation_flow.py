@@ -42,6 +42,10 @@ def test_segmentation_flow_tracks_everything(tmp_path, monkeypatch, phantom_dir,
     d_train = next(r for r in defended if r.data.tags["medsec.stage"] == "train")
     assert d_train.info.run_id == result["defended_run_id"] != result["run_id"]
     assert d_train.data.metrics["at_eps"] == pytest.approx(8 / 255)
+    from tasks.tracking import device_tags  # both trained segmenters: where they trained
+
+    for r in (train, d_train):
+        assert {k: r.data.tags.get(k) for k in device_tags()} == device_tags()
     d_metrics = result["metrics"]["defended"]["pgd_at"]
     assert set(d_metrics["attacks"]) == {"seg_pgd", "seg_erase", "seg_inject"}
     # the undefended model's adversarial images, scored on PGD-AT (black-box transfer)
