@@ -49,7 +49,6 @@ def federated_flow(
     with tracked_run("federated", cfg, data.version, tags=federated_tags(cfg, data.verification),
                      run_name=f"federated-{cfg.dataset.name}-{cfg.federated.strategy}") as run:
         result = federated_task(cfg, data)
-        log_training_device()  # the simulation's clients: the process default hardware
         baseline = centralized_task(cfg, data) if cfg.federated.compare_centralized else None
         metrics = federation_metrics(result, baseline)
         FEDERATED_REPORT_DIR.mkdir(parents=True, exist_ok=True)  # a DVC out, even when empty

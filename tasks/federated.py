@@ -15,7 +15,7 @@ from medsec.federated.config import ROBUST_STRATEGIES
 from medsec.federated.simulation import FederatedResult
 from medsec.privacy.gradient_inversion import InversionRow
 from medsec.stages import federated as stage
-from tasks.tracking import log_artifact, log_dict, log_metrics
+from tasks.tracking import log_artifact, log_dict, log_metrics, log_training_device
 
 if TYPE_CHECKING:
     from medsec.privacy.canary_audit import CanaryAudit
@@ -99,9 +99,12 @@ def log_federation(result: FederatedResult, metrics: dict[str, float],
                    checkpoint: Path, artifacts: list[Path] = ()) -> None:
     """A federation in the active run: per-round numbers (``step`` = round), ``metrics``
     (final numbers; those already logged per round are skipped), the partition, the global
-    model saved to ``checkpoint`` (artifact ``model/``) and ``artifacts`` (``federated/``)."""
+    model saved to ``checkpoint`` (artifact ``model/``), ``artifacts`` (``federated/``) and the
+    clients' hardware (``medsec.device``/``medsec.precision``: the process default), the same
+    for the simulation and a deployment."""
     from medsec.training.checkpoint import save_classifier
 
+    log_training_device()
     log_round_metrics(result.history)
     per_round = set(result.history[-1]) if result.history else set()
     log_metrics({k: v for k, v in metrics.items() if k not in per_round})
