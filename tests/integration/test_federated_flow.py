@@ -8,6 +8,7 @@ import pytest
 
 import mlflow
 from flows.federated import federated_flow
+from tests.unit.federated_fixtures import FLOW_OVERRIDES
 
 pytestmark = pytest.mark.integration
 
@@ -50,9 +51,7 @@ def test_federated_flow_audits_client_dp_with_canaries(tmp_path, monkeypatch, ph
     lower bound stays below the audited round's epsilon, the same numbers in the parent run,
     ``metrics/federated.json`` and ``reports/federated/canary_audit.json``."""
     monkeypatch.chdir(tmp_path)
-    overrides = [f"dataset.data_dir={phantom_dir}", "federated.num_clients=2",
-                 "federated.rounds=1", "train.batch_size=32", "train.num_threads=1",
-                 "model.name=small_cnn", "model.norm=group", "federated.compare_centralized=false",
+    overrides = [f"dataset.data_dir={phantom_dir}", *FLOW_OVERRIDES,
                  "federated.client_dp.enabled=true", "federated.client_dp.noise_multiplier=1.0",
                  "federated.canary.enabled=true", "federated.canary.num_canaries=50"]
     result = federated_flow(overrides=overrides)

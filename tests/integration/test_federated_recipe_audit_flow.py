@@ -12,6 +12,7 @@ import pytest
 
 import mlflow
 from flows.federated import federated_flow
+from tests.unit.federated_fixtures import FLOW_OVERRIDES
 
 pytestmark = pytest.mark.integration
 
@@ -19,9 +20,7 @@ pytestmark = pytest.mark.integration
 def test_federated_flow_logs_a_recipe_audit_per_federated_recipe(tmp_path, monkeypatch,
                                                                 phantom_dir, tracking_uri):
     monkeypatch.chdir(tmp_path)
-    overrides = [f"dataset.data_dir={phantom_dir}", "federated.num_clients=2",
-                 "federated.rounds=1", "train.batch_size=32", "train.num_threads=1",
-                 "model.name=small_cnn", "model.norm=group", "federated.compare_centralized=false",
+    overrides = [f"dataset.data_dir={phantom_dir}", *FLOW_OVERRIDES,
                  "federated.recipe_audit.enabled=true",
                  "federated.recipe_audit.client_dp_epsilons=[4]",
                  "privacy.audit.pool_size=64", "privacy.audit.num_reference=2",

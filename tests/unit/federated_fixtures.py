@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from medsec.data.types import ImageDataset, LoadedDataset
@@ -21,13 +23,28 @@ def _split(n: int, rng: np.random.Generator) -> ImageDataset:
     return ImageDataset(np.clip(images, 0.0, 1.0), labels)
 
 
-def tiny_dataset(n_train: int = 160, n_eval: int = 80, seed: int = 0) -> LoadedDataset:
+def in_memory_dataset(split: Callable[[int, np.random.Generator], ImageDataset], n_train: int,
+                      n_eval: int, seed: int, name: str, class_names: list[str],
+                      version: str) -> LoadedDataset:
+    """A synthetic :class:`LoadedDataset` whose train/val/test splits ``split`` draws
+    (``n_train``, ``n_eval``, ``n_eval`` images) from one seeded generator."""
     rng = np.random.default_rng(seed)
-    splits = {"train": _split(n_train, rng), "val": _split(n_eval, rng),
-              "test": _split(n_eval, rng)}
-    return LoadedDataset(name="phantoms", splits=splits, num_classes=2,
-                         class_names=["right", "left"], source_path="<memory>",
-                         version="tiny", verification="synthetic", synthetic=True)
+    splits = {"train": split(n_train, rng), "val": split(n_eval, rng),
+              "test": split(n_eval, rng)}
+    return LoadedDataset(name=name, splits=splits, num_classes=len(class_names),
+                         class_names=class_names, source_path="<memory>",
+                         version=version, verification="synthetic", synthetic=True)
+
+
+def tiny_dataset(n_train: int = 160, n_eval: int = 80, seed: int = 0) -> LoadedDataset:
+    return in_memory_dataset(_split, n_train, n_eval, seed, "phantoms", ["right", "left"],
+                             "tiny")
+
+
+# The tiny federation of the federated flow tests (phantoms, 2 hospitals, 1 round).
+FLOW_OVERRIDES = ["federated.num_clients=2", "federated.rounds=1", "train.batch_size=32",
+                  "train.num_threads=1", "model.name=small_cnn", "model.norm=group",
+                  "federated.compare_centralized=false"]
 
 
 def tiny_settings(norm: str = "batch", **federated) -> tuple[FederatedConfig, ClassifierRecipe]:

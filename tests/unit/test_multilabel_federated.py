@@ -21,7 +21,7 @@ from medsec.federated.partition import label_histogram, label_skew_score, partit
 from medsec.federated.simulation import run_federation, run_setup, setup_federation
 from medsec.stages import federated as stage
 from medsec.training.predict import predict_logits
-from tests.unit.federated_fixtures import SIZE, tiny_settings
+from tests.unit.federated_fixtures import SIZE, in_memory_dataset, tiny_settings
 
 
 def _split(n: int, rng: np.random.Generator) -> ImageDataset:
@@ -35,12 +35,8 @@ def _split(n: int, rng: np.random.Generator) -> ImageDataset:
 
 
 def tiny_multilabel(n_train: int = 96, n_eval: int = 48, seed: int = 0) -> LoadedDataset:
-    rng = np.random.default_rng(seed)
-    splits = {"train": _split(n_train, rng), "val": _split(n_eval, rng),
-              "test": _split(n_eval, rng)}
-    return LoadedDataset(name="two_findings", splits=splits, num_classes=2,
-                         class_names=["left", "top"], source_path="<memory>",
-                         version="tiny-ml", verification="synthetic", synthetic=True)
+    return in_memory_dataset(_split, n_train, n_eval, seed, "two_findings", ["left", "top"],
+                             "tiny-ml")
 
 
 @pytest.fixture(scope="module")
